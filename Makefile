@@ -1,0 +1,42 @@
+# agentapi: `make run` serves with SQLite and the offline model; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-ci generate check-generated lint-proto install litellm clean
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e clients/python -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/agentapi serve --migrate
+
+litellm:
+	scripts/install-litellm.sh
+
+test: $(STAMP) litellm
+	$(BIN)/python -m pytest -q
+
+# CI: every integration suite must run (no skip for MariaDB or LiteLLM), the
+# generated code must match the protos, and buf lint must be clean.
+test-ci: check-generated lint-proto
+	AGENTAPI_REQUIRE_ALL=1 $(MAKE) test
+
+generate: $(STAMP)
+	$(BIN)/python scripts/generate.py
+
+check-generated: generate
+	git diff --exit-code --stat -- clients/python/src || (echo "generated code is stale: run make generate and commit" && exit 1)
+	test -z "$$(git status --porcelain -- clients/python/src)" || (echo "untracked generated files: run make generate and commit" && exit 1)
+
+lint-proto:
+	scripts/buf.sh lint
+	scripts/buf.sh format -d --exit-code
+
+clean:
+	rm -rf $(VENV) .venv-litellm var

@@ -1,0 +1,216 @@
+"""The JSON bridge: an ASGI app that serves OpenAI-style callers by calling the
+gRPC server through the generated stubs.
+
+Routes: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``),
+``GET /v1/models``, ``GET /healthz``. Errors use OpenAI's body shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from agentapi import v1 as pb
+from gateway import openai_compat as oai
+from gateway.errors import ApiError, from_rpc_error, openai_error
+
+SESSION_HEADER = "X-Session-Id"
+
+
+class Bridge:
+    """Holds the channel and stubs; one per app."""
+
+    def __init__(self, grpc_target: str) -> None:
+        self.grpc_target = grpc_target
+        self.channel: grpc.aio.Channel | None = None
+
+    async def open(self) -> None:
+        """Opens the channel to the gRPC server."""
+        self.channel = grpc.aio.insecure_channel(self.grpc_target)
+        self.agents = pb.AgentServiceStub(self.channel)
+        self.sessions = pb.SessionServiceStub(self.channel)
+        self.models = pb.ModelServiceStub(self.channel)
+
+    async def close(self) -> None:
+        """Closes the channel."""
+        if self.channel is not None:
+            await self.channel.close()
+
+
+def _metadata(request: Request) -> tuple[tuple[str, str], ...]:
+    """Forwards the caller's key; the gRPC server authenticates it."""
+    authorization = request.headers.get("authorization", "")
+    return (("authorization", authorization),) if authorization else ()
+
+
+def _error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.body, status_code=error.http_status, headers={**error.headers, **(headers or {})})
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except ValueError as exc:
+        raise oai.bad_request("the body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise oai.bad_request("the body must be a JSON object")
+    return body
+
+
+async def _open_session(bridge: Bridge, request: Request, body: dict[str, Any], metadata: Any) -> tuple[str, bool]:
+    """The session to use: the ``X-Session-Id`` one, or a new one. Returns (id, created)."""
+    existing = request.headers.get(SESSION_HEADER, "").strip()
+    if existing:
+        return existing, False
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise oai.bad_request("model is required", "model")
+    session = pb.Session()
+    if model.startswith(oai.AGENT_PREFIX):
+        session.agent_id = model[len(oai.AGENT_PREFIX):]
+    else:
+        session.overrides.model = model
+        session.overrides.tools.extend(oai.tools(body.get("tools")))
+    created = await bridge.sessions.CreateSession(pb.CreateSessionRequest(session=session), metadata=metadata)
+    return created.session.id, True
+
+
+async def chat_completions(request: Request) -> Response:
+    """OpenAI ``POST /v1/chat/completions``; every call is stored as a session
+    whose id comes back in ``X-Session-Id``. With that header, the call
+    continues the stored session and ``messages`` holds only the new ones."""
+    bridge: Bridge = request.app.state.bridge
+    metadata = _metadata(request)
+    headers: dict[str, str] = {}
+    try:
+        body = await _json_body(request)
+        messages = oai.input_messages(body.get("messages"))
+        options = oai.turn_options(body)
+        session_id, _ = await _open_session(bridge, request, body, metadata)
+        headers[SESSION_HEADER] = session_id
+        model = str(body.get("model") or "")
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            call = bridge.sessions.SendStreamingMessage(
+                pb.SendStreamingMessageRequest(session_id=session_id, messages=messages, options=options),
+                metadata=metadata,
+            )
+            return await _stream_response(call, oai.ChunkWriter(model, include_usage), headers)
+        reply = await bridge.sessions.SendMessage(
+            pb.SendMessageRequest(session_id=session_id, messages=messages, options=options), metadata=metadata
+        )
+        return JSONResponse(oai.completion(reply.message, model), headers=headers)
+    except grpc.aio.AioRpcError as exc:
+        return _error_response(from_rpc_error(exc), headers)
+    except ApiError as exc:
+        return _error_response(exc, headers)
+
+
+async def _stream_response(call: Any, writer: oai.ChunkWriter, headers: dict[str, str]) -> Response:
+    """Reads the turn up to its first delta before answering, so an upstream
+    failure before any output still gets a proper HTTP status."""
+    buffered: list[pb.SendStreamingMessageResponse] = []
+    try:
+        while True:
+            event = await call.read()
+            if event is grpc.aio.EOF:
+                break
+            buffered.append(event)
+            if event.HasField("delta"):
+                break
+            if event.HasField("assistant_message"):
+                if event.assistant_message.status == pb.MESSAGE_STATUS_FAILED:
+                    await call.read()  # raises the typed status the call ends with
+                break
+    except grpc.aio.AioRpcError as exc:
+        return _error_response(from_rpc_error(exc), headers)
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            for event in buffered:
+                for data in _chunks(event, writer):
+                    yield {"data": data}
+            while (event := await call.read()) is not grpc.aio.EOF:
+                for data in _chunks(event, writer):
+                    yield {"data": data}
+        except grpc.aio.AioRpcError as exc:
+            yield {"data": json.dumps(from_rpc_error(exc).body)}
+        finally:
+            call.cancel()  # no-op when the call ended; closes the turn when the client left
+        yield {"data": "[DONE]"}
+
+    return EventSourceResponse(events(), headers=headers, sep="\n", ping=15)
+
+
+def _chunks(event: pb.SendStreamingMessageResponse, writer: oai.ChunkWriter) -> list[str]:
+    kind = event.WhichOneof("event")
+    if kind == "input_message":
+        return []
+    if kind == "delta":
+        return [writer.delta(event.delta)]
+    writer.id = writer.id or f"chatcmpl-{event.assistant_message.id}"
+    return writer.final(event.assistant_message)
+
+
+async def list_models(request: Request) -> Response:
+    """OpenAI ``GET /v1/models``: the upstream models, then every agent as ``agent:<key>``."""
+    bridge: Bridge = request.app.state.bridge
+    metadata = _metadata(request)
+    try:
+        models = await bridge.models.ListModels(pb.ListModelsRequest(), metadata=metadata)
+        data = [{"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by or "upstream"} for m in models.models]
+        token = ""
+        while True:
+            page = await bridge.agents.ListAgents(pb.ListAgentsRequest(page_size=100, page_token=token), metadata=metadata)
+            data.extend(
+                {"id": f"{oai.AGENT_PREFIX}{a.key}", "object": "model", "created": a.create_time.seconds, "owned_by": "agentapi"}
+                for a in page.agents
+            )
+            token = page.next_page_token
+            if not token:
+                break
+    except grpc.aio.AioRpcError as exc:
+        return _error_response(from_rpc_error(exc))
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness of the bridge itself."""
+    return JSONResponse({"status": "ok"})
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """Unknown routes answer in OpenAI's error shape."""
+    return JSONResponse(openai_error(404, f"no route for {request.method} {request.url.path}", "NOT_FOUND"), status_code=404)
+
+
+def create_app(grpc_target: str) -> Starlette:
+    """The bridge app, calling the gRPC server at ``grpc_target`` (``host:port``)."""
+    bridge = Bridge(grpc_target)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await bridge.open()
+        yield
+        await bridge.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_found},
+    )
+    app.state.bridge = bridge
+    return app

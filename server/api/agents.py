@@ -1,0 +1,46 @@
+"""AgentService servicer: proto in, domain call, proto out."""
+
+from __future__ import annotations
+
+import grpc
+
+from agentapi import v1 as pb
+from server.api import convert
+from server.api.interceptor import current_principal
+from server.domain.agents import AgentService
+from server.domain.catalog import Catalog
+
+
+class AgentServicer(pb.AgentServiceServicer):
+    """Serves ``agentapi.v1.AgentService``."""
+
+    def __init__(self, agents: AgentService, catalog: Catalog) -> None:
+        self.agents = agents
+        self.catalog = catalog
+
+    async def CreateAgent(self, request: pb.CreateAgentRequest, context: grpc.aio.ServicerContext) -> pb.CreateAgentResponse:
+        row = await self.agents.create(current_principal(), convert.agent_fields(request.agent), request.agent_id)
+        return pb.CreateAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))
+
+    async def GetAgent(self, request: pb.GetAgentRequest, context: grpc.aio.ServicerContext) -> pb.GetAgentResponse:
+        row = await self.agents.get(request.agent_id)
+        return pb.GetAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))
+
+    async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
+        rows, token = await self.agents.list(request.page_size, request.page_token, request.show_deleted)
+        catalog = await self.catalog.model_ids()
+        return pb.ListAgentsResponse(agents=[convert.agent(r, catalog) for r in rows], next_page_token=token)
+
+    async def UpdateAgent(self, request: pb.UpdateAgentRequest, context: grpc.aio.ServicerContext) -> pb.UpdateAgentResponse:
+        row = await self.agents.update(
+            current_principal(),
+            request.agent.id,
+            convert.agent_fields(request.agent),
+            list(request.update_mask.paths),
+            request.agent.etag,
+        )
+        return pb.UpdateAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))
+
+    async def DeleteAgent(self, request: pb.DeleteAgentRequest, context: grpc.aio.ServicerContext) -> pb.DeleteAgentResponse:
+        row = await self.agents.delete(current_principal(), request.agent_id)
+        return pb.DeleteAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))

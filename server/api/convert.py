@@ -1,0 +1,239 @@
+"""Conversions between proto messages and domain values. No rules live here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from agentapi import v1 as pb
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.rpc import status_pb2
+
+from server.api.status import to_status
+from server.domain import agents as agent_rules
+from server.domain.agents import AgentFields
+from server.domain.errors import AgentAPIError
+from server.domain.sessions import SessionView, Settings
+from server.domain.turns import Delta, InputMessage
+from server.store.models import AgentRow, ConversationRow, MessageRow
+
+ROLE_TO_PROTO = {
+    "system": pb.ROLE_SYSTEM,
+    "user": pb.ROLE_USER,
+    "assistant": pb.ROLE_ASSISTANT,
+    "tool": pb.ROLE_TOOL,
+}
+ROLE_FROM_PROTO = {value: key for key, value in ROLE_TO_PROTO.items()}
+STATUS_TO_PROTO = {
+    "in_progress": pb.MESSAGE_STATUS_IN_PROGRESS,
+    "completed": pb.MESSAGE_STATUS_COMPLETED,
+    "cancelled": pb.MESSAGE_STATUS_CANCELLED,
+    "failed": pb.MESSAGE_STATUS_FAILED,
+    "requires_action": pb.MESSAGE_STATUS_REQUIRES_ACTION,
+}
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A naive-UTC datetime as a Timestamp (None stays unset)."""
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
+    """A JSON object as a Struct."""
+    result = struct_pb2.Struct()
+    if value:
+        result.update(value)
+    return result
+
+
+def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as a JSON object."""
+    return json_format.MessageToDict(value)
+
+
+def tool_to_json(tool: pb.Tool) -> dict[str, Any]:
+    """A Tool in OpenAI's function-tool JSON shape."""
+    function: dict[str, Any] = {"name": tool.function.name}
+    if tool.function.description:
+        function["description"] = tool.function.description
+    if tool.function.HasField("parameters"):
+        function["parameters"] = from_struct(tool.function.parameters)
+    if tool.function.HasField("strict"):
+        function["strict"] = tool.function.strict
+    return {"type": tool.type or "function", "function": function}
+
+
+def tool_from_json(tool: dict[str, Any]) -> pb.Tool:
+    """An OpenAI function tool as a Tool."""
+    function = tool.get("function") or {}
+    definition = pb.FunctionDefinition(name=function.get("name", ""), description=function.get("description", ""))
+    if function.get("parameters") is not None:
+        definition.parameters.CopyFrom(struct(function["parameters"]))
+    if function.get("strict") is not None:
+        definition.strict = bool(function["strict"])
+    return pb.Tool(type=tool.get("type", "function"), function=definition)
+
+
+def agent_fields(agent: pb.Agent) -> AgentFields:
+    """The writable fields of a proto Agent."""
+    return AgentFields(
+        key=agent.key,
+        display_name=agent.display_name,
+        system_prompt=agent.system_prompt,
+        default_model=agent.default_model,
+        fallback_models=list(agent.fallback_models),
+        temperature=agent.temperature if agent.HasField("temperature") else None,
+        tools=[tool_to_json(t) for t in agent.tools],
+        metadata=from_struct(agent.metadata),
+    )
+
+
+def agent(row: AgentRow, catalog: set[str] | None = None) -> pb.Agent:
+    """A stored agent as a proto; ``catalog`` (model ids) fills ``unsupported_models``."""
+    message = pb.Agent(
+        id=row.id,
+        key=row.key,
+        display_name=row.display_name,
+        system_prompt=row.system_prompt,
+        default_model=row.default_model,
+        fallback_models=row.fallback_models,
+        tools=[tool_from_json(t) for t in row.tools],
+        metadata=struct(row.metadata_),
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+        delete_time=timestamp(row.delete_time),
+        etag=agent_rules.etag(row),
+        revision=row.revision,
+    )
+    if row.temperature is not None:
+        message.temperature = row.temperature
+    if catalog is not None:
+        message.unsupported_models.extend(
+            m for m in [row.default_model, *row.fallback_models] if m not in catalog
+        )
+    return message
+
+
+def conversation(row: ConversationRow) -> pb.Conversation:
+    """A stored conversation as a proto."""
+    return pb.Conversation(
+        id=row.id,
+        title=row.title,
+        metadata=struct(row.metadata_),
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+
+
+def settings_from_proto(settings: pb.SessionSettings) -> Settings:
+    """Session settings from a proto."""
+    return Settings(
+        model=settings.model,
+        temperature=settings.temperature if settings.HasField("temperature") else None,
+        max_output_tokens=settings.max_output_tokens if settings.HasField("max_output_tokens") else None,
+        tools=[tool_to_json(t) for t in settings.tools],
+        fallback_models=list(settings.fallback_models),
+        system_prompt=settings.system_prompt,
+    )
+
+
+def settings_to_proto(settings: Settings) -> pb.SessionSettings:
+    """Session settings as a proto."""
+    message = pb.SessionSettings(
+        model=settings.model,
+        tools=[tool_from_json(t) for t in settings.tools],
+        fallback_models=settings.fallback_models,
+        system_prompt=settings.system_prompt,
+    )
+    if settings.temperature is not None:
+        message.temperature = settings.temperature
+    if settings.max_output_tokens is not None:
+        message.max_output_tokens = settings.max_output_tokens
+    return message
+
+
+def session(view: SessionView) -> pb.Session:
+    """A session with its overrides and effective settings."""
+    row = view.row
+    return pb.Session(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        agent_id=row.agent_id or "",
+        overrides=settings_to_proto(view.overrides),
+        effective_settings=settings_to_proto(view.effective),
+        metadata=struct(row.metadata_),
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+
+
+def tool_call(call: dict[str, Any]) -> pb.ToolCall:
+    """An OpenAI tool call as a proto."""
+    function = call.get("function") or {}
+    return pb.ToolCall(
+        id=call.get("id", ""),
+        type=call.get("type", "function"),
+        function=pb.FunctionCall(name=function.get("name", ""), arguments=function.get("arguments", "")),
+    )
+
+
+def message(row: MessageRow) -> pb.Message:
+    """A stored message as a proto."""
+    result = pb.Message(
+        id=row.id,
+        session_id=row.session_id,
+        sequence=row.sequence,
+        role=ROLE_TO_PROTO[row.role],
+        content=row.content,
+        tool_calls=[tool_call(c) for c in row.tool_calls or ()],
+        tool_call_id=row.tool_call_id,
+        name=row.name,
+        model=row.model,
+        status=STATUS_TO_PROTO[row.status],
+        finish_reason=row.finish_reason,
+        usage=pb.Usage(
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            total_tokens=row.prompt_tokens + row.completion_tokens,
+        ),
+        time_to_first_token_ms=row.time_to_first_token_ms,
+        duration_ms=row.duration_ms,
+        upstream_request_id=row.upstream_request_id,
+        metadata=struct(row.metadata_),
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+    if row.error:
+        result.error.CopyFrom(error_status(AgentAPIError(row.error["code"], row.error["reason"], row.error["message"])))
+    return result
+
+
+def error_status(error: AgentAPIError) -> status_pb2.Status:
+    """A domain error as a google.rpc.Status (see :mod:`server.api.status`)."""
+    return to_status(error)
+
+
+def input_message(message: pb.InputMessage) -> InputMessage:
+    """A caller's input message; an unknown role becomes ``""`` and fails validation."""
+    return InputMessage(
+        role=ROLE_FROM_PROTO.get(message.role, ""),
+        content=message.content,
+        tool_call_id=message.tool_call_id,
+        tool_calls=[json_format.MessageToDict(c, preserving_proto_field_name=True) for c in message.tool_calls],
+        name=message.name,
+    )
+
+
+def delta(value: Delta) -> pb.Delta:
+    """A reply fragment as a proto."""
+    return pb.Delta(
+        sequence_number=value.sequence_number,
+        content=value.content,
+        tool_calls=[
+            pb.ToolCallDelta(index=f.index, id=f.id, name=f.name, arguments=f.arguments) for f in value.tool_calls
+        ],
+    )

@@ -1,0 +1,140 @@
+"""Wires the layers together and runs the gRPC server (and, optionally, the bridge)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agentapi import v1 as pb
+from agentapi.v1 import agent_service_pb2, conversation_service_pb2, model_service_pb2, session_service_pb2
+from server.api.agents import AgentServicer
+from server.api.conversations import ConversationServicer
+from server.api.interceptor import ApiInterceptor
+from server.api.models import ModelServicer
+from server.api.sessions import SessionServicer
+from server.config import Config
+from server.domain.agents import AgentService
+from server.domain.auth import Authenticator
+from server.domain.catalog import Catalog
+from server.domain.pagination import PageTokens
+from server.domain.sessions import ConversationService, SessionService
+from server.domain.turns import TurnRunner
+from server.llm.offline import OfflineBackend
+from server.llm.openai_compat import OpenAICompatibleBackend
+from server.llm.types import ChatBackend
+from server.store.db import Database
+
+log = logging.getLogger("agentapi")
+
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (agent_service_pb2, "AgentService"),
+        (conversation_service_pb2, "ConversationService"),
+        (session_service_pb2, "SessionService"),
+        (model_service_pb2, "ModelService"),
+    )
+)
+
+
+def make_backend(config: Config) -> ChatBackend:
+    """The upstream client, or the offline model when no base URL is set."""
+    if not config.llm_base_url:
+        return OfflineBackend()
+    return OpenAICompatibleBackend(
+        config.llm_base_url,
+        config.llm_api_key,
+        connect_timeout_s=config.upstream_connect_timeout_s,
+        read_timeout_s=config.upstream_read_timeout_s,
+    )
+
+
+@dataclass
+class GrpcServer:
+    """A started gRPC server with its resources; ``port`` is the bound port."""
+
+    server: grpc.aio.Server
+    port: int
+    db: Database
+    backend: ChatBackend
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace_s: float) -> None:
+        """Reports NOT_SERVING, drains for ``grace_s`` seconds, then releases everything."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        await self.backend.aclose()
+        await self.db.dispose()
+
+
+async def start_grpc(config: Config) -> GrpcServer:
+    """Builds every layer and starts serving on ``config.grpc_addr`` (port 0 picks one)."""
+    db = Database(config.database_url)
+    backend = make_backend(config)
+    secret = hashlib.sha256(b"agentapi-page-token:" + config.effective_master_key.encode()).digest()
+    tokens = PageTokens(secret)
+    catalog = Catalog(backend, ttl_s=config.catalog_ttl_s)
+    server = grpc.aio.server(
+        interceptors=[ApiInterceptor(Authenticator(config.effective_master_key, config.api_tokens))],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    pb.add_AgentServiceServicer_to_server(AgentServicer(AgentService(db, tokens), catalog), server)
+    pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
+    pb.add_SessionServiceServicer_to_server(
+        SessionServicer(SessionService(db, tokens), TurnRunner(db, backend)), server
+    )
+    pb.add_ModelServiceServicer_to_server(ModelServicer(catalog), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(config.grpc_addr)
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return GrpcServer(server, port, db, backend, health_servicer)
+
+
+async def serve(config: Config, only: str | None = None) -> None:
+    """Runs the gRPC server and/or the bridge until SIGTERM or SIGINT."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    grpc_server = None
+    http_server = None
+    tasks = []
+    if only in (None, "grpc"):
+        grpc_server = await start_grpc(config)
+        print(f"agentapi gRPC listening on {config.grpc_addr.rsplit(':', 1)[0]}:{grpc_server.port}", flush=True)
+    if only in (None, "http"):
+        host, port = config.http_addr.rsplit(":", 1)
+        grpc_target = config.grpc_addr if grpc_server is None else f"127.0.0.1:{grpc_server.port}"
+        app = create_app(grpc_target)
+        http_server = uvicorn.Server(
+            uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning", lifespan="on")
+        )
+        http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        tasks.append(asyncio.create_task(http_server.serve()))
+        print(f"agentapi JSON bridge listening on http://{config.http_addr} (OpenAI base URL: http://{config.http_addr}/v1)", flush=True)
+    backend_name = config.llm_base_url or "the built-in offline model 'agentapi-offline'"
+    print(f"agentapi upstream: {backend_name}; database: {config.database_url}", flush=True)
+    if not config.master_key:
+        print(f"agentapi development master key: {config.effective_master_key}", flush=True)
+    await stop.wait()
+    log.info("shutting down")
+    if http_server is not None:
+        http_server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if grpc_server is not None:
+        await grpc_server.stop(config.shutdown_grace_s)

@@ -1,0 +1,58 @@
+"""The ``agentapi`` command: ``serve`` and ``migrate``. Flags mirror the
+``AGENTAPI_*`` environment variables and win over them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from server.config import Config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentapi", description="agentapi: a control plane for AI agents")
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database-url", help="AGENTAPI_DATABASE_URL (default: SQLite under ./var/)")
+    serve = commands.add_parser("serve", parents=[common], help="run the gRPC server and the JSON bridge")
+    serve.add_argument("--llm-base-url", help="AGENTAPI_LLM_BASE_URL (unset: the offline model)")
+    serve.add_argument("--llm-api-key", help="AGENTAPI_LLM_API_KEY")
+    serve.add_argument("--master-key", help="AGENTAPI_MASTER_KEY (unset: a development key)")
+    serve.add_argument("--grpc-addr", help="AGENTAPI_GRPC_ADDR (default 127.0.0.1:50051)")
+    serve.add_argument("--http-addr", help="AGENTAPI_HTTP_ADDR (default 127.0.0.1:8080)")
+    serve.add_argument("--only", choices=("grpc", "http"), help="run one of the two servers")
+    serve.add_argument("--migrate", action="store_true", help="apply migrations before serving")
+    commands.add_parser("migrate", parents=[common], help="apply database migrations")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``agentapi`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "only", "migrate")}
+    config = Config.from_env(**overrides)
+    from server.store.migrate import upgrade
+
+    if args.command == "migrate":
+        upgrade(config.database_url)
+        print(f"migrated {config.database_url}")
+        return 0
+    try:
+        config.check()
+    except ValueError as exc:
+        print(f"agentapi: {exc}", file=sys.stderr)
+        return 2
+    if args.migrate:
+        upgrade(config.database_url)
+    from server.app import serve
+
+    asyncio.run(serve(config, args.only))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Configuration: a frozen dataclass read from ``AGENTAPI_*`` environment
+variables, which the CLI's flags override."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/agentapi.db"
+DEV_MASTER_KEY = "sk-agentapi-dev"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs to start.
+
+    Attributes:
+        database_url: SQLAlchemy async URL (``sqlite+aiosqlite:///...`` or
+            ``mysql+aiomysql://user:pass@host/db``).
+        llm_base_url: OpenAI-compatible base URL (a LiteLLM proxy, e.g.
+            ``http://127.0.0.1:4000/v1``); None selects the offline model.
+        llm_api_key: key sent to the upstream.
+        master_key: admin key of the default tenant; None means the
+            development key, allowed only on loopback addresses.
+        api_tokens: extra static client keys of the default tenant.
+        grpc_addr: ``host:port`` of the gRPC server.
+        http_addr: ``host:port`` of the JSON bridge.
+        upstream_connect_timeout_s: seconds to connect to the upstream.
+        upstream_read_timeout_s: longest upstream silence, in seconds.
+        catalog_ttl_s: seconds the model catalog is cached.
+        shutdown_grace_s: seconds in-flight calls get on SIGTERM.
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    master_key: str | None = None
+    api_tokens: tuple[str, ...] = field(default_factory=tuple)
+    grpc_addr: str = "127.0.0.1:50051"
+    http_addr: str = "127.0.0.1:8080"
+    upstream_connect_timeout_s: float = 5.0
+    upstream_read_timeout_s: float = 60.0
+    catalog_ttl_s: float = 60.0
+    shutdown_grace_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
+        """Reads ``AGENTAPI_*`` variables; non-None ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "database_url": env.get("AGENTAPI_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            "llm_base_url": env.get("AGENTAPI_LLM_BASE_URL") or None,
+            "llm_api_key": env.get("AGENTAPI_LLM_API_KEY") or None,
+            "master_key": env.get("AGENTAPI_MASTER_KEY") or None,
+            "api_tokens": tuple(t.strip() for t in env.get("AGENTAPI_API_TOKENS", "").split(",") if t.strip()),
+            "grpc_addr": env.get("AGENTAPI_GRPC_ADDR") or "127.0.0.1:50051",
+            "http_addr": env.get("AGENTAPI_HTTP_ADDR") or "127.0.0.1:8080",
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def effective_master_key(self) -> str:
+        """The master key, or the development key when none is configured."""
+        return self.master_key or DEV_MASTER_KEY
+
+    def check(self) -> None:
+        """Raises ValueError when a non-loopback address would use the development key."""
+        if self.master_key:
+            return
+        for addr in (self.grpc_addr, self.http_addr):
+            host = addr.rsplit(":", 1)[0].strip("[]")
+            if not _is_loopback(host):
+                raise ValueError(
+                    f"refusing to listen on {addr} with the development key: set AGENTAPI_MASTER_KEY"
+                )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,211 @@
+"""The agent catalog: validation and lifecycle rules."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from server.domain.common import Principal, is_uuid, new_id, require_uuid, utcnow
+from server.domain.errors import AgentAPIError, Violations, not_found
+from server.domain.pagination import PageTokens, page_size
+from server.store.db import Database
+from server.store.models import AgentRow
+from server.store.repositories import AgentRepository
+
+KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MAX_METADATA_BYTES = 16 * 1024
+DELETE_RETENTION = timedelta(days=30)
+MUTABLE_FIELDS = (
+    "key",
+    "display_name",
+    "system_prompt",
+    "default_model",
+    "fallback_models",
+    "temperature",
+    "tools",
+    "metadata",
+)
+
+
+@dataclass
+class AgentFields:
+    """The writable fields of an agent, with ``tools`` in OpenAI's JSON shape."""
+
+    key: str = ""
+    display_name: str = ""
+    system_prompt: str = ""
+    default_model: str = ""
+    fallback_models: list[str] = field(default_factory=list)
+    temperature: float | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def validate(agent: AgentFields, prefix: str = "agent") -> None:
+    """Checks every field and raises INVALID_ARGUMENT (FIELD_VIOLATION) naming
+    all bad ones: key slug of 1-63, non-empty default model, temperature 0-2,
+    distinct fallbacks that differ from the default, function tools with valid
+    names and object ``parameters``, metadata up to 16 KiB of JSON."""
+    violations = Violations()
+    if not KEY_PATTERN.match(agent.key):
+        violations.add(f"{prefix}.key", "must be 1 to 63 of a-z, 0-9, '-' or '_', starting with a letter or digit")
+    if not agent.default_model.strip():
+        violations.add(f"{prefix}.default_model", "must not be empty")
+    if agent.temperature is not None and not 0.0 <= agent.temperature <= 2.0:
+        violations.add(f"{prefix}.temperature", "must be between 0 and 2")
+    seen: set[str] = set()
+    for index, model in enumerate(agent.fallback_models):
+        if not model.strip():
+            violations.add(f"{prefix}.fallback_models[{index}]", "must not be empty")
+        elif model == agent.default_model:
+            violations.add(f"{prefix}.fallback_models[{index}]", "must differ from default_model")
+        elif model in seen:
+            violations.add(f"{prefix}.fallback_models[{index}]", "must not repeat another fallback model")
+        seen.add(model)
+    names: set[str] = set()
+    for index, tool in enumerate(agent.tools):
+        path = f"{prefix}.tools[{index}]"
+        if tool.get("type", "function") != "function":
+            violations.add(f"{path}.type", "must be 'function'")
+        function = tool.get("function") or {}
+        name = function.get("name", "")
+        if not TOOL_NAME_PATTERN.match(name):
+            violations.add(f"{path}.function.name", "must be 1 to 64 of a-z, A-Z, 0-9, '_' or '-'")
+        elif name in names:
+            violations.add(f"{path}.function.name", "must be unique among the agent's tools")
+        names.add(name)
+        parameters = function.get("parameters")
+        if parameters is not None and parameters.get("type", "object") != "object":
+            violations.add(f"{path}.function.parameters", "must be a JSON Schema of type 'object'")
+    if len(json.dumps(agent.metadata)) > MAX_METADATA_BYTES:
+        violations.add(f"{prefix}.metadata", f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
+    violations.raise_if_any()
+
+
+def etag(row: AgentRow) -> str:
+    """A checksum of the agent's revision and update time."""
+    return hashlib.sha256(f"{row.id}:{row.revision}:{row.update_time.isoformat()}".encode()).hexdigest()[:16]
+
+
+def _apply(row: AgentRow, agent: AgentFields, paths: list[str]) -> None:
+    for name in paths:
+        value = getattr(agent, name)
+        setattr(row, "metadata_" if name == "metadata" else name, value)
+
+
+class AgentService:
+    """Creates, reads, lists, updates and soft-deletes agents.
+
+    Agents are shared across tenants; only admins may change them.
+    """
+
+    def __init__(self, db: Database, tokens: PageTokens) -> None:
+        self.db = db
+        self.tokens = tokens
+
+    @staticmethod
+    def _require_admin(principal: Principal) -> None:
+        if not principal.admin:
+            raise AgentAPIError("PERMISSION_DENIED", "ADMIN_REQUIRED", "only admin keys may change agents")
+
+    async def create(self, principal: Principal, agent: AgentFields, agent_id: str = "") -> AgentRow:
+        """Stores a new agent. Raises INVALID_ARGUMENT (FIELD_VIOLATION,
+        INVALID_AGENT_ID), ALREADY_EXISTS (AGENT_ALREADY_EXISTS) for a taken
+        key or id, PERMISSION_DENIED (ADMIN_REQUIRED)."""
+        self._require_admin(principal)
+        validate(agent)
+        chosen = require_uuid(agent_id, "agent_id", "INVALID_AGENT_ID") if agent_id else new_id()
+        now = utcnow()
+        row = AgentRow(id=chosen, revision=1, create_time=now, update_time=now, delete_time=None)
+        _apply(row, agent, list(MUTABLE_FIELDS))
+        async with self.db.session() as session:
+            repo = AgentRepository(session)
+            if await repo.get_by_key(agent.key) is not None or await repo.get(chosen) is not None:
+                raise _already_exists(agent.key)
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError as exc:  # a concurrent create won the race
+                raise _already_exists(agent.key) from exc
+        return row
+
+    async def get(self, agent_id_or_key: str, include_deleted: bool = True) -> AgentRow:
+        """The agent by UUID or key. Raises NOT_FOUND (AGENT_NOT_FOUND)."""
+        async with self.db.session() as session:
+            return await self.resolve(AgentRepository(session), agent_id_or_key, include_deleted)
+
+    @staticmethod
+    async def resolve(repo: AgentRepository, agent_id_or_key: str, include_deleted: bool) -> AgentRow:
+        """Looks up by UUID when the value is one, else by key."""
+        if not agent_id_or_key:
+            raise not_found("agent", agent_id_or_key)
+        if is_uuid(agent_id_or_key):
+            row = await repo.get(agent_id_or_key.lower())
+        else:
+            row = await repo.get_by_key(agent_id_or_key)
+        if row is None or (row.delete_time is not None and not include_deleted):
+            raise not_found("agent", agent_id_or_key)
+        return row
+
+    async def list(self, size: int, token: str, show_deleted: bool) -> tuple[list[AgentRow], str]:
+        """A page of agents ordered by (create_time, id), and the next page token."""
+        limit = page_size(size)
+        params = {"show_deleted": show_deleted}
+        cursor = self.tokens.decode(token, params)
+        after = None
+        if cursor is not None:
+            after = (datetime.fromisoformat(cursor[0]), cursor[1])
+        async with self.db.session() as session:
+            rows = await AgentRepository(session).page(after, limit + 1, show_deleted)
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            next_token = self.tokens.encode([last.create_time.isoformat(), last.id], params)
+        return rows, next_token
+
+    async def update(
+        self, principal: Principal, agent_id: str, agent: AgentFields, paths: list[str], expected_etag: str = ""
+    ) -> AgentRow:
+        """Updates the masked fields (all writable fields when ``paths`` is empty)
+        and bumps the revision. Raises INVALID_ARGUMENT for an unknown mask path
+        or a bad field, NOT_FOUND (AGENT_NOT_FOUND), ABORTED (ETAG_MISMATCH)."""
+        self._require_admin(principal)
+        violations = Violations()
+        for path in paths:
+            if path not in MUTABLE_FIELDS:
+                violations.add("update_mask", f"unknown or read-only field {path!r}")
+        violations.raise_if_any()
+        paths = paths or list(MUTABLE_FIELDS)
+        async with self.db.session() as session:
+            row = await self.resolve(AgentRepository(session), agent_id, include_deleted=False)
+            if expected_etag and expected_etag != etag(row):
+                raise AgentAPIError("ABORTED", "ETAG_MISMATCH", "the agent changed since it was read; re-read and retry")
+            current = AgentFields(**{f.name: getattr(row, "metadata_" if f.name == "metadata" else f.name) for f in fields(AgentFields)})
+            merged = replace(current, **{p: getattr(agent, p) for p in paths})
+            validate(merged)
+            _apply(row, merged, paths)
+            row.revision += 1
+            row.update_time = utcnow()
+            await session.commit()
+        return row
+
+    async def delete(self, principal: Principal, agent_id: str) -> AgentRow:
+        """Soft-deletes (sets ``delete_time``). Raises NOT_FOUND (AGENT_NOT_FOUND)."""
+        self._require_admin(principal)
+        async with self.db.session() as session:
+            row = await self.resolve(AgentRepository(session), agent_id, include_deleted=False)
+            row.delete_time = row.update_time = utcnow()
+            await session.commit()
+        return row
+
+
+def _already_exists(key: str) -> AgentAPIError:
+    return AgentAPIError("ALREADY_EXISTS", "AGENT_ALREADY_EXISTS", f"an agent with key {key!r} or this id exists", {"key": key})

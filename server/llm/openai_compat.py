@@ -1,0 +1,140 @@
+"""Streaming client for an OpenAI-compatible API, such as a LiteLLM proxy.
+
+Plain httpx with httpx-sse's SSE parser rather than the openai SDK: the SDK
+builds pydantic objects per chunk, which dominated per-delta cost in our
+measurements (see bench/README.md), and we only need a handful of fields.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from server.llm import errors
+from server.llm.types import ChatChunk, ChatRequest, ModelInfo, TokenUsage, ToolCallFragment
+
+
+class _Stream:
+    """An open SSE completion stream; iterating yields :class:`ChatChunk`."""
+
+    def __init__(self, response: httpx.Response, model: str) -> None:
+        self._response = response
+        self._model = model
+        self.request_id = response.headers.get("x-request-id") or response.headers.get("x-litellm-call-id", "")
+
+    async def __aiter__(self) -> AsyncIterator[ChatChunk]:
+        done = False
+        try:
+            async for sse in EventSource(self._response).aiter_sse():
+                if sse.data == "[DONE]":
+                    done = True
+                    break
+                if not sse.data:
+                    continue
+                try:
+                    payload = json.loads(sse.data)
+                except ValueError as exc:
+                    raise errors.protocol_error(self._model, "a chunk is not JSON") from exc
+                if "error" in payload:
+                    error = payload["error"] if isinstance(payload["error"], dict) else {"message": str(payload["error"])}
+                    status = int(error.get("code") or 500) if str(error.get("code", "")).isdigit() else 500
+                    raise errors.from_status(status, json.dumps({"error": error}).encode(), httpx.Headers(), self._model)
+                yield parse_chunk(payload)
+        except httpx.HTTPError as exc:
+            raise errors.from_transport(exc, self._model, started=True) from exc
+        if not done:
+            raise errors.protocol_error(self._model, "the stream ended without [DONE]")
+
+
+def parse_chunk(payload: dict[str, Any]) -> ChatChunk:
+    """Converts one ``chat.completion.chunk`` JSON object to a :class:`ChatChunk`."""
+    content = ""
+    finish_reason = ""
+    fragments: tuple[ToolCallFragment, ...] = ()
+    choices = payload.get("choices") or ()
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        content = delta.get("content") or ""
+        finish_reason = choice.get("finish_reason") or ""
+        raw_calls = delta.get("tool_calls")
+        if raw_calls:
+            fragments = tuple(
+                ToolCallFragment(
+                    index=call.get("index", 0),
+                    id=call.get("id") or "",
+                    name=(call.get("function") or {}).get("name") or "",
+                    arguments=(call.get("function") or {}).get("arguments") or "",
+                )
+                for call in raw_calls
+            )
+    usage = payload.get("usage")
+    return ChatChunk(
+        content=content,
+        tool_calls=fragments,
+        finish_reason=finish_reason,
+        usage=TokenUsage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0) if usage else None,
+        model=payload.get("model") or "",
+    )
+
+
+class OpenAICompatibleBackend:
+    """Chat backend for ``<base_url>/chat/completions`` and ``<base_url>/models``.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:4000/v1`` (a LiteLLM proxy).
+        api_key: sent as ``Authorization: Bearer``; optional.
+        connect_timeout_s: seconds to open a connection.
+        read_timeout_s: longest silence, in seconds, between two stream events.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 60.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        )
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[_Stream]:
+        """Opens a streamed completion. Raises AgentAPIError for HTTP errors and
+        transport failures (see :mod:`server.llm.errors`). Leaving the context
+        closes the upstream connection, also on cancellation."""
+        try:
+            async with self._client.stream(
+                "POST", "/chat/completions", json=request.body(stream=True)
+            ) as response:
+                if response.status_code >= 400:
+                    body = await response.aread()
+                    raise errors.from_status(response.status_code, body, response.headers, request.model)
+                yield _Stream(response, request.model)
+        except httpx.HTTPError as exc:
+            raise errors.from_transport(exc, request.model, started=False) from exc
+
+    async def list_models(self) -> list[ModelInfo]:
+        """GET ``/models``. Raises AgentAPIError (UPSTREAM_UNAVAILABLE, ...)."""
+        try:
+            response = await self._client.get("/models")
+        except httpx.HTTPError as exc:
+            raise errors.from_transport(exc, "", started=False) from exc
+        if response.status_code >= 400:
+            raise errors.from_status(response.status_code, response.content, response.headers, "")
+        data = response.json().get("data", [])
+        return sorted((ModelInfo(id=m["id"], owned_by=m.get("owned_by", "")) for m in data), key=lambda m: m.id)
+
+    async def aclose(self) -> None:
+        """Closes pooled connections."""
+        await self._client.aclose()

@@ -1,0 +1,94 @@
+"""Shapes shared by every chat backend: the request sent and the chunks streamed back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """An OpenAI chat-completions request.
+
+    ``messages`` and ``tools`` are already in OpenAI's wire shape (dicts).
+    """
+
+    model: str
+    messages: list[dict[str, Any]]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+
+    def body(self, stream: bool) -> dict[str, Any]:
+        """The JSON body for ``POST /chat/completions``."""
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages, "stream": stream}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        if self.tools:
+            body["tools"] = self.tools
+        return body
+
+
+@dataclass(frozen=True)
+class ToolCallFragment:
+    """A streamed piece of a tool call; pieces with the same ``index`` concatenate."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Token counts reported by the upstream for one completion."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    """One streamed event: any of content, tool-call fragments, finish reason, usage."""
+
+    content: str = ""
+    tool_calls: tuple[ToolCallFragment, ...] = ()
+    finish_reason: str = ""
+    usage: TokenUsage | None = None
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model of the upstream catalog."""
+
+    id: str
+    owned_by: str = ""
+    context_window: int = 0
+
+
+class ChatStream(Protocol):
+    """An open completion stream: iterate it for chunks; ``request_id`` is the upstream's."""
+
+    request_id: str
+
+    def __aiter__(self) -> AsyncIterator[ChatChunk]: ...
+
+
+class ChatBackend(Protocol):
+    """What the turn lifecycle needs from an upstream: streamed completions and a catalog."""
+
+    def stream(self, request: ChatRequest) -> Any:
+        """An async context manager yielding a :class:`ChatStream`; raises
+        :class:`~server.domain.errors.AgentAPIError` for upstream failures."""
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The upstream's models."""
+
+    async def aclose(self) -> None:
+        """Releases connections."""

@@ -1,0 +1,120 @@
+"""SQLAlchemy models: the schema that Alembic migrations create.
+
+Types are chosen to be identical on SQLite and MySQL/MariaDB: UUIDs as
+CHAR(36), microsecond timestamps (MySQL's DATETIME defaults to seconds, which
+would break cursor ordering), JSON columns, and LONGTEXT for message bodies.
+All times are naive UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+Uuid = String(36)
+DEFAULT_TENANT = "default"
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention, so constraint names are stable."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AgentRow(Base):
+    """An agent of the shared catalog."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    key: Mapped[str] = mapped_column(String(63), unique=True)
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    system_prompt: Mapped[str] = mapped_column(LongText, default="")
+    default_model: Mapped[str] = mapped_column(String(255))
+    fallback_models: Mapped[list[str]] = mapped_column(JSON, default=list)
+    temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
+    update_time: Mapped[datetime] = mapped_column(Timestamp)
+    delete_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    __table_args__ = (Index(None, "create_time", "id"),)
+
+
+class ConversationRow(Base):
+    """A conversation: a group of sessions owned by one tenant."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    title: Mapped[str] = mapped_column(String(255), default="")
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
+    update_time: Mapped[datetime] = mapped_column(Timestamp)
+    delete_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    __table_args__ = (Index(None, "tenant_id", "create_time", "id"),)
+
+
+class SessionRow(Base):
+    """One run of one agent (or plain model), with its setting overrides."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id"), nullable=True)
+    agent_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    overrides: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
+    update_time: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class MessageRow(Base):
+    """One message of a session; ``sequence`` is its position, from 1."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"))
+    sequence: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(LongText, default="")
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    tool_call_id: Mapped[str] = mapped_column(String(255), default="")
+    name: Mapped[str] = mapped_column(String(255), default="")
+    model: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(24))
+    finish_reason: Mapped[str] = mapped_column(String(32), default="")
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    time_to_first_token_ms: Mapped[int] = mapped_column(Integer, default=0)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    upstream_request_id: Mapped[str] = mapped_column(String(255), default="")
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
+    update_time: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (UniqueConstraint("session_id", "sequence"),)

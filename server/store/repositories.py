@@ -1,0 +1,115 @@
+"""Repositories: the only place that builds queries. They never commit; the
+domain services own the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.store.models import AgentRow, ConversationRow, MessageRow, SessionRow
+
+
+class AgentRepository:
+    """Queries over ``agents``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, agent_id: str) -> AgentRow | None:
+        """The agent with this UUID, deleted or not."""
+        return await self.session.get(AgentRow, agent_id)
+
+    async def get_by_key(self, key: str) -> AgentRow | None:
+        """The agent with this key, deleted or not."""
+        return (await self.session.execute(select(AgentRow).where(AgentRow.key == key))).scalar_one_or_none()
+
+    async def get_by_keys(self, keys: Sequence[str]) -> list[AgentRow]:
+        """Live agents with any of these keys."""
+        rows = await self.session.execute(
+            select(AgentRow).where(AgentRow.key.in_(keys), AgentRow.delete_time.is_(None))
+        )
+        return list(rows.scalars())
+
+    async def page(
+        self, after: tuple[datetime, str] | None, limit: int, show_deleted: bool
+    ) -> list[AgentRow]:
+        """Up to ``limit`` agents after the (create_time, id) cursor, in that order."""
+        query = select(AgentRow).order_by(AgentRow.create_time, AgentRow.id).limit(limit)
+        if not show_deleted:
+            query = query.where(AgentRow.delete_time.is_(None))
+        if after is not None:
+            query = query.where(tuple_(AgentRow.create_time, AgentRow.id) > tuple_(*after))
+        return list((await self.session.execute(query)).scalars())
+
+
+class ConversationRepository:
+    """Queries over ``conversations``, always scoped to one tenant."""
+
+    def __init__(self, session: AsyncSession, tenant_id: str) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+
+    async def get(self, conversation_id: str) -> ConversationRow | None:
+        """The tenant's live conversation with this UUID."""
+        row = await self.session.get(ConversationRow, conversation_id)
+        if row is None or row.tenant_id != self.tenant_id or row.delete_time is not None:
+            return None
+        return row
+
+    async def page(self, after: tuple[datetime, str] | None, limit: int) -> list[ConversationRow]:
+        """Up to ``limit`` of the tenant's conversations after the cursor."""
+        query = (
+            select(ConversationRow)
+            .where(ConversationRow.tenant_id == self.tenant_id, ConversationRow.delete_time.is_(None))
+            .order_by(ConversationRow.create_time, ConversationRow.id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(tuple_(ConversationRow.create_time, ConversationRow.id) > tuple_(*after))
+        return list((await self.session.execute(query)).scalars())
+
+
+class SessionRepository:
+    """Queries over ``sessions``, always scoped to one tenant."""
+
+    def __init__(self, session: AsyncSession, tenant_id: str) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+
+    async def get(self, session_id: str) -> SessionRow | None:
+        """The tenant's session with this UUID."""
+        row = await self.session.get(SessionRow, session_id)
+        if row is None or row.tenant_id != self.tenant_id:
+            return None
+        return row
+
+
+class MessageRepository:
+    """Queries over ``messages`` of one session."""
+
+    def __init__(self, session: AsyncSession, session_id: str) -> None:
+        self.session = session
+        self.session_id = session_id
+
+    async def history(self) -> list[MessageRow]:
+        """Every message of the session, in sequence order."""
+        query = select(MessageRow).where(MessageRow.session_id == self.session_id).order_by(MessageRow.sequence)
+        return list((await self.session.execute(query)).scalars())
+
+    async def last_sequence(self) -> int:
+        """The highest sequence number used so far; 0 for an empty session."""
+        query = select(func.max(MessageRow.sequence)).where(MessageRow.session_id == self.session_id)
+        return (await self.session.execute(query)).scalar() or 0
+
+    async def page(self, after_sequence: int, limit: int) -> list[MessageRow]:
+        """Up to ``limit`` messages with a sequence above ``after_sequence``."""
+        query = (
+            select(MessageRow)
+            .where(MessageRow.session_id == self.session_id, MessageRow.sequence > after_sequence)
+            .order_by(MessageRow.sequence)
+            .limit(limit)
+        )
+        return list((await self.session.execute(query)).scalars())
