@@ -1,0 +1,79 @@
+"""Small helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from agentapi import v1 as pb
+from tests.stack import AUTH, Stack
+
+
+def user(text: str) -> pb.InputMessage:
+    """A user input message."""
+    return pb.InputMessage(role=pb.ROLE_USER, content=text)
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason carried by a failed call's google.rpc.Status."""
+    status = rpc_status.from_call(error)
+    assert status is not None, "the error carries no google.rpc.Status"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            assert info.domain == "agentapi"
+            return info.reason
+    raise AssertionError("no ErrorInfo in status details")
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
+    """The fields named by the BadRequest detail."""
+    status = rpc_status.from_call(error)
+    fields = []
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    return fields
+
+
+async def create_agent(stack: Stack, key: str, model: str = "scripted-a", **fields: Any) -> pb.Agent:
+    """Creates an agent with the master key."""
+    response = await stack.agents.CreateAgent(
+        pb.CreateAgentRequest(agent=pb.Agent(key=key, default_model=model, **fields)), metadata=AUTH
+    )
+    return response.agent
+
+
+async def create_session(stack: Stack, agent_id: str = "", model: str = "") -> pb.Session:
+    """Creates a session for an agent, or for a plain model."""
+    session = pb.Session(agent_id=agent_id, overrides=pb.SessionSettings(model=model))
+    response = await stack.sessions.CreateSession(pb.CreateSessionRequest(session=session), metadata=AUTH)
+    return response.session
+
+
+async def stream_turn(stack: Stack, session_id: str, *messages: pb.InputMessage) -> list[pb.SendStreamingMessageResponse]:
+    """Runs one streamed turn and returns every event."""
+    call = stack.sessions.SendStreamingMessage(
+        pb.SendStreamingMessageRequest(session_id=session_id, messages=list(messages)), metadata=AUTH
+    )
+    return [event async for event in call]
+
+
+async def all_messages(stack: Stack, session_id: str) -> list[pb.Message]:
+    """Every stored message of a session, following page tokens."""
+    messages: list[pb.Message] = []
+    token = ""
+    while True:
+        page = await stack.sessions.ListMessages(
+            pb.ListMessagesRequest(session_id=session_id, page_size=2, page_token=token), metadata=AUTH
+        )
+        messages += page.messages
+        token = page.next_page_token
+        if not token:
+            return messages
