@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-
+from agentapi import errors
 from agentapi import v1 as pb
 from tests.stack import AUTH, Stack
 
@@ -18,28 +16,15 @@ def user(text: str) -> pb.InputMessage:
 
 
 def error_reason(error: grpc.aio.AioRpcError) -> str:
-    """The ErrorInfo reason carried by a failed call's google.rpc.Status."""
-    status = rpc_status.from_call(error)
-    assert status is not None, "the error carries no google.rpc.Status"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            assert info.domain == "agentapi"
-            return info.reason
-    raise AssertionError("no ErrorInfo in status details")
+    """The ErrorInfo reason of a failed call, decoded by the client package."""
+    reason = errors.from_rpc_error(error).reason
+    assert reason, "the error carries no agentapi ErrorInfo"
+    return reason
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
     """The fields named by the BadRequest detail."""
-    status = rpc_status.from_call(error)
-    fields = []
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return fields
+    return [path for path, _ in errors.from_rpc_error(error).field_violations]
 
 
 async def create_agent(stack: Stack, key: str, model: str = "scripted-a", **fields: Any) -> pb.Agent:
