@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-ci generate check-generated lint-proto install litellm clean
+.PHONY: run test test-ci generate check-generated lint lint-proto install litellm clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ test: $(STAMP) litellm
 
 # CI: every integration suite must run (no skip for MariaDB or LiteLLM), the
 # generated code must match the protos, and buf lint must be clean.
-test-ci: check-generated lint-proto
+test-ci: check-generated lint lint-proto
 	AGENTAPI_REQUIRE_ALL=1 $(MAKE) test
 
 generate: $(STAMP)
@@ -33,6 +33,10 @@ generate: $(STAMP)
 check-generated: generate
 	git diff --exit-code --stat -- clients/python/src || (echo "generated code is stale: run make generate and commit" && exit 1)
 	test -z "$$(git status --porcelain -- clients/python/src)" || (echo "untracked generated files: run make generate and commit" && exit 1)
+
+lint: $(STAMP)
+	$(BIN)/ruff check server gateway tests scripts clients/python/src/agentapi/errors.py
+	$(BIN)/ruff format --check server gateway tests scripts clients/python/src/agentapi/errors.py
 
 lint-proto:
 	scripts/buf.sh lint

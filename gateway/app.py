@@ -76,7 +76,7 @@ async def _open_session(bridge: Bridge, request: Request, body: dict[str, Any], 
         raise oai.bad_request("model is required", "model")
     session = pb.Session()
     if model.startswith(oai.AGENT_PREFIX):
-        session.agent_id = model[len(oai.AGENT_PREFIX):]
+        session.agent_id = model[len(oai.AGENT_PREFIX) :]
     else:
         session.overrides.model = model
         session.overrides.tools.extend(oai.tools(body.get("tools")))
@@ -167,12 +167,21 @@ async def list_models(request: Request) -> Response:
     metadata = _metadata(request)
     try:
         models = await bridge.models.ListModels(pb.ListModelsRequest(), metadata=metadata)
-        data = [{"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by or "upstream"} for m in models.models]
+        data = [
+            {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by or "upstream"} for m in models.models
+        ]
         token = ""
         while True:
-            page = await bridge.agents.ListAgents(pb.ListAgentsRequest(page_size=100, page_token=token), metadata=metadata)
+            page = await bridge.agents.ListAgents(
+                pb.ListAgentsRequest(page_size=100, page_token=token), metadata=metadata
+            )
             data.extend(
-                {"id": f"{oai.AGENT_PREFIX}{a.key}", "object": "model", "created": a.create_time.seconds, "owned_by": "agentapi"}
+                {
+                    "id": f"{oai.AGENT_PREFIX}{a.key}",
+                    "object": "model",
+                    "created": a.create_time.seconds,
+                    "owned_by": "agentapi",
+                }
                 for a in page.agents
             )
             token = page.next_page_token
@@ -190,7 +199,9 @@ async def healthz(request: Request) -> Response:
 
 async def not_found(request: Request, exc: Exception) -> Response:
     """Unknown routes answer in OpenAI's error shape."""
-    return JSONResponse(openai_error(404, f"no route for {request.method} {request.url.path}", "NOT_FOUND"), status_code=404)
+    return JSONResponse(
+        openai_error(404, f"no route for {request.method} {request.url.path}", "NOT_FOUND"), status_code=404
+    )
 
 
 def create_app(grpc_target: str) -> Starlette:

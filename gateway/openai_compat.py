@@ -11,7 +11,13 @@ from google.protobuf import json_format
 from agentapi import v1 as pb
 from gateway.errors import ApiError, openai_error
 
-ROLES = {"system": pb.ROLE_SYSTEM, "developer": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL}
+ROLES = {
+    "system": pb.ROLE_SYSTEM,
+    "developer": pb.ROLE_SYSTEM,
+    "user": pb.ROLE_USER,
+    "assistant": pb.ROLE_ASSISTANT,
+    "tool": pb.ROLE_TOOL,
+}
 ROLE_NAMES = {pb.ROLE_ASSISTANT: "assistant"}
 AGENT_PREFIX = "agent:"
 
@@ -57,7 +63,9 @@ def input_messages(messages: Any) -> list[pb.InputMessage]:
             converted.tool_calls.add(
                 id=str(call.get("id", "")),
                 type=str(call.get("type", "function")),
-                function=pb.FunctionCall(name=str(function.get("name", "")), arguments=str(function.get("arguments", ""))),
+                function=pb.FunctionCall(
+                    name=str(function.get("name", "")), arguments=str(function.get("arguments", ""))
+                ),
             )
         result.append(converted)
     return result
@@ -94,7 +102,11 @@ def turn_options(body: dict[str, Any]) -> pb.TurnOptions:
 def tool_calls(message: pb.Message) -> list[dict[str, Any]]:
     """A stored message's tool calls in OpenAI's shape."""
     return [
-        {"id": c.id, "type": c.type or "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+        {
+            "id": c.id,
+            "type": c.type or "function",
+            "function": {"name": c.function.name, "arguments": c.function.arguments},
+        }
         for c in message.tool_calls
     ]
 
@@ -136,7 +148,14 @@ class ChunkWriter:
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
         choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
-        body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": choices, **extra}
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
         return json.dumps(body, separators=(",", ":"))
 
     def delta(self, delta: pb.Delta) -> str:
@@ -163,6 +182,13 @@ class ChunkWriter:
         """The finishing chunk, and the usage chunk when the caller asked for it."""
         chunks = [self._chunk({}, message.finish_reason or "stop")]
         if self.include_usage:
-            body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage(message)}
+            body = {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": usage(message),
+            }
             chunks.append(json.dumps(body, separators=(",", ":")))
         return chunks

@@ -63,9 +63,7 @@ def _exports() -> dict[str, list[str]]:
         grpc_module = path.stem + "_grpc"
         if file_descriptor.services_by_name:
             exports[grpc_module] = sorted(
-                name + suffix
-                for name in file_descriptor.services_by_name
-                for suffix in ("Stub", "Servicer")
+                name + suffix for name in file_descriptor.services_by_name for suffix in ("Stub", "Servicer")
             ) + sorted(f"add_{name}Servicer_to_server" for name in file_descriptor.services_by_name)
     return exports
 

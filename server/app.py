@@ -126,7 +126,10 @@ async def serve(config: Config, only: str | None = None) -> None:
         )
         http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         tasks.append(asyncio.create_task(http_server.serve()))
-        print(f"agentapi JSON bridge listening on http://{config.http_addr} (OpenAI base URL: http://{config.http_addr}/v1)", flush=True)
+        print(
+            f"agentapi JSON bridge listening on http://{config.http_addr} (OpenAI base URL: http://{config.http_addr}/v1)",
+            flush=True,
+        )
     backend_name = config.llm_base_url or "the built-in offline model 'agentapi-offline'"
     print(f"agentapi upstream: {backend_name}; database: {config.database_url}", flush=True)
     if not config.master_key:

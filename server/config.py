@@ -72,9 +72,7 @@ class Config:
         for addr in (self.grpc_addr, self.http_addr):
             host = addr.rsplit(":", 1)[0].strip("[]")
             if not _is_loopback(host):
-                raise ValueError(
-                    f"refusing to listen on {addr} with the development key: set AGENTAPI_MASTER_KEY"
-                )
+                raise ValueError(f"refusing to listen on {addr} with the development key: set AGENTAPI_MASTER_KEY")
 
 
 def _is_loopback(host: str) -> bool:

@@ -32,8 +32,12 @@ def unavailable(reason: str) -> None:
 def _mysql_connect(database: str | None = None) -> pymysql.connections.Connection:
     url = make_url(MYSQL_SERVER_URL)
     return pymysql.connect(
-        host=url.host or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
-        password=url.password or "", database=database, connect_timeout=3,
+        host=url.host or "127.0.0.1",
+        port=url.port or 3306,
+        user=url.username or "root",
+        password=url.password or "",
+        database=database,
+        connect_timeout=3,
     )
 
 
@@ -108,4 +112,3 @@ async def offline_stack(sqlite_url: str) -> AsyncIterator[Stack]:
 def key() -> str:
     """A unique agent key for one test."""
     return f"agent-{uuid.uuid4().hex[:10]}"
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+
 from agentapi import errors
 from agentapi import v1 as pb
 from tests.stack import AUTH, Stack
@@ -42,7 +43,9 @@ async def create_session(stack: Stack, agent_id: str = "", model: str = "") -> p
     return response.session
 
 
-async def stream_turn(stack: Stack, session_id: str, *messages: pb.InputMessage) -> list[pb.SendStreamingMessageResponse]:
+async def stream_turn(
+    stack: Stack, session_id: str, *messages: pb.InputMessage
+) -> list[pb.SendStreamingMessageResponse]:
     """Runs one streamed turn and returns every event."""
     call = stack.sessions.SendStreamingMessage(
         pb.SendStreamingMessageRequest(session_id=session_id, messages=list(messages)), metadata=AUTH
@@ -62,3 +65,14 @@ async def all_messages(stack: Stack, session_id: str) -> list[pb.Message]:
         token = page.next_page_token
         if not token:
             return messages
+
+
+def sent_upstream(upstream: Any, last_content: str) -> dict[str, Any]:
+    """The newest chat-completions body the upstream received whose last message is ``last_content``."""
+    bodies = [
+        r["body"]
+        for r in upstream.requests
+        if r["path"].endswith("/chat/completions") and r["body"]["messages"][-1].get("content") == last_content
+    ]
+    assert bodies, f"the upstream never received {last_content!r}"
+    return bodies[-1]

@@ -64,7 +64,9 @@ class Stack:
 
     def http(self) -> httpx.AsyncClient:
         """A raw HTTP client for the bridge, authenticated with the master key."""
-        return httpx.AsyncClient(base_url=self.bridge_url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
+        return httpx.AsyncClient(
+            base_url=self.bridge_url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30
+        )
 
     async def start(self) -> Stack:
         self.grpc_server = await start_grpc(self.config)
@@ -95,7 +97,9 @@ class Stack:
         await self.start()
 
 
-async def start_stack(database_url: str, llm_base_url: str | None = None, llm_api_key: str | None = None, **kw: Any) -> Stack:
+async def start_stack(
+    database_url: str, llm_base_url: str | None = None, llm_api_key: str | None = None, **kw: Any
+) -> Stack:
     """Starts the gRPC server on a free port and the bridge in front of it."""
     config = Config(
         database_url=database_url,

@@ -18,7 +18,10 @@ async def test_create_reports_every_bad_field(offline_stack: Stack) -> None:
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(caught.value) == "FIELD_VIOLATION"
     assert set(field_violations(caught.value)) == {
-        "agent.key", "agent.default_model", "agent.temperature", "agent.fallback_models[1]",
+        "agent.key",
+        "agent.default_model",
+        "agent.temperature",
+        "agent.fallback_models[1]",
     }
 
 
@@ -58,7 +61,8 @@ async def test_update_honours_mask_and_bumps_revision(offline_stack: Stack, key:
     stale = pb.Agent(id=agent.id, system_prompt="newer", etag=agent.etag)
     with pytest.raises(grpc.aio.AioRpcError) as conflict:
         await offline_stack.agents.UpdateAgent(
-            pb.UpdateAgentRequest(agent=stale, update_mask=field_mask_pb2.FieldMask(paths=["system_prompt"])), metadata=AUTH
+            pb.UpdateAgentRequest(agent=stale, update_mask=field_mask_pb2.FieldMask(paths=["system_prompt"])),
+            metadata=AUTH,
         )
     assert conflict.value.code() == grpc.StatusCode.ABORTED
 

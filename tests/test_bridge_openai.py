@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from agentapi import v1 as pb
-from tests.helpers import all_messages, create_agent
+from tests.helpers import all_messages, create_agent, sent_upstream
 from tests.stack import Stack, free_port, start_stack
 from tests.support.upstream import ScriptedUpstream
 
@@ -52,14 +52,15 @@ async def test_streamed_completion_uses_openai_sse_and_ends_with_done(stack: Sta
 
     async with stack.http() as http:
         async with http.stream(
-            "POST", "/v1/chat/completions",
+            "POST",
+            "/v1/chat/completions",
             json={"model": "scripted-a", "stream": True, "messages": [{"role": "user", "content": "raw sse"}]},
         ) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             assert response.headers["x-session-id"]
             lines = [line async for line in response.aiter_lines() if line.startswith("data:")]
     assert lines[-1] == "data: [DONE]"
-    first = json.loads(lines[0][len("data: "):])
+    first = json.loads(lines[0][len("data: ") :])
     assert first["object"] == "chat.completion.chunk" and first["choices"][0]["delta"]["role"] == "assistant"
 
 
@@ -77,8 +78,8 @@ async def test_session_header_continues_with_server_side_history(stack: Stack, u
     )
     async for _ in stream:
         pass
-    sent = [r for r in upstream.requests if r["body"]["messages"][-1].get("content") == "what is my name"][-1]
-    assert [m["content"] for m in sent["body"]["messages"]] == ["my name is Ada", "Echo: my name is Ada", "what is my name"]
+    body = sent_upstream(upstream, "what is my name")
+    assert [m["content"] for m in body["messages"]] == ["my name is Ada", "Echo: my name is Ada", "what is my name"]
     stored = await all_messages(stack, session_id)
     assert len(stored) == 4
 
@@ -86,11 +87,13 @@ async def test_session_header_continues_with_server_side_history(stack: Stack, u
 async def test_agent_addressed_as_model_and_listed(stack: Stack, key: str, upstream: ScriptedUpstream) -> None:
     await create_agent(stack, key, system_prompt="Agent prompt here.")
     client = stack.openai()
-    completion = await client.chat.completions.create(model=f"agent:{key}", messages=[{"role": "user", "content": "agent hi"}])
+    completion = await client.chat.completions.create(
+        model=f"agent:{key}", messages=[{"role": "user", "content": "agent hi"}]
+    )
     assert completion.choices[0].message.content == "Echo: agent hi"
-    sent = [r for r in upstream.requests if r["body"]["messages"][-1].get("content") == "agent hi"][-1]
-    assert sent["body"]["messages"][0] == {"role": "system", "content": "Agent prompt here."}
-    assert sent["body"]["model"] == "scripted-a"
+    body = sent_upstream(upstream, "agent hi")
+    assert body["messages"][0] == {"role": "system", "content": "Agent prompt here."}
+    assert body["model"] == "scripted-a"
     ids = [m.id async for m in client.models.list()]
     assert f"agent:{key}" in ids and "scripted-a" in ids
 
@@ -102,7 +105,8 @@ async def test_bridge_errors_use_openai_shapes(stack: Stack) -> None:
     assert not_found.value.body["code"] == "agent_not_found"
     with pytest.raises(openai.NotFoundError):
         await client.chat.completions.create(
-            model="scripted-a", messages=[{"role": "user", "content": "x"}],
+            model="scripted-a",
+            messages=[{"role": "user", "content": "x"}],
             extra_headers={"X-Session-Id": "00000000-0000-4000-8000-000000000000"},
         )
     with pytest.raises(openai.BadRequestError) as malformed:
@@ -153,4 +157,3 @@ async def test_upstream_down_stores_user_message_and_failed_reply(sqlite_url: st
             ]
     finally:
         await down.stop()
-

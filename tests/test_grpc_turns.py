@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from agentapi import v1 as pb
-from tests.helpers import all_messages, create_agent, create_session, error_reason, stream_turn, user
+from tests.helpers import all_messages, create_agent, create_session, error_reason, sent_upstream, stream_turn, user
 from tests.stack import AUTH, Stack
 from tests.support.upstream import ScriptedUpstream
 
@@ -23,7 +23,12 @@ WEATHER_TOOL.function.parameters.update({"type": "object", "properties": {"city"
 
 async def test_streamed_turn_events_and_stored_messages(stack: Stack, key: str, upstream: ScriptedUpstream) -> None:
     agent = await create_agent(
-        stack, key, system_prompt="You are terse.", fallback_models=["scripted-b"], temperature=0.5, tools=[WEATHER_TOOL]
+        stack,
+        key,
+        system_prompt="You are terse.",
+        fallback_models=["scripted-b"],
+        temperature=0.5,
+        tools=[WEATHER_TOOL],
     )
     session = await create_session(stack, agent.id)
     assert session.conversation_id, "a conversation is created on demand"
@@ -44,10 +49,10 @@ async def test_streamed_turn_events_and_stored_messages(stack: Stack, key: str, 
     assert final.usage.prompt_tokens > 0 and final.usage.completion_tokens > 0
     assert final.usage.total_tokens == final.usage.prompt_tokens + final.usage.completion_tokens
 
-    sent = [r for r in upstream.requests if r["body"]["messages"][-1].get("content") == "hello streaming world"][-1]
-    assert sent["body"]["messages"][0] == {"role": "system", "content": "You are terse."}
-    assert sent["body"]["temperature"] == 0.5
-    assert sent["body"]["tools"][0]["function"]["name"] == "get_weather"
+    body = sent_upstream(upstream, "hello streaming world")
+    assert body["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert body["temperature"] == 0.5
+    assert body["tools"][0]["function"]["name"] == "get_weather"
 
     stored = await all_messages(stack, session.id)
     assert [(m.role, m.content, m.sequence) for m in stored] == [
@@ -57,18 +62,22 @@ async def test_streamed_turn_events_and_stored_messages(stack: Stack, key: str, 
     assert stored[0].id == events[0].input_message.id and stored[1].id == final.id
 
 
-async def test_unary_turn_sends_history_and_survives_restart(stack: Stack, key: str, upstream: ScriptedUpstream) -> None:
+async def test_unary_turn_sends_history_and_survives_restart(
+    stack: Stack, key: str, upstream: ScriptedUpstream
+) -> None:
     agent = await create_agent(stack, key)
     session = await create_session(stack, agent.id)
-    await stack.sessions.SendMessage(pb.SendMessageRequest(session_id=session.id, messages=[user("first turn")]), metadata=AUTH)
+    await stack.sessions.SendMessage(
+        pb.SendMessageRequest(session_id=session.id, messages=[user("first turn")]), metadata=AUTH
+    )
     reply = await stack.sessions.SendMessage(
         pb.SendMessageRequest(session_id=session.id, messages=[user("second turn")]), metadata=AUTH
     )
     assert reply.message.content == "Echo: second turn"
     assert reply.message.status == pb.MESSAGE_STATUS_COMPLETED
     assert [m.content for m in reply.input_messages] == ["second turn"]
-    sent = [r for r in upstream.requests if r["body"]["messages"][-1].get("content") == "second turn"][-1]
-    assert [m["content"] for m in sent["body"]["messages"]] == ["first turn", "Echo: first turn", "second turn"]
+    body = sent_upstream(upstream, "second turn")
+    assert [m["content"] for m in body["messages"]] == ["first turn", "Echo: first turn", "second turn"]
 
     await stack.restart()
 
@@ -115,27 +124,49 @@ async def test_upstream_error_before_first_delta_is_typed_and_stored(stack: Stac
 
 async def test_bad_input_answers_typed_errors(stack: Stack, key: str) -> None:
     cases = [
-        (stack.agents.GetAgent(pb.GetAgentRequest(agent_id="no-such-agent"), metadata=AUTH), grpc.StatusCode.NOT_FOUND, "AGENT_NOT_FOUND"),
         (
-            stack.sessions.CreateSession(pb.CreateSessionRequest(session=pb.Session(agent_id="no-such-agent")), metadata=AUTH),
-            grpc.StatusCode.NOT_FOUND, "AGENT_NOT_FOUND",
+            stack.agents.GetAgent(pb.GetAgentRequest(agent_id="no-such-agent"), metadata=AUTH),
+            grpc.StatusCode.NOT_FOUND,
+            "AGENT_NOT_FOUND",
         ),
-        (
-            stack.sessions.GetSession(pb.GetSessionRequest(session_id="00000000-0000-4000-8000-000000000000"), metadata=AUTH),
-            grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND",
-        ),
-        (stack.sessions.GetSession(pb.GetSessionRequest(session_id="not-a-uuid"), metadata=AUTH), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_SESSION_ID"),
         (
             stack.sessions.CreateSession(
-                pb.CreateSessionRequest(session=pb.Session(overrides=pb.SessionSettings(model="m"), conversation_id="bad")),
+                pb.CreateSessionRequest(session=pb.Session(agent_id="no-such-agent")), metadata=AUTH
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "AGENT_NOT_FOUND",
+        ),
+        (
+            stack.sessions.GetSession(
+                pb.GetSessionRequest(session_id="00000000-0000-4000-8000-000000000000"), metadata=AUTH
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "SESSION_NOT_FOUND",
+        ),
+        (
+            stack.sessions.GetSession(pb.GetSessionRequest(session_id="not-a-uuid"), metadata=AUTH),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_SESSION_ID",
+        ),
+        (
+            stack.sessions.CreateSession(
+                pb.CreateSessionRequest(
+                    session=pb.Session(overrides=pb.SessionSettings(model="m"), conversation_id="bad")
+                ),
                 metadata=AUTH,
             ),
-            grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CONVERSATION_ID",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_CONVERSATION_ID",
         ),
-        (stack.agents.ListAgents(pb.ListAgentsRequest(), metadata=()), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+        (
+            stack.agents.ListAgents(pb.ListAgentsRequest(), metadata=()),
+            grpc.StatusCode.UNAUTHENTICATED,
+            "UNAUTHENTICATED",
+        ),
         (
             stack.agents.ListAgents(pb.ListAgentsRequest(), metadata=(("authorization", "Bearer wrong"),)),
-            grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED",
+            grpc.StatusCode.UNAUTHENTICATED,
+            "UNAUTHENTICATED",
         ),
     ]
     for call, code, reason in cases:
@@ -149,7 +180,9 @@ async def test_empty_message_is_rejected_and_nothing_is_stored(stack: Stack, key
     session = await create_session(stack, agent.id)
     for messages in ([], [user("   ")]):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stack.sessions.SendMessage(pb.SendMessageRequest(session_id=session.id, messages=messages), metadata=AUTH)
+            await stack.sessions.SendMessage(
+                pb.SendMessageRequest(session_id=session.id, messages=messages), metadata=AUTH
+            )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error_reason(caught.value) == "FIELD_VIOLATION"
     assert await all_messages(stack, session.id) == []

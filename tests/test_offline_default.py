@@ -57,7 +57,9 @@ async def test_offline_tool_round_trip_over_the_bridge(offline_stack: Stack) -> 
 async def test_unknown_model_offline_is_model_not_found(offline_stack: Stack) -> None:
     session = await create_session(offline_stack, model="gpt-4o")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await offline_stack.sessions.SendMessage(pb.SendMessageRequest(session_id=session.id, messages=[user("hi")]), metadata=AUTH)
+        await offline_stack.sessions.SendMessage(
+            pb.SendMessageRequest(session_id=session.id, messages=[user("hi")]), metadata=AUTH
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert error_reason(caught.value) == "MODEL_NOT_FOUND"
 
@@ -75,7 +77,12 @@ async def test_health_and_reflection_need_no_key(offline_stack: Stack) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(offline_stack.channel)
     responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = [s.name async for r in responses for s in r.list_services_response.service]
-    assert {"agentapi.v1.AgentService", "agentapi.v1.ConversationService", "agentapi.v1.SessionService", "agentapi.v1.ModelService"} <= set(names)
+    assert {
+        "agentapi.v1.AgentService",
+        "agentapi.v1.ConversationService",
+        "agentapi.v1.SessionService",
+        "agentapi.v1.ModelService",
+    } <= set(names)
 
 
 async def test_conversations_and_message_pages(offline_stack: Stack, key: str) -> None:
@@ -93,8 +100,12 @@ async def test_conversations_and_message_pages(offline_stack: Stack, key: str) -
     assert session.conversation_id == conversation.id and session.agent_id == agent.id
     assert session.effective_settings.model == "agentapi-offline"
     for text in ("a", "b", "c"):
-        await offline_stack.sessions.SendMessage(pb.SendMessageRequest(session_id=session.id, messages=[user(text)]), metadata=AUTH)
-    page = await offline_stack.sessions.ListMessages(pb.ListMessagesRequest(session_id=session.id, page_size=4), metadata=AUTH)
+        await offline_stack.sessions.SendMessage(
+            pb.SendMessageRequest(session_id=session.id, messages=[user(text)]), metadata=AUTH
+        )
+    page = await offline_stack.sessions.ListMessages(
+        pb.ListMessagesRequest(session_id=session.id, page_size=4), metadata=AUTH
+    )
     assert [m.sequence for m in page.messages] == [1, 2, 3, 4] and page.next_page_token
     rest = await offline_stack.sessions.ListMessages(
         pb.ListMessagesRequest(session_id=session.id, page_size=4, page_token=page.next_page_token), metadata=AUTH
@@ -102,9 +113,12 @@ async def test_conversations_and_message_pages(offline_stack: Stack, key: str) -
     assert [m.sequence for m in rest.messages] == [5, 6] and not rest.next_page_token
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await offline_stack.sessions.ListMessages(
-            pb.ListMessagesRequest(session_id=session.id, page_size=4, page_token=page.next_page_token + "x"), metadata=AUTH
+            pb.ListMessagesRequest(session_id=session.id, page_size=4, page_token=page.next_page_token + "x"),
+            metadata=AUTH,
         )
     assert error_reason(caught.value) == "INVALID_PAGE_TOKEN"
     with pytest.raises(grpc.aio.AioRpcError) as too_big:
-        await offline_stack.sessions.ListMessages(pb.ListMessagesRequest(session_id=session.id, page_size=101), metadata=AUTH)
+        await offline_stack.sessions.ListMessages(
+            pb.ListMessagesRequest(session_id=session.id, page_size=101), metadata=AUTH
+        )
     assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -23,9 +23,21 @@ def backend_for(handler) -> OpenAICompatibleBackend:  # type: ignore[no-untyped-
     ("status", "body", "headers", "code", "reason"),
     [
         (429, {"error": {"message": "slow down"}}, {"retry-after": "2"}, "RESOURCE_EXHAUSTED", "UPSTREAM_RATE_LIMITED"),
-        (429, {"error": {"message": "x", "code": "insufficient_quota"}}, {}, "RESOURCE_EXHAUSTED", "UPSTREAM_QUOTA_EXCEEDED"),
+        (
+            429,
+            {"error": {"message": "x", "code": "insufficient_quota"}},
+            {},
+            "RESOURCE_EXHAUSTED",
+            "UPSTREAM_QUOTA_EXCEEDED",
+        ),
         (500, {"error": {"message": "boom"}}, {}, "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),
-        (400, {"error": {"message": "too long", "code": "context_length_exceeded"}}, {}, "INVALID_ARGUMENT", "CONTEXT_WINDOW_EXCEEDED"),
+        (
+            400,
+            {"error": {"message": "too long", "code": "context_length_exceeded"}},
+            {},
+            "INVALID_ARGUMENT",
+            "CONTEXT_WINDOW_EXCEEDED",
+        ),
         (404, {"error": {"message": "The model does not exist"}}, {}, "NOT_FOUND", "MODEL_NOT_FOUND"),
         (401, {"error": {"message": "bad key"}}, {}, "INTERNAL", "UPSTREAM_AUTH_FAILED"),
         (504, {"error": {"message": "slow"}}, {}, "DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT"),
@@ -82,12 +94,18 @@ def test_non_loopback_address_needs_a_master_key() -> None:
 
 def test_config_reads_environment() -> None:
     config = Config.from_env(
-        {"AGENTAPI_DATABASE_URL": "mysql+aiomysql://u@h/db", "AGENTAPI_LLM_BASE_URL": "http://proxy/v1",
-         "AGENTAPI_GRPC_ADDR": "127.0.0.1:6000"},
+        {
+            "AGENTAPI_DATABASE_URL": "mysql+aiomysql://u@h/db",
+            "AGENTAPI_LLM_BASE_URL": "http://proxy/v1",
+            "AGENTAPI_GRPC_ADDR": "127.0.0.1:6000",
+        },
         http_addr="127.0.0.1:9000",
     )
     assert (config.database_url, config.llm_base_url, config.grpc_addr, config.http_addr) == (
-        "mysql+aiomysql://u@h/db", "http://proxy/v1", "127.0.0.1:6000", "127.0.0.1:9000",
+        "mysql+aiomysql://u@h/db",
+        "http://proxy/v1",
+        "127.0.0.1:6000",
+        "127.0.0.1:9000",
     )
     assert Config.from_env({}).llm_base_url is None
 
@@ -96,7 +114,15 @@ def test_public_surface_of_the_client_package() -> None:
     from agentapi import v1
 
     for name in (
-        "Agent", "AgentServiceStub", "SessionServiceStub", "ConversationServiceStub", "ModelServiceStub",
-        "SendStreamingMessageRequest", "SendStreamingMessageResponse", "Message", "ROLE_USER", "MESSAGE_STATUS_FAILED",
+        "Agent",
+        "AgentServiceStub",
+        "SessionServiceStub",
+        "ConversationServiceStub",
+        "ModelServiceStub",
+        "SendStreamingMessageRequest",
+        "SendStreamingMessageResponse",
+        "Message",
+        "ROLE_USER",
+        "MESSAGE_STATUS_FAILED",
     ):
         assert name in v1.__all__ and hasattr(v1, name)

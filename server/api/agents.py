@@ -18,7 +18,9 @@ class AgentServicer(pb.AgentServiceServicer):
         self.agents = agents
         self.catalog = catalog
 
-    async def CreateAgent(self, request: pb.CreateAgentRequest, context: grpc.aio.ServicerContext) -> pb.CreateAgentResponse:
+    async def CreateAgent(
+        self, request: pb.CreateAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateAgentResponse:
         row = await self.agents.create(current_principal(), convert.agent_fields(request.agent), request.agent_id)
         return pb.CreateAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))
 
@@ -26,12 +28,16 @@ class AgentServicer(pb.AgentServiceServicer):
         row = await self.agents.get(request.agent_id)
         return pb.GetAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))
 
-    async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAgentsResponse:
         rows, token = await self.agents.list(request.page_size, request.page_token, request.show_deleted)
         catalog = await self.catalog.model_ids()
         return pb.ListAgentsResponse(agents=[convert.agent(r, catalog) for r in rows], next_page_token=token)
 
-    async def UpdateAgent(self, request: pb.UpdateAgentRequest, context: grpc.aio.ServicerContext) -> pb.UpdateAgentResponse:
+    async def UpdateAgent(
+        self, request: pb.UpdateAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateAgentResponse:
         row = await self.agents.update(
             current_principal(),
             request.agent.id,
@@ -41,6 +47,8 @@ class AgentServicer(pb.AgentServiceServicer):
         )
         return pb.UpdateAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))
 
-    async def DeleteAgent(self, request: pb.DeleteAgentRequest, context: grpc.aio.ServicerContext) -> pb.DeleteAgentResponse:
+    async def DeleteAgent(
+        self, request: pb.DeleteAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteAgentResponse:
         row = await self.agents.delete(current_principal(), request.agent_id)
         return pb.DeleteAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))

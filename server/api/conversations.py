@@ -34,4 +34,6 @@ class ConversationServicer(pb.ConversationServiceServicer):
         self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConversationsResponse:
         rows, token = await self.conversations.list(current_principal(), request.page_size, request.page_token)
-        return pb.ListConversationsResponse(conversations=[convert.conversation(r) for r in rows], next_page_token=token)
+        return pb.ListConversationsResponse(
+            conversations=[convert.conversation(r) for r in rows], next_page_token=token
+        )

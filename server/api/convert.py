@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from agentapi import v1 as pb
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.rpc import status_pb2
 
+from agentapi import v1 as pb
 from server.api.status import to_status
 from server.domain import agents as agent_rules
 from server.domain.agents import AgentFields
@@ -112,9 +112,7 @@ def agent(row: AgentRow, catalog: set[str] | None = None) -> pb.Agent:
     if row.temperature is not None:
         message.temperature = row.temperature
     if catalog is not None:
-        message.unsupported_models.extend(
-            m for m in [row.default_model, *row.fallback_models] if m not in catalog
-        )
+        message.unsupported_models.extend(m for m in [row.default_model, *row.fallback_models] if m not in catalog)
     return message
 
 

@@ -15,9 +15,9 @@ import grpc
 from grpc_status import rpc_status
 
 from server.api.status import to_status
+from server.domain.auth import Authenticator
 from server.domain.common import Principal
 from server.domain.errors import AgentAPIError
-from server.domain.auth import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                     log.exception("unhandled error in %s", details.method)
                     await _abort(context, AgentAPIError("INTERNAL", "INTERNAL", "internal error"))
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream is not None:
             stream_behavior = handler.unary_stream
 

@@ -14,7 +14,9 @@ class ModelServicer(pb.ModelServiceServicer):
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
         models = await self.catalog.models()
         return pb.ListModelsResponse(
             models=[pb.Model(id=m.id, owned_by=m.owned_by, context_window=m.context_window) for m in models]

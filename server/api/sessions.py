@@ -28,7 +28,9 @@ class SessionServicer(pb.SessionServiceServicer):
         self.sessions = sessions
         self.turns = turns
 
-    async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext) -> pb.CreateSessionResponse:
+    async def CreateSession(
+        self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateSessionResponse:
         view = await self.sessions.create(
             current_principal(),
             request.session.agent_id,
@@ -38,8 +40,12 @@ class SessionServicer(pb.SessionServiceServicer):
         )
         return pb.CreateSessionResponse(session=convert.session(view))
 
-    async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext) -> pb.GetSessionResponse:
-        return pb.GetSessionResponse(session=convert.session(await self.sessions.get(current_principal(), request.session_id)))
+    async def GetSession(
+        self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSessionResponse:
+        return pb.GetSessionResponse(
+            session=convert.session(await self.sessions.get(current_principal(), request.session_id))
+        )
 
     def _run(self, request: pb.SendMessageRequest | pb.SendStreamingMessageRequest) -> AsyncIterator[TurnEvent]:
         return self.turns.run(
@@ -49,7 +55,9 @@ class SessionServicer(pb.SessionServiceServicer):
             _options(request.options),
         )
 
-    async def SendMessage(self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext) -> pb.SendMessageResponse:
+    async def SendMessage(
+        self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendMessageResponse:
         response = pb.SendMessageResponse()
         async with aclosing(self._run(request)) as events:
             async for event in events:
@@ -75,7 +83,9 @@ class SessionServicer(pb.SessionServiceServicer):
                     if event.error is not None:
                         raise event.error
 
-    async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext) -> pb.ListMessagesResponse:
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMessagesResponse:
         rows, token = await self.sessions.list_messages(
             current_principal(), request.session_id, request.page_size, request.page_token
         )

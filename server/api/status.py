@@ -11,9 +11,7 @@ from server.domain.errors import ERROR_DOMAIN, AgentAPIError
 
 def to_status(error: AgentAPIError) -> status_pb2.Status:
     """A Status with exactly one ErrorInfo, plus BadRequest and RetryInfo when set."""
-    details = [
-        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata))
-    ]
+    details = [error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata))]
     if error.field_violations:
         details.append(
             error_details_pb2.BadRequest(

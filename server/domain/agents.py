@@ -187,8 +187,12 @@ class AgentService:
         async with self.db.session() as session:
             row = await self.resolve(AgentRepository(session), agent_id, include_deleted=False)
             if expected_etag and expected_etag != etag(row):
-                raise AgentAPIError("ABORTED", "ETAG_MISMATCH", "the agent changed since it was read; re-read and retry")
-            current = AgentFields(**{f.name: getattr(row, "metadata_" if f.name == "metadata" else f.name) for f in fields(AgentFields)})
+                raise AgentAPIError(
+                    "ABORTED", "ETAG_MISMATCH", "the agent changed since it was read; re-read and retry"
+                )
+            current = AgentFields(
+                **{f.name: getattr(row, "metadata_" if f.name == "metadata" else f.name) for f in fields(AgentFields)}
+            )
             merged = replace(current, **{p: getattr(agent, p) for p in paths})
             validate(merged)
             _apply(row, merged, paths)
@@ -208,4 +212,6 @@ class AgentService:
 
 
 def _already_exists(key: str) -> AgentAPIError:
-    return AgentAPIError("ALREADY_EXISTS", "AGENT_ALREADY_EXISTS", f"an agent with key {key!r} or this id exists", {"key": key})
+    return AgentAPIError(
+        "ALREADY_EXISTS", "AGENT_ALREADY_EXISTS", f"an agent with key {key!r} or this id exists", {"key": key}
+    )

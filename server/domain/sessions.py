@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from server.domain.agents import AgentService, TOOL_NAME_PATTERN
+from server.domain.agents import TOOL_NAME_PATTERN, AgentService
 from server.domain.common import Principal, new_id, require_uuid, utcnow
 from server.domain.errors import AgentAPIError, Violations, not_found
 from server.domain.pagination import PageTokens, page_size
@@ -90,7 +90,12 @@ class ConversationService:
         """Stores a new conversation owned by the caller's tenant."""
         now = utcnow()
         row = ConversationRow(
-            id=new_id(), tenant_id=principal.tenant_id, title=title, metadata_=metadata, create_time=now, update_time=now
+            id=new_id(),
+            tenant_id=principal.tenant_id,
+            title=title,
+            metadata_=metadata,
+            create_time=now,
+            update_time=now,
         )
         async with self.db.session() as session:
             session.add(row)
@@ -157,7 +162,10 @@ class SessionService:
                 agent = await AgentService.resolve(AgentRepository(session), agent_id, include_deleted=True)
                 if agent.delete_time is not None:
                     raise AgentAPIError(
-                        "FAILED_PRECONDITION", "AGENT_DELETED", f"agent {agent.key!r} is deleted", {"agent_id": agent.id}
+                        "FAILED_PRECONDITION",
+                        "AGENT_DELETED",
+                        f"agent {agent.key!r} is deleted",
+                        {"agent_id": agent.id},
                     )
             if conversation_id:
                 if await ConversationRepository(session, principal.tenant_id).get(conversation_id) is None:
@@ -166,8 +174,12 @@ class SessionService:
                 conversation_id = new_id()
                 session.add(
                     ConversationRow(
-                        id=conversation_id, tenant_id=principal.tenant_id, title="", metadata_={},
-                        create_time=now, update_time=now,
+                        id=conversation_id,
+                        tenant_id=principal.tenant_id,
+                        title="",
+                        metadata_={},
+                        create_time=now,
+                        update_time=now,
                     )
                 )
                 await session.flush()  # the session's foreign key needs the conversation first

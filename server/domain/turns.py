@@ -165,29 +165,52 @@ class TurnRunner:
                 max_output_tokens=options.max_output_tokens or settings.max_output_tokens,
             )
             reply = MessageRow(
-                id=new_id(), tenant_id=principal.tenant_id, session_id=view.row.id, sequence=sequence + 1,
-                role="assistant", content="", tool_calls=None, tool_call_id="", name="", model=settings.model,
-                status="in_progress", finish_reason="", prompt_tokens=0, completion_tokens=0,
-                time_to_first_token_ms=0, duration_ms=0, upstream_request_id="", error=None, metadata_={},
-                create_time=now, update_time=now,
+                id=new_id(),
+                tenant_id=principal.tenant_id,
+                session_id=view.row.id,
+                sequence=sequence + 1,
+                role="assistant",
+                content="",
+                tool_calls=None,
+                tool_call_id="",
+                name="",
+                model=settings.model,
+                status="in_progress",
+                finish_reason="",
+                prompt_tokens=0,
+                completion_tokens=0,
+                time_to_first_token_ms=0,
+                duration_ms=0,
+                upstream_request_id="",
+                error=None,
+                metadata_={},
+                create_time=now,
+                update_time=now,
             )
             db.add_all([*rows, reply])
             try:
                 await db.commit()
             except IntegrityError as exc:
                 raise AgentAPIError(
-                    "ABORTED", "SESSION_BUSY", "another turn of this session is running; retry when it ends",
+                    "ABORTED",
+                    "SESSION_BUSY",
+                    "another turn of this session is running; retry when it ends",
                     {"session_id": view.row.id},
                 ) from exc
         for row in rows:
             yield TurnEvent("input", message=row)
-        prompt = [to_openai(m) for m in history if not (m.role == "assistant" and m.status in _PROMPT_EXCLUDED_STATUSES)]
+        prompt = [
+            to_openai(m) for m in history if not (m.role == "assistant" and m.status in _PROMPT_EXCLUDED_STATUSES)
+        ]
         prompt += [to_openai(m) for m in rows]
         if settings.system_prompt:
             prompt.insert(0, {"role": "system", "content": settings.system_prompt})
         request = ChatRequest(
-            model=settings.model, messages=prompt, temperature=settings.temperature,
-            max_tokens=settings.max_output_tokens, tools=settings.tools,
+            model=settings.model,
+            messages=prompt,
+            temperature=settings.temperature,
+            max_tokens=settings.max_output_tokens,
+            tools=settings.tools,
         )
         async for event in self._stream(request, reply, accepted):
             yield event
@@ -195,11 +218,27 @@ class TurnRunner:
     @staticmethod
     def _input_row(session_id: str, tenant_id: str, sequence: int, message: InputMessage, now: Any) -> MessageRow:
         return MessageRow(
-            id=new_id(), tenant_id=tenant_id, session_id=session_id, sequence=sequence, role=message.role,
-            content=message.content, tool_calls=message.tool_calls or None, tool_call_id=message.tool_call_id,
-            name=message.name, model="", status="completed", finish_reason="", prompt_tokens=0,
-            completion_tokens=0, time_to_first_token_ms=0, duration_ms=0, upstream_request_id="", error=None,
-            metadata_={}, create_time=now, update_time=now,
+            id=new_id(),
+            tenant_id=tenant_id,
+            session_id=session_id,
+            sequence=sequence,
+            role=message.role,
+            content=message.content,
+            tool_calls=message.tool_calls or None,
+            tool_call_id=message.tool_call_id,
+            name=message.name,
+            model="",
+            status="completed",
+            finish_reason="",
+            prompt_tokens=0,
+            completion_tokens=0,
+            time_to_first_token_ms=0,
+            duration_ms=0,
+            upstream_request_id="",
+            error=None,
+            metadata_={},
+            create_time=now,
+            update_time=now,
         )
 
     async def _stream(self, request: ChatRequest, reply: MessageRow, accepted: float) -> AsyncIterator[TurnEvent]:
@@ -254,8 +293,17 @@ class TurnRunner:
         values = {
             name: getattr(reply, name)
             for name in (
-                "status", "content", "tool_calls", "finish_reason", "prompt_tokens", "completion_tokens",
-                "time_to_first_token_ms", "duration_ms", "upstream_request_id", "error", "update_time",
+                "status",
+                "content",
+                "tool_calls",
+                "finish_reason",
+                "prompt_tokens",
+                "completion_tokens",
+                "time_to_first_token_ms",
+                "duration_ms",
+                "upstream_request_id",
+                "error",
+                "update_time",
             )
         }
         async with self.db.session() as db:

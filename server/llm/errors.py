@@ -44,13 +44,17 @@ def from_status(status: int, body: bytes, headers: httpx.Headers, model: str) ->
         return AgentAPIError("INVALID_ARGUMENT", "CONTEXT_WINDOW_EXCEEDED", message, meta)
     if "content_filter" in lowered or "content_policy" in lowered or "content policy" in lowered:
         return AgentAPIError("FAILED_PRECONDITION", "CONTENT_FILTERED", message, meta)
-    if status == 404 or ("model" in lowered and ("not found" in lowered or "does not exist" in lowered or "invalid model" in lowered)):
+    if status == 404 or (
+        "model" in lowered and ("not found" in lowered or "does not exist" in lowered or "invalid model" in lowered)
+    ):
         return AgentAPIError("NOT_FOUND", "MODEL_NOT_FOUND", f"model {model!r} is not served upstream", meta)
     if status in (408, 504):
         return AgentAPIError("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT", message or "the upstream timed out", meta)
     if status >= 500:
         return AgentAPIError("UNAVAILABLE", "UPSTREAM_UNAVAILABLE", message or "the upstream failed", meta)
-    return AgentAPIError("INVALID_ARGUMENT", "UPSTREAM_BAD_REQUEST", message or "the upstream rejected the request", meta)
+    return AgentAPIError(
+        "INVALID_ARGUMENT", "UPSTREAM_BAD_REQUEST", message or "the upstream rejected the request", meta
+    )
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -69,10 +73,16 @@ def from_transport(exc: httpx.HTTPError, model: str, started: bool) -> AgentAPIE
     if isinstance(exc, httpx.TimeoutException):
         return AgentAPIError("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT", "the upstream timed out", meta)
     if started:
-        return AgentAPIError("UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", f"the upstream stream broke: {type(exc).__name__}", meta)
-    return AgentAPIError("UNAVAILABLE", "UPSTREAM_UNAVAILABLE", f"cannot reach the upstream: {type(exc).__name__}", meta)
+        return AgentAPIError(
+            "UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", f"the upstream stream broke: {type(exc).__name__}", meta
+        )
+    return AgentAPIError(
+        "UNAVAILABLE", "UPSTREAM_UNAVAILABLE", f"cannot reach the upstream: {type(exc).__name__}", meta
+    )
 
 
 def protocol_error(model: str, detail: str) -> AgentAPIError:
     """UNAVAILABLE (UPSTREAM_PROTOCOL_ERROR) for a malformed or truncated stream."""
-    return AgentAPIError("UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", f"malformed upstream stream: {detail}", {"model": model})
+    return AgentAPIError(
+        "UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", f"malformed upstream stream: {detail}", {"model": model}
+    )

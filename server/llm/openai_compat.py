@@ -41,9 +41,13 @@ class _Stream:
                 except ValueError as exc:
                     raise errors.protocol_error(self._model, "a chunk is not JSON") from exc
                 if "error" in payload:
-                    error = payload["error"] if isinstance(payload["error"], dict) else {"message": str(payload["error"])}
+                    error = (
+                        payload["error"] if isinstance(payload["error"], dict) else {"message": str(payload["error"])}
+                    )
                     status = int(error.get("code") or 500) if str(error.get("code", "")).isdigit() else 500
-                    raise errors.from_status(status, json.dumps({"error": error}).encode(), httpx.Headers(), self._model)
+                    raise errors.from_status(
+                        status, json.dumps({"error": error}).encode(), httpx.Headers(), self._model
+                    )
                 yield parse_chunk(payload)
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, self._model, started=True) from exc
@@ -114,9 +118,7 @@ class OpenAICompatibleBackend:
         transport failures (see :mod:`server.llm.errors`). Leaving the context
         closes the upstream connection, also on cancellation."""
         try:
-            async with self._client.stream(
-                "POST", "/chat/completions", json=request.body(stream=True)
-            ) as response:
+            async with self._client.stream("POST", "/chat/completions", json=request.body(stream=True)) as response:
                 if response.status_code >= 400:
                     body = await response.aread()
                     raise errors.from_status(response.status_code, body, response.headers, request.model)

@@ -33,9 +33,7 @@ class AgentRepository:
         )
         return list(rows.scalars())
 
-    async def page(
-        self, after: tuple[datetime, str] | None, limit: int, show_deleted: bool
-    ) -> list[AgentRow]:
+    async def page(self, after: tuple[datetime, str] | None, limit: int, show_deleted: bool) -> list[AgentRow]:
         """Up to ``limit`` agents after the (create_time, id) cursor, in that order."""
         query = select(AgentRow).order_by(AgentRow.create_time, AgentRow.id).limit(limit)
         if not show_deleted:

@@ -1,0 +1,540 @@
+"""A scripted, OpenAI-compatible chat completions server for tests.
+
+``ScriptedUpstream`` runs the Starlette app from ``create_app()`` with uvicorn
+in a background thread on a free 127.0.0.1 port. Point an OpenAI client, or a
+LiteLLM proxy, at ``upstream.base_url`` (``http://127.0.0.1:PORT/v1``).
+
+Endpoints
+---------
+``GET  /v1/models``            OpenAI list of ``MODEL_IDS`` (scripted-a/b/c).
+``POST /v1/chat/completions``  ``chat.completion`` or, with ``"stream": true``,
+                               SSE ``chat.completion.chunk`` events ending in
+                               ``data: [DONE]``. Any model name is accepted
+                               and echoed back in ``model``.
+``GET  /_requests``            JSON list of the recorded requests (below).
+``POST /_reset``               Clears the recorded requests and ``disconnects``.
+
+Directives
+----------
+Behaviour is scripted by directives in the text of the LAST message whose role
+is ``user`` (string content or text parts), so concurrent tests need no shared
+state. Directives are removed from the text before it is echoed.
+
+``(none)``                 Reply ``Echo: <last user text>``, streamed one word
+                           per delta, ``finish_reason`` ``stop``.
+``[[tool:NAME {json}]]``   Reply with a call to function NAME with those
+                           arguments (``{}`` if omitted), ``finish_reason``
+                           ``tool_calls``. Several directives give parallel
+                           calls with indices 0, 1, ... Streamed like OpenAI:
+                           a header delta (``id`` ``call_...``, ``type``,
+                           ``function.name``, ``arguments: ""``) then the
+                           arguments JSON in >= 2 fragments.
+``[[error:STATUS]]``       HTTP STATUS with an OpenAI error body
+                           ``{"error": {"message", "type", "param", "code"}}``;
+                           429 adds ``Retry-After: 1``. ``[[error:context]]``
+                           is a 400 with code ``context_length_exceeded`` and
+                           OpenAI's "maximum context length" message.
+                           A malformed directive gives a 400 "bad directive".
+``[[slow:MS]]``            Sleep MS milliseconds before each delta
+                           (non-streaming: MS x deltas before replying).
+``[[drop_after:N]]``       Send the first (role) chunk and N more chunks, then
+                           close the connection abruptly (no finish chunk, no
+                           [DONE]).
+                           Non-streaming: half the body, then close.
+
+If the last message has role ``tool``, the reply is ``Tool result: <content>``
+and tool directives are ignored (so tool round trips end); the other
+directives still apply.
+
+Streams send a first ``{"role": "assistant", "content": ""}`` chunk (text
+replies), the deltas, a chunk with an empty delta and the ``finish_reason``,
+then, if ``stream_options.include_usage`` is true, a ``choices: []`` chunk with
+``usage`` (every earlier chunk then carries ``"usage": null``, as OpenAI does).
+Usage is a simple count: prompt_tokens = words in all message contents,
+completion_tokens = deltas sent (words, or argument fragments).
+
+Bookkeeping (thread-safe): ``requests`` lists every request to ``/v1/...`` as
+``{"method", "path", "headers" (lower-cased), "body" (parsed JSON or None)}``;
+``open_streams`` is the number of SSE responses in progress; ``disconnects``
+counts clients that went away before a stream finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+MODEL_IDS = ("scripted-a", "scripted-b", "scripted-c")
+
+_ERROR_KINDS = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "permission_denied"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+_CONTEXT_MESSAGE = (
+    "This model's maximum context length is 8192 tokens. However, your messages "
+    "resulted in 9000 tokens. Please reduce the length of the messages."
+)
+
+
+class _DroppedConnection(Exception):
+    """Raised by the app to make uvicorn close a connection mid-response."""
+
+
+class _HideDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _DroppedConnection))
+
+
+logging.getLogger("uvicorn.error").addFilter(_HideDrops())
+
+
+# --------------------------------------------------------------------------- #
+# Directives
+# --------------------------------------------------------------------------- #
+
+_DIRECTIVE = re.compile(r"\[\[(tool|error|slow|drop_after):")
+_TOOL_NAME = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*")
+_VALUE = re.compile(r"\s*([^\]\s]+)\s*\]\]")
+
+
+@dataclass
+class Script:
+    """What one chat completion request asks for (parsed directives)."""
+
+    text: str = ""
+    tools: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    error: str | None = None
+    slow_ms: int = 0
+    drop_after: int | None = None
+
+
+def parse_directives(text: str) -> Script:
+    """Parse directives out of ``text``; raises ``ValueError`` if malformed."""
+    script, rest, pos = Script(), [], 0
+    while m := _DIRECTIVE.search(text, pos):
+        rest.append(text[pos : m.start()])
+        kind, i = m.group(1), m.end()
+        if kind == "tool":
+            name = _TOOL_NAME.match(text, i)
+            if not name:
+                raise ValueError(f"tool directive without a name at {m.start()}")
+            args, i = {}, name.end()
+            if text.startswith("{", i):
+                args, i = json.JSONDecoder().raw_decode(text, i)
+            end = re.compile(r"\s*\]\]").match(text, i)
+            if not end:
+                raise ValueError(f"unterminated tool directive at {m.start()}")
+            script.tools.append((name.group(1), args))
+            pos = end.end()
+            continue
+        value = _VALUE.match(text, i)
+        if not value:
+            raise ValueError(f"malformed {kind} directive at {m.start()}")
+        v = value.group(1)
+        if kind == "error":
+            script.error = v
+        elif kind == "slow":
+            script.slow_ms = int(v)
+        else:
+            script.drop_after = int(v)
+        pos = value.end()
+    rest.append(text[pos:])
+    script.text = " ".join("".join(rest).split())
+    return script
+
+
+def _text_of(content: Any) -> str:
+    """Text of a message ``content``: a string or a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _error_response(spec: str, message: str | None = None) -> JSONResponse:
+    """OpenAI-style error for ``[[error:SPEC]]`` (SPEC is a status or ``context``)."""
+    if spec == "context":
+        status, kind, code = 400, "invalid_request_error", "context_length_exceeded"
+        message = message or _CONTEXT_MESSAGE
+    else:
+        status = int(spec)
+        kind, code = _ERROR_KINDS.get(status, ("server_error", "server_error"))
+        message = message or f"Scripted upstream error {status}"
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status, headers={"retry-after": "1"} if status == 429 else None)
+
+
+def _split(s: str, parts: int) -> list[str]:
+    """Split ``s`` into ``parts`` (at most len(s)) non-empty pieces."""
+    parts = max(1, min(parts, len(s)))
+    size = -(-len(s) // parts)
+    return [s[i : i + size] for i in range(0, len(s), size)]
+
+
+# --------------------------------------------------------------------------- #
+# The app
+# --------------------------------------------------------------------------- #
+
+
+class UpstreamState:
+    """Thread-safe record of requests, open streams and disconnects."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: list[dict[str, Any]] = []
+        self._open_streams = 0
+        self._disconnects = 0
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def open_streams(self) -> int:
+        with self._lock:
+            return self._open_streams
+
+    @property
+    def disconnects(self) -> int:
+        with self._lock:
+            return self._disconnects
+
+    def reset(self) -> None:
+        """Forget recorded requests and zero ``disconnects``."""
+        with self._lock:
+            self._requests.clear()
+            self._disconnects = 0
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._requests.append(entry)
+
+    def _add(self, open_streams: int = 0, disconnects: int = 0) -> None:
+        with self._lock:
+            self._open_streams += open_streams
+            self._disconnects += disconnects
+
+
+class _Completion:
+    """Builds the chunks / final object for one request."""
+
+    def __init__(self, body: dict[str, Any], script: Script, tool_reply: str | None) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.model = body.get("model", "")
+        self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in body.get("messages", []))
+        self.tool_calls: list[dict[str, Any]] = []
+        if tool_reply is None and script.tools:
+            self.text = None
+            self.finish_reason = "tool_calls"
+            for name, args in script.tools:
+                self.tool_calls.append(
+                    {
+                        "id": f"call_{uuid.uuid4().hex[:24]}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(args)},
+                    }
+                )
+        else:
+            self.text = tool_reply if tool_reply is not None else f"Echo: {script.text}"
+            self.finish_reason = "stop"
+
+    def deltas(self) -> list[dict[str, Any]]:
+        """Deltas after the role chunk: words, or tool headers + fragments."""
+        if self.text is not None:
+            return [{"content": w} for w in re.findall(r"\S+\s*", self.text)]
+        out: list[dict[str, Any]] = []
+        for index, call in enumerate(self.tool_calls):
+            args = call["function"]["arguments"]
+            header = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+            out.append({"tool_calls": [{"index": index, **header}]})
+            for frag in _split(args, max(2, len(args) // 8)):
+                out.append({"tool_calls": [{"index": index, "function": {"arguments": frag}}]})
+        return out
+
+    def usage(self, completion_tokens: int) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+        }
+
+    def chunk(
+        self, delta: dict[str, Any] | None, finish_reason: str | None = None, usage: dict[str, int] | None = None
+    ) -> bytes:
+        obj: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "fp_scripted",
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        if self.include_usage:
+            obj["usage"] = usage
+        return f"data: {json.dumps(obj)}\n\n".encode()
+
+    def completion(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.text, "refusal": None}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "fp_scripted",
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}],
+            "usage": self.usage(len(self.deltas())),
+        }
+
+
+class _ScriptedResponse(Response):
+    """Raw ASGI response that can stream, go slow, and drop the connection."""
+
+    def __init__(self, state: UpstreamState, completion: _Completion, script: Script, stream: bool):
+        self.state, self.c, self.script, self.stream = state, completion, script, stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.stream:
+            await self._stream(receive, send)
+        else:
+            await self._complete(send)
+
+    async def _complete(self, send: Send) -> None:
+        await asyncio.sleep(self.script.slow_ms * len(self.c.deltas()) / 1000)
+        body = json.dumps(self.c.completion()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if self.script.drop_after is not None:
+            await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+            raise _DroppedConnection()
+        await send({"type": "http.response.body", "body": body})
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        self.state._add(open_streams=1)
+        c, delay = self.c, self.script.slow_ms / 1000
+        try:
+            headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            deltas = c.deltas()
+            first: dict[str, Any] = {"role": "assistant", "content": ""}
+            if c.text is None:  # OpenAI puts the first tool header in the role chunk
+                first = {"role": "assistant", "content": None, **deltas.pop(0)}
+            chunks = [c.chunk(first)] + [c.chunk(d) for d in deltas]
+            for n, data in enumerate(chunks):
+                if n > 0 and delay:
+                    try:
+                        await asyncio.wait_for(gone.wait(), delay)
+                    except TimeoutError:
+                        pass
+                if gone.is_set():
+                    self.state._add(disconnects=1)
+                    return
+                if self.script.drop_after is not None and n > self.script.drop_after:
+                    raise _DroppedConnection()
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            if self.script.drop_after is not None:
+                raise _DroppedConnection()
+            await asyncio.sleep(0)  # let the watcher see a disconnect that raced the last delta
+            if gone.is_set():
+                self.state._add(disconnects=1)
+                return
+            watcher.cancel()  # completing the response also wakes receive()
+            tail = c.chunk({}, c.finish_reason)
+            if c.include_usage:
+                n_sent = len(deltas) + (0 if c.text is not None else 1)
+                tail += c.chunk(None, usage=c.usage(n_sent))
+            tail += b"data: [DONE]\n\n"
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        finally:
+            watcher.cancel()
+            self.state._add(open_streams=-1)
+
+
+def create_app(state: UpstreamState | None = None) -> Starlette:
+    """The upstream ASGI app; bookkeeping goes to ``state`` (``app.state.upstream``)."""
+    state = state or UpstreamState()
+
+    async def record(request: Request) -> Any:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        state._record(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "body": body,
+            }
+        )
+        return body
+
+    async def models(request: Request) -> Response:
+        await record(request)
+        data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "scripted"} for m in MODEL_IDS]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def chat_completions(request: Request) -> Response:
+        body = await record(request)
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _error_response("400", "body must be a JSON object with a messages list")
+        messages = body["messages"]
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        try:
+            script = parse_directives(_text_of(users[-1].get("content")) if users else "")
+            if script.error is not None:
+                return _error_response(script.error)
+        except ValueError as e:
+            return _error_response("400", f"bad directive: {e}")
+        last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+        tool_reply = f"Tool result: {_text_of(last.get('content'))}" if last.get("role") == "tool" else None
+        completion = _Completion(body, script, tool_reply)
+        return _ScriptedResponse(state, completion, script, bool(body.get("stream")))
+
+    async def get_requests(request: Request) -> Response:
+        return JSONResponse(state.requests)
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/_requests", get_requests, methods=["GET"]),
+            Route("/_reset", reset, methods=["POST"]),
+        ]
+    )
+    app.state.upstream = state
+    return app
+
+
+# --------------------------------------------------------------------------- #
+# The server
+# --------------------------------------------------------------------------- #
+
+
+class ScriptedUpstream:
+    """Runs ``create_app()`` with uvicorn in a daemon thread on 127.0.0.1.
+
+    ``start()`` returns once the server accepts connections (idempotent);
+    ``stop()`` shuts it down (open streams get ~1 s). Also a context manager.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port: int | None = None
+        self.state = UpstreamState()
+        self.app = create_app(self.state)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Server root, ``http://127.0.0.1:PORT``."""
+        if self.port is None:
+            raise RuntimeError("ScriptedUpstream is not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI base URL, ``http://127.0.0.1:PORT/v1``."""
+        return f"{self.url}/v1"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Copy of the recorded requests (see module docstring for the shape)."""
+        return self.state.requests
+
+    @property
+    def open_streams(self) -> int:
+        """Number of streaming responses currently in progress."""
+        return self.state.open_streams
+
+    @property
+    def disconnects(self) -> int:
+        """Number of streams whose client disconnected before the end."""
+        return self.state.disconnects
+
+    def reset(self) -> None:
+        """Clear recorded requests and the disconnect count."""
+        self.state.reset()
+
+    def start(self, timeout: float = 10.0) -> Self:
+        if self._thread is not None:
+            return self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            http="h11",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="scripted-upstream", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("scripted upstream failed to start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
