@@ -13,19 +13,31 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agentapi import v1 as pb
-from agentapi.v1 import agent_service_pb2, conversation_service_pb2, model_service_pb2, session_service_pb2
+from agentapi.v1 import (
+    agent_service_pb2,
+    api_key_service_pb2,
+    conversation_service_pb2,
+    model_service_pb2,
+    session_service_pb2,
+    tenant_service_pb2,
+    usage_service_pb2,
+)
 from server.api.agents import AgentServicer
 from server.api.conversations import ConversationServicer
 from server.api.interceptor import ApiInterceptor
 from server.api.models import ModelServicer
 from server.api.sessions import SessionServicer
+from server.api.tenants import ApiKeyServicer, TenantServicer, UsageServicer
 from server.config import Config
 from server.domain.agents import AgentService
 from server.domain.auth import Authenticator
 from server.domain.catalog import Catalog
 from server.domain.pagination import PageTokens
+from server.domain.quota import QuotaGuard, make_storage
 from server.domain.sessions import ConversationService, SessionService
+from server.domain.tenants import ApiKeyService, TenantService
 from server.domain.turns import TurnRunner
+from server.domain.usage import UsageService
 from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend
@@ -40,6 +52,9 @@ SERVICE_NAMES = tuple(
         (conversation_service_pb2, "ConversationService"),
         (session_service_pb2, "SessionService"),
         (model_service_pb2, "ModelService"),
+        (tenant_service_pb2, "TenantService"),
+        (api_key_service_pb2, "ApiKeyService"),
+        (usage_service_pb2, "UsageService"),
     )
 )
 
@@ -82,15 +97,21 @@ async def start_grpc(config: Config) -> GrpcServer:
     tokens = PageTokens(secret)
     catalog = Catalog(backend, ttl_s=config.catalog_ttl_s)
     server = grpc.aio.server(
-        interceptors=[ApiInterceptor(Authenticator(config.effective_master_key, config.api_tokens))],
+        interceptors=[ApiInterceptor(Authenticator(db, config.effective_master_key, config.api_tokens))],
         options=[("grpc.so_reuseport", 0)],
     )
     pb.add_AgentServiceServicer_to_server(AgentServicer(AgentService(db, tokens), catalog), server)
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
     pb.add_SessionServiceServicer_to_server(
-        SessionServicer(SessionService(db, tokens), TurnRunner(db, backend)), server
+        SessionServicer(
+            SessionService(db, tokens), TurnRunner(db, backend, catalog, QuotaGuard(make_storage(config.redis_url)))
+        ),
+        server,
     )
     pb.add_ModelServiceServicer_to_server(ModelServicer(catalog), server)
+    pb.add_TenantServiceServicer_to_server(TenantServicer(TenantService(db, tokens)), server)
+    pb.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(ApiKeyService(db, tokens)), server)
+    pb.add_UsageServiceServicer_to_server(UsageServicer(UsageService(db)), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--master-key", help="AGENTAPI_MASTER_KEY (unset: a development key)")
     serve.add_argument("--grpc-addr", help="AGENTAPI_GRPC_ADDR (default 127.0.0.1:50051)")
     serve.add_argument("--http-addr", help="AGENTAPI_HTTP_ADDR (default 127.0.0.1:8080)")
+    serve.add_argument("--redis-url", help="AGENTAPI_REDIS_URL (unset: rate limits count in process)")
     serve.add_argument("--only", choices=("grpc", "http"), help="run one of the two servers")
     serve.add_argument("--migrate", action="store_true", help="apply migrations before serving")
     commands.add_parser("migrate", parents=[common], help="apply database migrations")

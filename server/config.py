@@ -24,6 +24,8 @@ class Config:
         master_key: admin key of the default tenant; None means the
             development key, allowed only on loopback addresses.
         api_tokens: extra static client keys of the default tenant.
+        redis_url: ``redis://host:port/db`` for rate limits shared across
+            processes; None counts in process memory.
         grpc_addr: ``host:port`` of the gRPC server.
         http_addr: ``host:port`` of the JSON bridge.
         upstream_connect_timeout_s: seconds to connect to the upstream.
@@ -37,6 +39,7 @@ class Config:
     llm_api_key: str | None = None
     master_key: str | None = None
     api_tokens: tuple[str, ...] = field(default_factory=tuple)
+    redis_url: str | None = None
     grpc_addr: str = "127.0.0.1:50051"
     http_addr: str = "127.0.0.1:8080"
     upstream_connect_timeout_s: float = 5.0
@@ -54,6 +57,7 @@ class Config:
             "llm_api_key": env.get("AGENTAPI_LLM_API_KEY") or None,
             "master_key": env.get("AGENTAPI_MASTER_KEY") or None,
             "api_tokens": tuple(t.strip() for t in env.get("AGENTAPI_API_TOKENS", "").split(",") if t.strip()),
+            "redis_url": env.get("AGENTAPI_REDIS_URL") or None,
             "grpc_addr": env.get("AGENTAPI_GRPC_ADDR") or "127.0.0.1:50051",
             "http_addr": env.get("AGENTAPI_HTTP_ADDR") or "127.0.0.1:8080",
         }

@@ -58,6 +58,18 @@ class Stack:
     def models(self) -> pb.ModelServiceStub:
         return pb.ModelServiceStub(self.channel)
 
+    @property
+    def tenants(self) -> pb.TenantServiceStub:
+        return pb.TenantServiceStub(self.channel)
+
+    @property
+    def api_keys(self) -> pb.ApiKeyServiceStub:
+        return pb.ApiKeyServiceStub(self.channel)
+
+    @property
+    def usage(self) -> pb.UsageServiceStub:
+        return pb.UsageServiceStub(self.channel)
+
     def openai(self, api_key: str = MASTER_KEY, **kwargs: Any) -> openai.AsyncOpenAI:
         """The official SDK pointed at the bridge."""
         return openai.AsyncOpenAI(base_url=f"{self.bridge_url}/v1", api_key=api_key, max_retries=0, **kwargs)

@@ -25,13 +25,15 @@ class AgentServicer(pb.AgentServiceServicer):
         return pb.CreateAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))
 
     async def GetAgent(self, request: pb.GetAgentRequest, context: grpc.aio.ServicerContext) -> pb.GetAgentResponse:
-        row = await self.agents.get(request.agent_id)
+        row = await self.agents.get(current_principal(), request.agent_id)
         return pb.GetAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))
 
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAgentsResponse:
-        rows, token = await self.agents.list(request.page_size, request.page_token, request.show_deleted)
+        rows, token = await self.agents.list(
+            current_principal(), request.page_size, request.page_token, request.show_deleted
+        )
         catalog = await self.catalog.model_ids()
         return pb.ListAgentsResponse(agents=[convert.agent(r, catalog) for r in rows], next_page_token=token)
 

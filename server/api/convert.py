@@ -14,8 +14,9 @@ from server.domain import agents as agent_rules
 from server.domain.agents import AgentFields
 from server.domain.errors import AgentAPIError
 from server.domain.sessions import SessionView, Settings
+from server.domain.tenants import TenantFields
 from server.domain.turns import Delta, InputMessage
-from server.store.models import AgentRow, ConversationRow, MessageRow
+from server.store.models import AgentRow, ApiKeyRow, ConversationRow, MessageRow, TenantRow
 
 ROLE_TO_PROTO = {
     "system": pb.ROLE_SYSTEM,
@@ -89,6 +90,7 @@ def agent_fields(agent: pb.Agent) -> AgentFields:
         temperature=agent.temperature if agent.HasField("temperature") else None,
         tools=[tool_to_json(t) for t in agent.tools],
         metadata=from_struct(agent.metadata),
+        allowed_tenants=list(agent.allowed_tenants),
     )
 
 
@@ -108,6 +110,7 @@ def agent(row: AgentRow, catalog: set[str] | None = None) -> pb.Agent:
         delete_time=timestamp(row.delete_time),
         etag=agent_rules.etag(row),
         revision=row.revision,
+        allowed_tenants=row.allowed_tenants or [],
     )
     if row.temperature is not None:
         message.temperature = row.temperature
@@ -197,6 +200,7 @@ def message(row: MessageRow) -> pb.Message:
             prompt_tokens=row.prompt_tokens,
             completion_tokens=row.completion_tokens,
             total_tokens=row.prompt_tokens + row.completion_tokens,
+            cost_usd=row.cost_usd,
         ),
         time_to_first_token_ms=row.time_to_first_token_ms,
         duration_ms=row.duration_ms,
@@ -234,4 +238,88 @@ def delta(value: Delta) -> pb.Delta:
         tool_calls=[
             pb.ToolCallDelta(index=f.index, id=f.id, name=f.name, arguments=f.arguments) for f in value.tool_calls
         ],
+    )
+
+
+BUDGET_PERIOD_TO_PROTO = {"day": pb.BUDGET_PERIOD_DAY, "month": pb.BUDGET_PERIOD_MONTH}
+BUDGET_PERIOD_FROM_PROTO = {
+    pb.BUDGET_PERIOD_UNSPECIFIED: "month",
+    pb.BUDGET_PERIOD_DAY: "day",
+    pb.BUDGET_PERIOD_MONTH: "month",
+}
+SCOPE_TO_PROTO = {"admin": pb.API_KEY_SCOPE_ADMIN, "client": pb.API_KEY_SCOPE_CLIENT}
+SCOPE_FROM_PROTO = {value: key for key, value in SCOPE_TO_PROTO.items()}
+DIMENSION_FROM_PROTO = {
+    pb.USAGE_DIMENSION_TENANT: "tenant",
+    pb.USAGE_DIMENSION_AGENT: "agent",
+    pb.USAGE_DIMENSION_SESSION: "session",
+    pb.USAGE_DIMENSION_MODEL: "model",
+    pb.USAGE_DIMENSION_DAY: "day",
+}
+
+
+def tenant_fields(tenant: pb.Tenant) -> TenantFields:
+    """The writable fields of a proto Tenant."""
+    return TenantFields(
+        id=tenant.id,
+        display_name=tenant.display_name,
+        budget_period=BUDGET_PERIOD_FROM_PROTO.get(tenant.budget.period, ""),
+        max_tokens=tenant.budget.max_tokens if tenant.budget.HasField("max_tokens") else None,
+        max_cost_usd=tenant.budget.max_cost_usd if tenant.budget.HasField("max_cost_usd") else None,
+        requests_per_minute=tenant.rate_limits.requests_per_minute,
+        tokens_per_minute=tenant.rate_limits.tokens_per_minute,
+    )
+
+
+def tenant(row: TenantRow) -> pb.Tenant:
+    """A stored tenant as a proto."""
+    budget = pb.Budget(period=BUDGET_PERIOD_TO_PROTO[row.budget_period])
+    if row.max_tokens is not None:
+        budget.max_tokens = row.max_tokens
+    if row.max_cost_usd is not None:
+        budget.max_cost_usd = row.max_cost_usd
+    return pb.Tenant(
+        id=row.id,
+        display_name=row.display_name,
+        budget=budget,
+        rate_limits=pb.RateLimits(requests_per_minute=row.requests_per_minute, tokens_per_minute=row.tokens_per_minute),
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+        delete_time=timestamp(row.delete_time),
+    )
+
+
+def api_key(row: ApiKeyRow) -> pb.ApiKey:
+    """A stored API key as a proto; the secret is never included."""
+    return pb.ApiKey(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        display_name=row.display_name,
+        scope=SCOPE_TO_PROTO[row.scope],
+        secret_prefix=row.secret_prefix,
+        expire_time=timestamp(row.expire_time),
+        create_time=timestamp(row.create_time),
+        revoke_time=timestamp(row.revoke_time),
+    )
+
+
+def to_datetime(value: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    """A Timestamp as naive UTC, or None when the field is unset."""
+    return value.ToDatetime() if present else None
+
+
+def usage_row(row: dict[str, Any]) -> pb.UsageRow:
+    """One aggregated usage row as a proto."""
+    return pb.UsageRow(
+        tenant_id=row.get("tenant", ""),
+        agent_id=row.get("agent", "") or "",
+        session_id=row.get("session", ""),
+        model=row.get("model", ""),
+        day=row.get("day", ""),
+        # MySQL's SUM returns Decimal; the proto wants plain numbers.
+        turns=int(row["turns"]),
+        prompt_tokens=int(row["prompt_tokens"]),
+        completion_tokens=int(row["completion_tokens"]),
+        total_tokens=int(row["prompt_tokens"]) + int(row["completion_tokens"]),
+        cost_usd=float(row["cost_usd"]),
     )

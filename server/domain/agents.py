@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from server.domain.common import Principal, is_uuid, new_id, require_uuid, utcnow
+from server.domain.common import Principal, is_uuid, new_id, require_operator, require_uuid, utcnow
 from server.domain.errors import AgentAPIError, Violations, not_found
 from server.domain.pagination import PageTokens, page_size
 from server.store.db import Database
@@ -31,6 +31,7 @@ MUTABLE_FIELDS = (
     "temperature",
     "tools",
     "metadata",
+    "allowed_tenants",
 )
 
 
@@ -46,6 +47,12 @@ class AgentFields:
     temperature: float | None = None
     tools: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    allowed_tenants: list[str] = field(default_factory=list)
+
+
+def visible_to(row: AgentRow, principal: Principal) -> bool:
+    """Operators see every agent; others see unrestricted agents and those naming their tenant."""
+    return principal.operator or not row.allowed_tenants or principal.tenant_id in row.allowed_tenants
 
 
 def validate(agent: AgentFields, prefix: str = "agent") -> None:
@@ -84,6 +91,9 @@ def validate(agent: AgentFields, prefix: str = "agent") -> None:
         parameters = function.get("parameters")
         if parameters is not None and parameters.get("type", "object") != "object":
             violations.add(f"{path}.function.parameters", "must be a JSON Schema of type 'object'")
+    for index, tenant_id in enumerate(agent.allowed_tenants):
+        if not KEY_PATTERN.match(tenant_id):
+            violations.add(f"{prefix}.allowed_tenants[{index}]", "must be a tenant id")
     if len(json.dumps(agent.metadata)) > MAX_METADATA_BYTES:
         violations.add(f"{prefix}.metadata", f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
     violations.raise_if_any()
@@ -110,16 +120,11 @@ class AgentService:
         self.db = db
         self.tokens = tokens
 
-    @staticmethod
-    def _require_admin(principal: Principal) -> None:
-        if not principal.admin:
-            raise AgentAPIError("PERMISSION_DENIED", "ADMIN_REQUIRED", "only admin keys may change agents")
-
     async def create(self, principal: Principal, agent: AgentFields, agent_id: str = "") -> AgentRow:
         """Stores a new agent. Raises INVALID_ARGUMENT (FIELD_VIOLATION,
         INVALID_AGENT_ID), ALREADY_EXISTS (AGENT_ALREADY_EXISTS) for a taken
-        key or id, PERMISSION_DENIED (ADMIN_REQUIRED)."""
-        self._require_admin(principal)
+        key or id, PERMISSION_DENIED (OPERATOR_REQUIRED)."""
+        require_operator(principal)
         validate(agent)
         chosen = require_uuid(agent_id, "agent_id", "INVALID_AGENT_ID") if agent_id else new_id()
         now = utcnow()
@@ -136,34 +141,46 @@ class AgentService:
                 raise _already_exists(agent.key) from exc
         return row
 
-    async def get(self, agent_id_or_key: str, include_deleted: bool = True) -> AgentRow:
-        """The agent by UUID or key. Raises NOT_FOUND (AGENT_NOT_FOUND)."""
+    async def get(self, principal: Principal, agent_id_or_key: str) -> AgentRow:
+        """The agent by UUID or key. Raises NOT_FOUND (AGENT_NOT_FOUND), also
+        for an agent restricted to other tenants."""
         async with self.db.session() as session:
-            return await self.resolve(AgentRepository(session), agent_id_or_key, include_deleted)
+            return await self.resolve(AgentRepository(session), agent_id_or_key, True, principal)
 
     @staticmethod
-    async def resolve(repo: AgentRepository, agent_id_or_key: str, include_deleted: bool) -> AgentRow:
-        """Looks up by UUID when the value is one, else by key."""
+    async def resolve(
+        repo: AgentRepository, agent_id_or_key: str, include_deleted: bool, principal: Principal
+    ) -> AgentRow:
+        """Looks up by UUID when the value is one, else by key; hides agents
+        the caller's tenant may not use."""
         if not agent_id_or_key:
             raise not_found("agent", agent_id_or_key)
         if is_uuid(agent_id_or_key):
             row = await repo.get(agent_id_or_key.lower())
         else:
             row = await repo.get_by_key(agent_id_or_key)
-        if row is None or (row.delete_time is not None and not include_deleted):
+        if row is None or (row.delete_time is not None and not include_deleted) or not visible_to(row, principal):
             raise not_found("agent", agent_id_or_key)
         return row
 
-    async def list(self, size: int, token: str, show_deleted: bool) -> tuple[list[AgentRow], str]:
-        """A page of agents ordered by (create_time, id), and the next page token."""
+    async def list(self, principal: Principal, size: int, token: str, show_deleted: bool) -> tuple[list[AgentRow], str]:
+        """A page of the agents the caller may use, by (create_time, id), and the next page token."""
         limit = page_size(size)
-        params = {"show_deleted": show_deleted}
+        params = {"show_deleted": show_deleted, "tenant": principal.tenant_id, "operator": principal.operator}
         cursor = self.tokens.decode(token, params)
         after = None
         if cursor is not None:
             after = (datetime.fromisoformat(cursor[0]), cursor[1])
+        rows: list[AgentRow] = []
         async with self.db.session() as session:
-            rows = await AgentRepository(session).page(after, limit + 1, show_deleted)
+            repo = AgentRepository(session)
+            # Restricted agents are filtered here, so keep reading until the page is full.
+            while len(rows) <= limit:
+                batch = await repo.page(after, limit + 1, show_deleted)
+                rows += [row for row in batch if visible_to(row, principal)]
+                if len(batch) <= limit:
+                    break
+                after = (batch[-1].create_time, batch[-1].id)
         next_token = ""
         if len(rows) > limit:
             rows = rows[:limit]
@@ -177,7 +194,7 @@ class AgentService:
         """Updates the masked fields (all writable fields when ``paths`` is empty)
         and bumps the revision. Raises INVALID_ARGUMENT for an unknown mask path
         or a bad field, NOT_FOUND (AGENT_NOT_FOUND), ABORTED (ETAG_MISMATCH)."""
-        self._require_admin(principal)
+        require_operator(principal)
         violations = Violations()
         for path in paths:
             if path not in MUTABLE_FIELDS:
@@ -185,7 +202,7 @@ class AgentService:
         violations.raise_if_any()
         paths = paths or list(MUTABLE_FIELDS)
         async with self.db.session() as session:
-            row = await self.resolve(AgentRepository(session), agent_id, include_deleted=False)
+            row = await self.resolve(AgentRepository(session), agent_id, False, principal)
             if expected_etag and expected_etag != etag(row):
                 raise AgentAPIError(
                     "ABORTED", "ETAG_MISMATCH", "the agent changed since it was read; re-read and retry"
@@ -193,6 +210,7 @@ class AgentService:
             current = AgentFields(
                 **{f.name: getattr(row, "metadata_" if f.name == "metadata" else f.name) for f in fields(AgentFields)}
             )
+            current.allowed_tenants = current.allowed_tenants or []
             merged = replace(current, **{p: getattr(agent, p) for p in paths})
             validate(merged)
             _apply(row, merged, paths)
@@ -203,9 +221,9 @@ class AgentService:
 
     async def delete(self, principal: Principal, agent_id: str) -> AgentRow:
         """Soft-deletes (sets ``delete_time``). Raises NOT_FOUND (AGENT_NOT_FOUND)."""
-        self._require_admin(principal)
+        require_operator(principal)
         async with self.db.session() as session:
-            row = await self.resolve(AgentRepository(session), agent_id, include_deleted=False)
+            row = await self.resolve(AgentRepository(session), agent_id, False, principal)
             row.delete_time = row.update_time = utcnow()
             await session.commit()
         return row

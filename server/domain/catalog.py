@@ -45,6 +45,13 @@ class Catalog:
             self._fetched_at = time.monotonic()
             return self._models
 
+    async def find(self, model: str) -> ModelInfo | None:
+        """The catalog entry for ``model``, or None (also when the catalog is unreadable)."""
+        try:
+            return next((m for m in await self.models() if m.id == model), None)
+        except AgentAPIError:
+            return None
+
     async def model_ids(self) -> set[str] | None:
         """The ids in the catalog, or None when it cannot be read at all."""
         try:

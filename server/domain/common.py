@@ -6,15 +6,34 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from server.domain.errors import FieldViolation, invalid_argument
+from server.domain.errors import AgentAPIError, FieldViolation, invalid_argument
+
+DEFAULT_TENANT = "default"
 
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller: its tenant, and whether it may administer."""
+    """The authenticated caller: its tenant, and whether it may administer.
+
+    An admin of the ``default`` tenant (the master key among them) is an
+    operator: it manages tenants and agents and sees every tenant's usage.
+    """
 
     tenant_id: str
     admin: bool
+
+    @property
+    def operator(self) -> bool:
+        """Whether the caller administers the whole deployment."""
+        return self.admin and self.tenant_id == DEFAULT_TENANT
+
+
+def require_operator(principal: Principal) -> None:
+    """Raises PERMISSION_DENIED (OPERATOR_REQUIRED) unless the caller is an operator."""
+    if not principal.operator:
+        raise AgentAPIError(
+            "PERMISSION_DENIED", "OPERATOR_REQUIRED", "only the master key or admin keys of 'default' may do this"
+        )
 
 
 def utcnow() -> datetime:

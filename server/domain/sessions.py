@@ -159,7 +159,7 @@ class SessionService:
         async with self.db.session() as session:
             agent = None
             if agent_id:
-                agent = await AgentService.resolve(AgentRepository(session), agent_id, include_deleted=True)
+                agent = await AgentService.resolve(AgentRepository(session), agent_id, True, principal)
                 if agent.delete_time is not None:
                     raise AgentAPIError(
                         "FAILED_PRECONDITION",

@@ -22,11 +22,14 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
+from server.domain.catalog import Catalog
 from server.domain.common import Principal, new_id, utcnow
 from server.domain.errors import AgentAPIError, Violations
+from server.domain.quota import QuotaGuard
 from server.domain.sessions import SessionService, Settings, validate_settings
 from server.llm.offline import estimate_tokens
-from server.llm.types import ChatBackend, ChatRequest, ToolCallFragment
+from server.llm.types import ChatBackend, ChatRequest, TokenUsage, ToolCallFragment
+from server.store.accounts import TenantRepository, UsageRepository
 from server.store.db import Database
 from server.store.models import MessageRow
 from server.store.repositories import MessageRepository
@@ -34,6 +37,11 @@ from server.store.repositories import MessageRepository
 log = logging.getLogger(__name__)
 
 INPUT_ROLES = ("user", "tool", "system", "assistant")
+# What the terminal update of an assistant message writes.
+TERMINAL_COLUMNS = (
+    "status", "content", "tool_calls", "finish_reason", "prompt_tokens", "completion_tokens", "cost_usd",
+    "time_to_first_token_ms", "duration_ms", "upstream_request_id", "error", "update_time",
+)  # fmt: skip
 # Replies that never finished are kept in the ledger but not sent back upstream.
 _PROMPT_EXCLUDED_STATUSES = ("failed", "in_progress")
 
@@ -103,6 +111,38 @@ def to_openai(row: MessageRow) -> dict[str, Any]:
     return message
 
 
+def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: Any, **fields: Any) -> MessageRow:
+    """A new message row with every column set (defaults: completed, empty, zero usage)."""
+    values: dict[str, Any] = {
+        "content": "",
+        "tool_calls": None,
+        "tool_call_id": "",
+        "name": "",
+        "model": "",
+        "status": "completed",
+        "finish_reason": "",
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "time_to_first_token_ms": 0,
+        "duration_ms": 0,
+        "upstream_request_id": "",
+        "error": None,
+        "metadata_": {},
+        "cost_usd": 0.0,
+    }
+    values.update(fields)
+    return MessageRow(
+        id=new_id(),
+        tenant_id=tenant_id,
+        session_id=session_id,
+        sequence=sequence,
+        role=role,
+        create_time=now,
+        update_time=now,
+        **values,
+    )
+
+
 class _Reply:
     """Accumulates content and assembles tool-call fragments by index."""
 
@@ -133,9 +173,11 @@ class _Reply:
 class TurnRunner:
     """Runs turns against a chat backend and records them in the database."""
 
-    def __init__(self, db: Database, backend: ChatBackend) -> None:
+    def __init__(self, db: Database, backend: ChatBackend, catalog: Catalog, quota: QuotaGuard) -> None:
         self.db = db
         self.backend = backend
+        self.catalog = catalog
+        self.quota = quota
 
     async def run(
         self, principal: Principal, session_id: str, inputs: Sequence[InputMessage], options: Settings
@@ -143,7 +185,8 @@ class TurnRunner:
         """Yields the stored inputs, the deltas, then the final stored reply.
 
         Raises before anything is stored: INVALID_ARGUMENT (FIELD_VIOLATION,
-        INVALID_SESSION_ID), NOT_FOUND (SESSION_NOT_FOUND), ABORTED
+        INVALID_SESSION_ID), NOT_FOUND (SESSION_NOT_FOUND), RESOURCE_EXHAUSTED
+        (BUDGET_EXCEEDED, RATE_LIMITED) for the tenant's quotas, ABORTED
         (SESSION_BUSY) when another turn claimed the same sequence numbers.
         Upstream failures do not raise: the final event carries the error.
         """
@@ -152,40 +195,45 @@ class TurnRunner:
         async with self.db.session() as db:
             view = await SessionService.load(db, principal, session_id)
             history = await MessageRepository(db, view.row.id).history()
+            tenant = await TenantRepository(db).get(principal.tenant_id)
+            if tenant is not None:
+                prompt_estimate = sum(estimate_tokens(m.content) for m in history) + sum(
+                    estimate_tokens(m.content) for m in inputs
+                )
+                await self.quota.check_budget(UsageRepository(db), tenant, prompt_estimate)
+                await self.quota.admit(tenant)
             sequence = history[-1].sequence if history else 0
             now = utcnow()
             rows = []
             for message in inputs:
                 sequence += 1
-                rows.append(self._input_row(view.row.id, principal.tenant_id, sequence, message, now))
+                rows.append(
+                    new_message(
+                        view.row.id,
+                        principal.tenant_id,
+                        sequence,
+                        message.role,
+                        now,
+                        content=message.content,
+                        tool_calls=message.tool_calls or None,
+                        tool_call_id=message.tool_call_id,
+                        name=message.name,
+                    )
+                )
             settings = view.effective
             settings = replace(
                 settings,
                 temperature=options.temperature if options.temperature is not None else settings.temperature,
                 max_output_tokens=options.max_output_tokens or settings.max_output_tokens,
             )
-            reply = MessageRow(
-                id=new_id(),
-                tenant_id=principal.tenant_id,
-                session_id=view.row.id,
-                sequence=sequence + 1,
-                role="assistant",
-                content="",
-                tool_calls=None,
-                tool_call_id="",
-                name="",
+            reply = new_message(
+                view.row.id,
+                principal.tenant_id,
+                sequence + 1,
+                "assistant",
+                now,
                 model=settings.model,
                 status="in_progress",
-                finish_reason="",
-                prompt_tokens=0,
-                completion_tokens=0,
-                time_to_first_token_ms=0,
-                duration_ms=0,
-                upstream_request_id="",
-                error=None,
-                metadata_={},
-                create_time=now,
-                update_time=now,
             )
             db.add_all([*rows, reply])
             try:
@@ -213,33 +261,9 @@ class TurnRunner:
             tools=settings.tools,
         )
         async for event in self._stream(request, reply, accepted):
+            if event.kind == "final" and tenant is not None:
+                await self.quota.record_tokens(tenant, reply.prompt_tokens + reply.completion_tokens)
             yield event
-
-    @staticmethod
-    def _input_row(session_id: str, tenant_id: str, sequence: int, message: InputMessage, now: Any) -> MessageRow:
-        return MessageRow(
-            id=new_id(),
-            tenant_id=tenant_id,
-            session_id=session_id,
-            sequence=sequence,
-            role=message.role,
-            content=message.content,
-            tool_calls=message.tool_calls or None,
-            tool_call_id=message.tool_call_id,
-            name=message.name,
-            model="",
-            status="completed",
-            finish_reason="",
-            prompt_tokens=0,
-            completion_tokens=0,
-            time_to_first_token_ms=0,
-            duration_ms=0,
-            upstream_request_id="",
-            error=None,
-            metadata_={},
-            create_time=now,
-            update_time=now,
-        )
 
     async def _stream(self, request: ChatRequest, reply: MessageRow, accepted: float) -> AsyncIterator[TurnEvent]:
         accumulated = _Reply()
@@ -248,9 +272,11 @@ class TurnRunner:
         first_delta_at: float | None = None
         numbered = 0
         usage = None
+        header_cost = None
         try:
             async with self.backend.stream(request) as stream:
                 reply.upstream_request_id = stream.request_id or ""
+                header_cost = stream.cost_usd
                 async for chunk in stream:
                     if chunk.content or chunk.tool_calls:
                         if first_delta_at is None:
@@ -281,6 +307,7 @@ class TurnRunner:
                 reply.prompt_tokens, reply.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             elif numbered:
                 reply.completion_tokens = estimate_tokens(reply.content)
+            reply.cost_usd = await self._cost(request.model, usage, header_cost, reply)
             reply.time_to_first_token_ms = int((first_delta_at - accepted) * 1000) if first_delta_at else 0
             reply.duration_ms = int((time.monotonic() - accepted) * 1000)
             reply.error = {"code": error.code, "reason": error.reason, "message": error.message} if error else None
@@ -289,23 +316,19 @@ class TurnRunner:
             await asyncio.shield(self._store_reply(reply))
         yield TurnEvent("final", message=reply, error=error)
 
+    async def _cost(self, model: str, usage: TokenUsage | None, header_cost: float | None, reply: MessageRow) -> float:
+        """The upstream's reported cost (usage block, then header), else the catalog's prices."""
+        if usage is not None and usage.cost_usd is not None:
+            return usage.cost_usd
+        if header_cost is not None:
+            return header_cost
+        if not reply.prompt_tokens and not reply.completion_tokens:
+            return 0.0
+        info = await self.catalog.find(model)
+        return info.cost(reply.prompt_tokens, reply.completion_tokens) if info else 0.0
+
     async def _store_reply(self, reply: MessageRow) -> None:
-        values = {
-            name: getattr(reply, name)
-            for name in (
-                "status",
-                "content",
-                "tool_calls",
-                "finish_reason",
-                "prompt_tokens",
-                "completion_tokens",
-                "time_to_first_token_ms",
-                "duration_ms",
-                "upstream_request_id",
-                "error",
-                "update_time",
-            )
-        }
+        values = {name: getattr(reply, name) for name in TERMINAL_COLUMNS}
         async with self.db.session() as db:
             await db.execute(update(MessageRow).where(MessageRow.id == reply.id).values(**values))
             await db.commit()

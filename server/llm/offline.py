@@ -75,6 +75,7 @@ def plan_reply(request: ChatRequest) -> tuple[str, list[tuple[str, str, str]]]:
 
 class _OfflineStream:
     request_id = ""
+    cost_usd = 0.0  # the offline model is free
 
     def __init__(self, request: ChatRequest) -> None:
         self._request = request

@@ -26,6 +26,7 @@ class _Stream:
         self._response = response
         self._model = model
         self.request_id = response.headers.get("x-request-id") or response.headers.get("x-litellm-call-id", "")
+        self.cost_usd = _float(response.headers.get("x-litellm-response-cost"))
 
     async def __aiter__(self) -> AsyncIterator[ChatChunk]:
         done = False
@@ -55,6 +56,13 @@ class _Stream:
             raise errors.protocol_error(self._model, "the stream ended without [DONE]")
 
 
+def _float(value: object) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 def parse_chunk(payload: dict[str, Any]) -> ChatChunk:
     """Converts one ``chat.completion.chunk`` JSON object to a :class:`ChatChunk`."""
     content = ""
@@ -82,7 +90,11 @@ def parse_chunk(payload: dict[str, Any]) -> ChatChunk:
         content=content,
         tool_calls=fragments,
         finish_reason=finish_reason,
-        usage=TokenUsage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0) if usage else None,
+        usage=TokenUsage(
+            usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, _float(usage.get("cost"))
+        )
+        if usage
+        else None,
         model=payload.get("model") or "",
     )
 
@@ -135,7 +147,31 @@ class OpenAICompatibleBackend:
         if response.status_code >= 400:
             raise errors.from_status(response.status_code, response.content, response.headers, "")
         data = response.json().get("data", [])
-        return sorted((ModelInfo(id=m["id"], owned_by=m.get("owned_by", "")) for m in data), key=lambda m: m.id)
+        details = await self._model_info()
+        models = []
+        for entry in data:
+            info = details.get(entry["id"], {})
+            models.append(
+                ModelInfo(
+                    id=entry["id"],
+                    owned_by=entry.get("owned_by", ""),
+                    context_window=int(info.get("max_input_tokens") or info.get("max_tokens") or 0),
+                    input_cost_per_token=float(info.get("input_cost_per_token") or 0.0),
+                    output_cost_per_token=float(info.get("output_cost_per_token") or 0.0),
+                )
+            )
+        return sorted(models, key=lambda m: m.id)
+
+    async def _model_info(self) -> dict[str, dict[str, Any]]:
+        """LiteLLM's ``/model/info`` (context window and prices) by model name;
+        empty when the upstream does not offer it."""
+        try:
+            response = await self._client.get("/model/info")
+            if response.status_code != 200:
+                return {}
+            return {m["model_name"]: m.get("model_info") or {} for m in response.json().get("data", [])}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return {}
 
     async def aclose(self) -> None:
         """Closes pooled connections."""

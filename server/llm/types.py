@@ -50,6 +50,7 @@ class TokenUsage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,20 @@ class ModelInfo:
     id: str
     owned_by: str = ""
     context_window: int = 0
+    input_cost_per_token: float = 0.0
+    output_cost_per_token: float = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """US dollars for a completion at the catalog's prices."""
+        return prompt_tokens * self.input_cost_per_token + completion_tokens * self.output_cost_per_token
 
 
 class ChatStream(Protocol):
-    """An open completion stream: iterate it for chunks; ``request_id`` is the upstream's."""
+    """An open completion stream: iterate it for chunks; ``request_id`` is the
+    upstream's, ``cost_usd`` the cost header's value when the upstream sent one."""
 
     request_id: str
+    cost_usd: float | None
 
     def __aiter__(self) -> AsyncIterator[ChatChunk]: ...
 

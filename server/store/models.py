@@ -11,7 +11,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -26,7 +38,6 @@ NAMING_CONVENTION = {
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 Uuid = String(36)
-DEFAULT_TENANT = "default"
 
 
 class Base(DeclarativeBase):
@@ -50,6 +61,7 @@ class AgentRow(Base):
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     revision: Mapped[int] = mapped_column(Integer, default=1)
+    allowed_tenants: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
     delete_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
@@ -63,7 +75,7 @@ class ConversationRow(Base):
     __tablename__ = "conversations"
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    tenant_id: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(String(255), default="")
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
@@ -79,7 +91,7 @@ class SessionRow(Base):
     __tablename__ = "sessions"
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    tenant_id: Mapped[str] = mapped_column(String(64))
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
     agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id"), nullable=True)
     agent_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -95,7 +107,7 @@ class MessageRow(Base):
     __tablename__ = "messages"
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    tenant_id: Mapped[str] = mapped_column(String(64))
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"))
     sequence: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(16))
@@ -110,10 +122,48 @@ class MessageRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     time_to_first_token_ms: Mapped[int] = mapped_column(Integer, default=0)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     upstream_request_id: Mapped[str] = mapped_column(String(255), default="")
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
 
-    __table_args__ = (UniqueConstraint("session_id", "sequence"),)
+    __table_args__ = (UniqueConstraint("session_id", "sequence"), Index(None, "tenant_id", "create_time"))
+
+
+class TenantRow(Base):
+    """A tenant with its budget and rate limits (0 or None means unlimited)."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    budget_period: Mapped[str] = mapped_column(String(8), default="month")
+    max_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requests_per_minute: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_per_minute: Mapped[int] = mapped_column(BigInteger, default=0)
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
+    update_time: Mapped[datetime] = mapped_column(Timestamp)
+    delete_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    __table_args__ = (Index(None, "create_time", "id"),)
+
+
+class ApiKeyRow(Base):
+    """An API key; ``secret_hash`` is the SHA-256 of the secret, never the secret."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    scope: Mapped[str] = mapped_column(String(16))
+    secret_prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expire_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
+    revoke_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    __table_args__ = (Index(None, "tenant_id", "create_time", "id"),)

@@ -43,6 +43,7 @@ class Agent(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     UNSUPPORTED_MODELS_FIELD_NUMBER: _builtins.int
+    ALLOWED_TENANTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID, or the client's choice at creation (AIP-133)."""
     key: _builtins.str
@@ -91,6 +92,10 @@ class Agent(_message.Message):
     def unsupported_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The default and fallback models that the current model catalog lacks."""
 
+    @_builtins.property
+    def allowed_tenants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tenants that may use the agent; empty means every tenant."""
+
     def __init__(
         self,
         *,
@@ -109,10 +114,11 @@ class Agent(_message.Message):
         etag: _builtins.str = ...,
         revision: _builtins.int = ...,
         unsupported_models: _abc.Iterable[_builtins.str] | None = ...,
+        allowed_tenants: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "create_time", b"create_time", "delete_time", b"delete_time", "metadata", b"metadata", "temperature", b"temperature", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "create_time", b"create_time", "default_model", b"default_model", "delete_time", b"delete_time", "display_name", b"display_name", "etag", b"etag", "fallback_models", b"fallback_models", "id", b"id", "key", b"key", "metadata", b"metadata", "revision", b"revision", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools", "unsupported_models", b"unsupported_models", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "allowed_tenants", b"allowed_tenants", "create_time", b"create_time", "default_model", b"default_model", "delete_time", b"delete_time", "display_name", b"display_name", "etag", b"etag", "fallback_models", b"fallback_models", "id", b"id", "key", b"key", "metadata", b"metadata", "revision", b"revision", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools", "unsupported_models", b"unsupported_models", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015

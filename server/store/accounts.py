@@ -1,0 +1,118 @@
+"""Queries over tenants, API keys and the usage recorded on messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, cast, func, literal, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.store.models import ApiKeyRow, MessageRow, SessionRow, TenantRow
+
+
+class TenantRepository:
+    """Queries over ``tenants``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, tenant_id: str) -> TenantRow | None:
+        """The tenant with this id, deleted or not."""
+        return await self.session.get(TenantRow, tenant_id)
+
+    async def page(self, after: tuple[datetime, str] | None, limit: int) -> list[TenantRow]:
+        """Up to ``limit`` live tenants after the (create_time, id) cursor."""
+        query = (
+            select(TenantRow)
+            .where(TenantRow.delete_time.is_(None))
+            .order_by(TenantRow.create_time, TenantRow.id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(tuple_(TenantRow.create_time, TenantRow.id) > tuple_(*after))
+        return list((await self.session.execute(query)).scalars())
+
+
+class ApiKeyRepository:
+    """Queries over ``api_keys``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def by_hash(self, secret_hash: str) -> tuple[ApiKeyRow, TenantRow] | None:
+        """The key with this secret hash and its tenant, in one query."""
+        query = (
+            select(ApiKeyRow, TenantRow)
+            .join(TenantRow, TenantRow.id == ApiKeyRow.tenant_id)
+            .where(ApiKeyRow.secret_hash == secret_hash)
+        )
+        row = (await self.session.execute(query)).first()
+        return (row[0], row[1]) if row else None
+
+    async def get(self, key_id: str) -> ApiKeyRow | None:
+        """The key with this UUID."""
+        return await self.session.get(ApiKeyRow, key_id)
+
+    async def page(self, tenant_id: str, after: tuple[datetime, str] | None, limit: int) -> list[ApiKeyRow]:
+        """Up to ``limit`` of a tenant's keys after the (create_time, id) cursor."""
+        query = (
+            select(ApiKeyRow)
+            .where(ApiKeyRow.tenant_id == tenant_id)
+            .order_by(ApiKeyRow.create_time, ApiKeyRow.id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(tuple_(ApiKeyRow.create_time, ApiKeyRow.id) > tuple_(*after))
+        return list((await self.session.execute(query)).scalars())
+
+
+USAGE_COLUMNS = {
+    "tenant": MessageRow.tenant_id,
+    "agent": func.coalesce(SessionRow.agent_id, ""),
+    "session": MessageRow.session_id,
+    "model": MessageRow.model,
+}
+
+
+class UsageRepository:
+    """Sums of tokens and cost over assistant messages."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def totals(self, tenant_id: str, since: datetime) -> tuple[int, float]:
+        """(tokens, cost in USD) a tenant used since ``since``."""
+        query = select(
+            func.coalesce(func.sum(MessageRow.prompt_tokens + MessageRow.completion_tokens), 0),
+            func.coalesce(func.sum(MessageRow.cost_usd), 0.0),
+        ).where(MessageRow.tenant_id == tenant_id, MessageRow.role == "assistant", MessageRow.create_time >= since)
+        tokens, cost = (await self.session.execute(query)).one()
+        return int(tokens), float(cost)
+
+    async def grouped(
+        self, tenant_id: str | None, start: datetime | None, end: datetime, dimensions: list[str]
+    ) -> list[dict[str, Any]]:
+        """Rows of turns, prompt and completion tokens and cost, grouped by
+        ``dimensions`` (tenant, agent, session, model, day)."""
+        day = func.substr(cast(MessageRow.create_time, String), 1, 10)
+        columns = {**USAGE_COLUMNS, "day": day}
+        keys = [columns[d].label(d) for d in dimensions] or [literal("").label("all")]
+        query = (
+            select(
+                *keys,
+                func.count().label("turns"),
+                func.coalesce(func.sum(MessageRow.prompt_tokens), 0).label("prompt_tokens"),
+                func.coalesce(func.sum(MessageRow.completion_tokens), 0).label("completion_tokens"),
+                func.coalesce(func.sum(MessageRow.cost_usd), 0.0).label("cost_usd"),
+            )
+            .join(SessionRow, SessionRow.id == MessageRow.session_id)
+            .where(MessageRow.role == "assistant", MessageRow.create_time < end)
+        )
+        if tenant_id is not None:
+            query = query.where(MessageRow.tenant_id == tenant_id)
+        if start is not None:
+            query = query.where(MessageRow.create_time >= start)
+        if dimensions:
+            query = query.group_by(*[columns[d] for d in dimensions]).order_by(*[columns[d] for d in dimensions])
+        return [dict(row._mapping) for row in await self.session.execute(query)]
