@@ -60,9 +60,11 @@ class ApiError(Exception):
 def openai_error(http_status: int, message: str, reason: str = "", param: str | None = None) -> dict[str, Any]:
     """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
     error_type = OPENAI_TYPE.get(http_status, "api_error")
+    code = reason.lower() or None
     if reason == "BUDGET_EXCEEDED":
-        error_type = "insufficient_quota"
-    return {"error": {"message": message, "type": error_type, "param": param, "code": reason.lower() or None}}
+        # OpenAI's SDKs and dashboards key on this exact type and code for spend caps.
+        error_type = code = "insufficient_quota"
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 def from_status(status: status_pb2.Status) -> ApiError:

@@ -304,7 +304,7 @@ async def test_token_budget_trips_at_the_right_turn_and_resets_next_period(stack
             await stack.openai(api_key=auth[0][1].split()[1]).chat.completions.create(
                 model="scripted-a", messages=[{"role": "user", "content": "hello budget"}]
             )
-        assert over.value.body["type"] == "insufficient_quota"
+        assert over.value.body["type"] == over.value.body["code"] == "insufficient_quota"
     with time_machine.travel(now + timedelta(days=1), tick=True):
         assert (await turn(stack, auth)).status == pb.MESSAGE_STATUS_COMPLETED
 
