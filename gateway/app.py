@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from agentapi import v1 as pb
 from gateway import openai_compat as oai
+from gateway import openapi, transcode
 from gateway.errors import ApiError, from_rpc_error, openai_error
 
 SESSION_HEADER = "X-Session-Id"
@@ -219,6 +220,8 @@ def create_app(grpc_target: str) -> Starlette:
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
+            *transcode.routes(),  # after the OpenAI routes, which win on the same path
         ],
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found},

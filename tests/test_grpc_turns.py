@@ -4,6 +4,7 @@ proxy to the scripted upstream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import grpc
@@ -193,3 +194,30 @@ async def test_unknown_session_on_turn_is_not_found(stack: Stack) -> None:
         await stream_turn(stack, "00000000-0000-4000-8000-000000000001", user("hi"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert error_reason(caught.value) == "SESSION_NOT_FOUND"
+
+
+async def test_caller_cancel_stores_partial_reply_as_cancelled(stack: Stack, key: str) -> None:
+    agent = await create_agent(stack, key)
+    session = await create_session(stack, agent.id)
+    call = stack.sessions.SendStreamingMessage(
+        pb.SendStreamingMessageRequest(
+            session_id=session.id, messages=[user("one two three four five six [[slow:300]]")]
+        ),
+        metadata=AUTH,
+    )
+    received = []
+    async for event in call:
+        received.append(event)
+        if event.HasField("delta"):
+            break
+    call.cancel()
+    stored: list[pb.Message] = []
+    for _ in range(200):  # the server stores the terminal state as the cancel reaches it
+        stored = await all_messages(stack, session.id)
+        if stored[-1].status != pb.MESSAGE_STATUS_IN_PROGRESS:
+            break
+        await asyncio.sleep(0.025)
+    reply = stored[-1]
+    assert reply.status == pb.MESSAGE_STATUS_CANCELLED
+    assert reply.content.startswith(received[-1].delta.content)
+    assert reply.content != "Echo: one two three four five six"

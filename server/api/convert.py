@@ -205,6 +205,7 @@ def message(row: MessageRow) -> pb.Message:
         time_to_first_token_ms=row.time_to_first_token_ms,
         duration_ms=row.duration_ms,
         upstream_request_id=row.upstream_request_id,
+        attempts=[pb.ModelAttempt(**attempt) for attempt in row.attempts or ()],
         metadata=struct(row.metadata_),
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),

@@ -40,8 +40,12 @@ INPUT_ROLES = ("user", "tool", "system", "assistant")
 # What the terminal update of an assistant message writes.
 TERMINAL_COLUMNS = (
     "status", "content", "tool_calls", "finish_reason", "prompt_tokens", "completion_tokens", "cost_usd",
-    "time_to_first_token_ms", "duration_ms", "upstream_request_id", "error", "update_time",
+    "time_to_first_token_ms", "duration_ms", "upstream_request_id", "error", "update_time", "model", "attempts",
 )  # fmt: skip
+# Upstream failures worth trying the next fallback model for (before any delta).
+FALLBACK_REASONS = frozenset(
+    {"UPSTREAM_RATE_LIMITED", "UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT", "MODEL_NOT_FOUND", "UPSTREAM_QUOTA_EXCEEDED"}
+)
 # Replies that never finished are kept in the ledger but not sent back upstream.
 _PROMPT_EXCLUDED_STATUSES = ("failed", "in_progress")
 
@@ -141,6 +145,10 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
         update_time=now,
         **values,
     )
+
+
+def _attempt(model: str, error_reason: str, started: float) -> dict[str, Any]:
+    return {"model": model, "error_reason": error_reason, "duration_ms": int((time.monotonic() - started) * 1000)}
 
 
 class _Reply:
@@ -260,12 +268,16 @@ class TurnRunner:
             max_tokens=settings.max_output_tokens,
             tools=settings.tools,
         )
-        async for event in self._stream(request, reply, accepted):
+        async for event in self._stream(request, settings.fallback_models, reply, accepted):
             if event.kind == "final" and tenant is not None:
                 await self.quota.record_tokens(tenant, reply.prompt_tokens + reply.completion_tokens)
             yield event
 
-    async def _stream(self, request: ChatRequest, reply: MessageRow, accepted: float) -> AsyncIterator[TurnEvent]:
+    async def _stream(
+        self, request: ChatRequest, fallback_models: list[str], reply: MessageRow, accepted: float
+    ) -> AsyncIterator[TurnEvent]:
+        """Tries the model, then each fallback, moving on only for a retryable
+        failure before the first delta; once a delta is out there is no switch."""
         accumulated = _Reply()
         status = ""
         error: AgentAPIError | None = None
@@ -273,21 +285,40 @@ class TurnRunner:
         numbered = 0
         usage = None
         header_cost = None
+        attempts: list[dict[str, Any]] = []
+        models = [request.model, *(m for m in fallback_models if m != request.model)]
         try:
-            async with self.backend.stream(request) as stream:
-                reply.upstream_request_id = stream.request_id or ""
-                header_cost = stream.cost_usd
-                async for chunk in stream:
-                    if chunk.content or chunk.tool_calls:
-                        if first_delta_at is None:
-                            first_delta_at = time.monotonic()
-                        numbered += 1
-                        accumulated.add(chunk.content, chunk.tool_calls)
-                        yield TurnEvent("delta", delta=Delta(numbered, chunk.content, chunk.tool_calls))
-                    if chunk.finish_reason:
-                        reply.finish_reason = chunk.finish_reason
-                    if chunk.usage is not None:
-                        usage = chunk.usage
+            for index, model in enumerate(models):
+                attempt_started = time.monotonic()
+                reply.model = model
+                try:
+                    async with self.backend.stream(replace(request, model=model)) as stream:
+                        reply.upstream_request_id = stream.request_id or ""
+                        header_cost = stream.cost_usd
+                        async for chunk in stream:
+                            if chunk.content or chunk.tool_calls:
+                                if first_delta_at is None:
+                                    first_delta_at = time.monotonic()
+                                numbered += 1
+                                accumulated.add(chunk.content, chunk.tool_calls)
+                                yield TurnEvent("delta", delta=Delta(numbered, chunk.content, chunk.tool_calls))
+                            if chunk.finish_reason:
+                                reply.finish_reason = chunk.finish_reason
+                            if chunk.usage is not None:
+                                usage = chunk.usage
+                except AgentAPIError as exc:
+                    attempts.append(_attempt(model, exc.reason, attempt_started))
+                    if numbered == 0 and exc.reason in FALLBACK_REASONS and index + 1 < len(models):
+                        log.warning(
+                            "model %s failed before its first delta (%s); trying %s",
+                            model,
+                            exc.reason,
+                            models[index + 1],
+                        )
+                        continue
+                    raise
+                attempts.append(_attempt(model, "", attempt_started))
+                break
             status = "requires_action" if accumulated.calls else "completed"
         except AgentAPIError as exc:
             status, error = "failed", exc
@@ -307,7 +338,8 @@ class TurnRunner:
                 reply.prompt_tokens, reply.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             elif numbered:
                 reply.completion_tokens = estimate_tokens(reply.content)
-            reply.cost_usd = await self._cost(request.model, usage, header_cost, reply)
+            reply.attempts = attempts
+            reply.cost_usd = await self._cost(reply.model, usage, header_cost, reply)
             reply.time_to_first_token_ms = int((first_delta_at - accepted) * 1000) if first_delta_at else 0
             reply.duration_ms = int((time.monotonic() - accepted) * 1000)
             reply.error = {"code": error.code, "reason": error.reason, "message": error.message} if error else None

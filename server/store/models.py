@@ -125,6 +125,7 @@ class MessageRow(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     upstream_request_id: Mapped[str] = mapped_column(String(255), default="")
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)

@@ -35,6 +35,8 @@ state. Directives are removed from the text before it is echoed.
                            is a 400 with code ``context_length_exceeded`` and
                            OpenAI's "maximum context length" message.
                            A malformed directive gives a 400 "bad directive".
+``[[error:STATUS@MODEL]]`` The same, only for requests naming MODEL (so a
+                           fallback model answers).
 ``[[slow:MS]]``            Sleep MS milliseconds before each delta
                            (non-streaming: MS x deltas before replying).
 ``[[drop_after:N]]``       Send the first (role) chunk and N more chunks, then
@@ -122,6 +124,7 @@ class Script:
     text: str = ""
     tools: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     error: str | None = None
+    error_model: str | None = None
     slow_ms: int = 0
     drop_after: int | None = None
 
@@ -150,7 +153,8 @@ def parse_directives(text: str) -> Script:
             raise ValueError(f"malformed {kind} directive at {m.start()}")
         v = value.group(1)
         if kind == "error":
-            script.error = v
+            script.error, _, model = v.partition("@")
+            script.error_model = model or None
         elif kind == "slow":
             script.slow_ms = int(v)
         else:
@@ -416,7 +420,7 @@ def create_app(state: UpstreamState | None = None) -> Starlette:
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         try:
             script = parse_directives(_text_of(users[-1].get("content")) if users else "")
-            if script.error is not None:
+            if script.error is not None and script.error_model in (None, body.get("model")):
                 return _error_response(script.error)
         except ValueError as e:
             return _error_response("400", f"bad directive: {e}")

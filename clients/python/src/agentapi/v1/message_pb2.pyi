@@ -115,6 +115,7 @@ class Message(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     session_id: _builtins.str
@@ -165,6 +166,12 @@ class Message(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the message was last changed."""
 
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelAttempt]:
+        """Every upstream attempt of the turn, in order: the default model, then
+        fallbacks tried after a retryable failure before the first delta.
+        """
+
     def __init__(
         self,
         *,
@@ -187,14 +194,45 @@ class Message(_message.Message):
         metadata: _struct_pb2.Struct | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _abc.Iterable[Global___ModelAttempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "metadata", b"metadata", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "metadata", b"metadata", "model", b"model", "name", b"name", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "time_to_first_token_ms", b"time_to_first_token_ms", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "metadata", b"metadata", "model", b"model", "name", b"name", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "time_to_first_token_ms", b"time_to_first_token_ms", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class ModelAttempt(_message.Message):
+    """One try of one model within a turn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model tried."""
+    error_reason: _builtins.str
+    """The ErrorInfo reason it failed with; empty for the attempt that answered."""
+    duration_ms: _builtins.int
+    """Milliseconds the attempt took."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        error_reason: _builtins.str = ...,
+        duration_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "error_reason", b"error_reason", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelAttempt: _TypeAlias = ModelAttempt  # noqa: Y015
 
 @_typing.final
 class ToolCall(_message.Message):

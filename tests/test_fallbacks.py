@@ -1,0 +1,67 @@
+"""Fallback routing through the real LiteLLM proxy: the scripted upstream fails
+the agent's default model, and the next model answers, before any delta only."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from agentapi import v1 as pb
+from tests.helpers import all_messages, create_agent, create_session, error_reason, stream_turn, user
+from tests.stack import Stack
+
+
+@pytest.mark.parametrize(
+    ("directive", "reason"),
+    [
+        ("[[error:429@scripted-a]]", "UPSTREAM_RATE_LIMITED"),
+        ("[[error:500@scripted-a]]", "UPSTREAM_UNAVAILABLE"),
+        ("[[error:404@scripted-a]]", "MODEL_NOT_FOUND"),
+    ],
+)
+async def test_retryable_failure_falls_back_before_first_delta(
+    stack: Stack, key: str, directive: str, reason: str
+) -> None:
+    agent = await create_agent(stack, key, fallback_models=["scripted-b", "scripted-c"])
+    session = await create_session(stack, agent.id)
+    events = await stream_turn(stack, session.id, user(f"fall back please {directive}"))
+    final = events[-1].assistant_message
+    assert final.status == pb.MESSAGE_STATUS_COMPLETED
+    assert final.model == "scripted-b"
+    assert final.content == "Echo: fall back please"
+    assert [(a.model, a.error_reason) for a in final.attempts] == [("scripted-a", reason), ("scripted-b", "")]
+    stored = (await all_messages(stack, session.id))[-1]
+    assert stored.model == "scripted-b" and list(stored.attempts) == list(final.attempts)
+
+
+async def test_failure_after_first_delta_does_not_fall_back(stack: Stack, key: str) -> None:
+    agent = await create_agent(stack, key, fallback_models=["scripted-b"])
+    session = await create_session(stack, agent.id)
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for event in stack.sessions.SendStreamingMessage(
+            pb.SendStreamingMessageRequest(
+                session_id=session.id, messages=[user("one two three four [[slow:50]] [[drop_after:3]]")]
+            ),
+            metadata=(("authorization", "Bearer sk-test-master"),),
+        ):
+            received.append(event)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(caught.value) in ("UPSTREAM_PROTOCOL_ERROR", "UPSTREAM_UNAVAILABLE")
+    final = received[-1].assistant_message
+    assert final.status == pb.MESSAGE_STATUS_FAILED
+    assert [a.model for a in final.attempts] == ["scripted-a"]
+    assert final.content and final.content == "".join(e.delta.content for e in received if e.HasField("delta"))
+
+
+async def test_exhausted_fallbacks_fail_with_the_last_error(stack: Stack, key: str) -> None:
+    agent = await create_agent(stack, key, fallback_models=["scripted-b"])
+    session = await create_session(stack, agent.id)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stream_turn(stack, session.id, user("all down [[error:503]]"))
+    assert error_reason(caught.value) == "UPSTREAM_UNAVAILABLE"
+    stored = (await all_messages(stack, session.id))[-1]
+    assert [(a.model, a.error_reason) for a in stored.attempts] == [
+        ("scripted-a", "UPSTREAM_UNAVAILABLE"),
+        ("scripted-b", "UPSTREAM_UNAVAILABLE"),
+    ]
