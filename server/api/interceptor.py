@@ -44,6 +44,16 @@ async def _abort(context: grpc.aio.ServicerContext, error: AgentAPIError) -> Non
     await context.abort_with_status(rpc_status.to_status(to_status(error)))
 
 
+async def _fail(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
+    """Ends the call with the error's status; anything unexpected is INTERNAL, logged."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    if not isinstance(exc, AgentAPIError):
+        log.error("unhandled error in %s", method, exc_info=exc)
+        exc = AgentAPIError("INTERNAL", "INTERNAL", "internal error")
+    await _abort(context, exc)
+
+
 class ApiInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every handler: checks ``authorization: Bearer <key>`` and maps
     :class:`AgentAPIError` (and unexpected exceptions, as INTERNAL) to a
@@ -68,13 +78,8 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     _principal.set(await authenticate(_bearer(context.invocation_metadata())))
                     return await behavior(request, context)
-                except AgentAPIError as error:
-                    await _abort(context, error)
                 except Exception as exc:
-                    if isinstance(exc, grpc.aio.AbortError):
-                        raise
-                    log.exception("unhandled error in %s", details.method)
-                    await _abort(context, AgentAPIError("INTERNAL", "INTERNAL", "internal error"))
+                    await _fail(context, exc, details.method)
 
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream is not None:
@@ -85,13 +90,8 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                     _principal.set(await authenticate(_bearer(context.invocation_metadata())))
                     async for item in stream_behavior(request, context):
                         yield item
-                except AgentAPIError as error:
-                    await _abort(context, error)
                 except Exception as exc:
-                    if isinstance(exc, grpc.aio.AbortError):
-                        raise
-                    log.exception("unhandled error in %s", details.method)
-                    await _abort(context, AgentAPIError("INTERNAL", "INTERNAL", "internal error"))
+                    await _fail(context, exc, details.method)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer

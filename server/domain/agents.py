@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -167,10 +167,7 @@ class AgentService:
         """A page of the agents the caller may use, by (create_time, id), and the next page token."""
         limit = page_size(size)
         params = {"show_deleted": show_deleted, "tenant": principal.tenant_id, "operator": principal.operator}
-        cursor = self.tokens.decode(token, params)
-        after = None
-        if cursor is not None:
-            after = (datetime.fromisoformat(cursor[0]), cursor[1])
+        after = self.tokens.time_cursor(token, params)
         rows: list[AgentRow] = []
         async with self.db.session() as session:
             repo = AgentRepository(session)
@@ -181,12 +178,7 @@ class AgentService:
                 if len(batch) <= limit:
                     break
                 after = (batch[-1].create_time, batch[-1].id)
-        next_token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last = rows[-1]
-            next_token = self.tokens.encode([last.create_time.isoformat(), last.id], params)
-        return rows, next_token
+        return self.tokens.page(rows, limit, params)
 
     async def update(
         self, principal: Principal, agent_id: str, agent: AgentFields, paths: list[str], expected_etag: str = ""

@@ -11,9 +11,13 @@ import base64
 import hashlib
 import hmac
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
 
 from server.domain.errors import FieldViolation, invalid_argument
+
+Row = TypeVar("Row")
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -69,3 +73,20 @@ class PageTokens:
         if payload.get("p") != self._digest(params):
             raise bad
         return list(payload["c"])
+
+    def time_cursor(self, token: str, params: dict[str, Any]) -> tuple[datetime, str] | None:
+        """The (create_time, id) cursor in ``token``; None for the first page."""
+        cursor = self.decode(token, params)
+        return (datetime.fromisoformat(cursor[0]), cursor[1]) if cursor else None
+
+    def page(
+        self, rows: Sequence[Row], limit: int, params: dict[str, Any], cursor: Callable[[Row], list[Any]] | None = None
+    ) -> tuple[list[Row], str]:
+        """Trims ``rows`` (fetched with ``limit + 1``) to ``limit`` and mints the
+        next page token from the last row; ``cursor`` defaults to (create_time, id)."""
+        if len(rows) <= limit:
+            return list(rows), ""
+        kept = list(rows[:limit])
+        last = kept[-1]
+        values = cursor(last) if cursor else [last.create_time.isoformat(), last.id]  # type: ignore[attr-defined]
+        return kept, self.encode(values, params)

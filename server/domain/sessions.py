@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from server.domain.agents import TOOL_NAME_PATTERN, AgentService
@@ -116,14 +115,10 @@ class ConversationService:
         """A page of the tenant's conversations by (create_time, id), and the next token."""
         limit = page_size(size)
         params = {"kind": "conversations", "tenant": principal.tenant_id}
-        cursor = self.tokens.decode(token, params)
-        after = (datetime.fromisoformat(cursor[0]), cursor[1]) if cursor else None
+        after = self.tokens.time_cursor(token, params)
         async with self.db.session() as session:
             rows = await ConversationRepository(session, principal.tenant_id).page(after, limit + 1)
-        if len(rows) <= limit:
-            return rows, ""
-        rows = rows[:limit]
-        return rows, self.tokens.encode([rows[-1].create_time.isoformat(), rows[-1].id], params)
+        return self.tokens.page(rows, limit, params)
 
 
 class SessionService:
@@ -223,7 +218,4 @@ class SessionService:
             view = await self.load(session, principal, session_id)
             cursor = self.tokens.decode(token, params)
             rows = await MessageRepository(session, view.row.id).page(int(cursor[0]) if cursor else 0, limit + 1)
-        if len(rows) <= limit:
-            return rows, ""
-        rows = rows[:limit]
-        return rows, self.tokens.encode([rows[-1].sequence], params)
+        return self.tokens.page(rows, limit, params, lambda row: [row.sequence])

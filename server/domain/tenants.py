@@ -54,10 +54,6 @@ def validate_tenant(fields: TenantFields) -> None:
     violations.raise_if_any()
 
 
-def _cursor(token: list | None) -> tuple[datetime, str] | None:
-    return (datetime.fromisoformat(token[0]), token[1]) if token else None
-
-
 class TenantService:
     """Creates, reads, lists, updates and deletes tenants. Operators only."""
 
@@ -97,11 +93,8 @@ class TenantService:
         limit = page_size(size)
         params = {"kind": "tenants"}
         async with self.db.session() as session:
-            rows = await TenantRepository(session).page(_cursor(self.tokens.decode(token, params)), limit + 1)
-        if len(rows) <= limit:
-            return rows, ""
-        rows = rows[:limit]
-        return rows, self.tokens.encode([rows[-1].create_time.isoformat(), rows[-1].id], params)
+            rows = await TenantRepository(session).page(self.tokens.time_cursor(token, params), limit + 1)
+        return self.tokens.page(rows, limit, params)
 
     async def update(self, principal: Principal, fields: TenantFields, paths: list[str]) -> TenantRow:
         """Updates display_name, budget and/or rate_limits. Raises NOT_FOUND, INVALID_ARGUMENT."""
@@ -202,13 +195,8 @@ class ApiKeyService:
         limit = page_size(size)
         params = {"kind": "api_keys", "tenant": tenant_id}
         async with self.db.session() as session:
-            rows = await ApiKeyRepository(session).page(
-                tenant_id, _cursor(self.tokens.decode(token, params)), limit + 1
-            )
-        if len(rows) <= limit:
-            return rows, ""
-        rows = rows[:limit]
-        return rows, self.tokens.encode([rows[-1].create_time.isoformat(), rows[-1].id], params)
+            rows = await ApiKeyRepository(session).page(tenant_id, self.tokens.time_cursor(token, params), limit + 1)
+        return self.tokens.page(rows, limit, params)
 
     async def revoke(self, principal: Principal, key_id: str) -> ApiKeyRow:
         """Revokes a key. Raises NOT_FOUND (API_KEY_NOT_FOUND), also for another tenant's key."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, cast, func, literal, select, tuple_
+from sqlalchemy import String, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.store.models import ApiKeyRow, MessageRow, SessionRow, TenantRow
+from server.store.repositories import keyset
 
 
 class TenantRepository:
@@ -23,14 +24,7 @@ class TenantRepository:
 
     async def page(self, after: tuple[datetime, str] | None, limit: int) -> list[TenantRow]:
         """Up to ``limit`` live tenants after the (create_time, id) cursor."""
-        query = (
-            select(TenantRow)
-            .where(TenantRow.delete_time.is_(None))
-            .order_by(TenantRow.create_time, TenantRow.id)
-            .limit(limit)
-        )
-        if after is not None:
-            query = query.where(tuple_(TenantRow.create_time, TenantRow.id) > tuple_(*after))
+        query = keyset(select(TenantRow).where(TenantRow.delete_time.is_(None)), TenantRow, after, limit)
         return list((await self.session.execute(query)).scalars())
 
 
@@ -56,14 +50,7 @@ class ApiKeyRepository:
 
     async def page(self, tenant_id: str, after: tuple[datetime, str] | None, limit: int) -> list[ApiKeyRow]:
         """Up to ``limit`` of a tenant's keys after the (create_time, id) cursor."""
-        query = (
-            select(ApiKeyRow)
-            .where(ApiKeyRow.tenant_id == tenant_id)
-            .order_by(ApiKeyRow.create_time, ApiKeyRow.id)
-            .limit(limit)
-        )
-        if after is not None:
-            query = query.where(tuple_(ApiKeyRow.create_time, ApiKeyRow.id) > tuple_(*after))
+        query = keyset(select(ApiKeyRow).where(ApiKeyRow.tenant_id == tenant_id), ApiKeyRow, after, limit)
         return list((await self.session.execute(query)).scalars())
 
 

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.store.models import AgentRow, ConversationRow, MessageRow, SessionRow
+
+
+def keyset(query: Select[Any], model: Any, after: tuple[datetime, str] | None, limit: int) -> Select[Any]:
+    """Orders ``query`` by (create_time, id) and starts after the cursor: stable
+    under concurrent inserts and deletes, unlike offsets."""
+    query = query.order_by(model.create_time, model.id).limit(limit)
+    if after is not None:
+        query = query.where(tuple_(model.create_time, model.id) > tuple_(*after))
+    return query
 
 
 class AgentRepository:
@@ -35,11 +45,9 @@ class AgentRepository:
 
     async def page(self, after: tuple[datetime, str] | None, limit: int, show_deleted: bool) -> list[AgentRow]:
         """Up to ``limit`` agents after the (create_time, id) cursor, in that order."""
-        query = select(AgentRow).order_by(AgentRow.create_time, AgentRow.id).limit(limit)
+        query = keyset(select(AgentRow), AgentRow, after, limit)
         if not show_deleted:
             query = query.where(AgentRow.delete_time.is_(None))
-        if after is not None:
-            query = query.where(tuple_(AgentRow.create_time, AgentRow.id) > tuple_(*after))
         return list((await self.session.execute(query)).scalars())
 
 
@@ -59,14 +67,10 @@ class ConversationRepository:
 
     async def page(self, after: tuple[datetime, str] | None, limit: int) -> list[ConversationRow]:
         """Up to ``limit`` of the tenant's conversations after the cursor."""
-        query = (
-            select(ConversationRow)
-            .where(ConversationRow.tenant_id == self.tenant_id, ConversationRow.delete_time.is_(None))
-            .order_by(ConversationRow.create_time, ConversationRow.id)
-            .limit(limit)
+        query = select(ConversationRow).where(
+            ConversationRow.tenant_id == self.tenant_id, ConversationRow.delete_time.is_(None)
         )
-        if after is not None:
-            query = query.where(tuple_(ConversationRow.create_time, ConversationRow.id) > tuple_(*after))
+        query = keyset(query, ConversationRow, after, limit)
         return list((await self.session.execute(query)).scalars())
 
 
