@@ -26,7 +26,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--only", choices=("grpc", "http"), help="run one of the two servers")
     serve.add_argument("--migrate", action="store_true", help="apply migrations before serving")
     commands.add_parser("migrate", parents=[common], help="apply database migrations")
+    commands.add_parser("purge", parents=[common], help="delete soft-deleted agents past their expire_time")
     return parser
+
+
+async def _purge(config: Config) -> int:
+    from server.domain.agents import AgentService
+    from server.domain.pagination import PageTokens
+    from server.store.db import Database
+
+    db = Database(config.database_url)
+    try:
+        return await AgentService(db, PageTokens(b"")).purge()
+    finally:
+        await db.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         upgrade(config.database_url)
         print(f"migrated {config.database_url}")
+        return 0
+    if args.command == "purge":
+        print(f"purged {asyncio.run(_purge(config))} expired agents")
         return 0
     try:
         config.check()

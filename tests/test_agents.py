@@ -92,3 +92,18 @@ async def test_list_agents_pages_in_creation_order(offline_stack: Stack, key: st
             break
     positions = [seen.index(a.id) for a in created]
     assert positions == sorted(positions) and len(seen) == len(set(seen))
+
+
+async def test_tool_parameters_must_be_a_valid_json_schema(offline_stack: Stack, key: str) -> None:
+    bad = pb.Tool(type="function", function=pb.FunctionDefinition(name="lookup"))
+    bad.function.parameters.update({"type": "object", "properties": {"city": {"type": "strng"}}})
+    not_object = pb.Tool(type="function", function=pb.FunctionDefinition(name="other"))
+    not_object.function.parameters.update({"type": "array"})
+    agent = pb.Agent(key=key, default_model="agentapi-offline", tools=[bad, not_object])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await offline_stack.agents.CreateAgent(pb.CreateAgentRequest(agent=agent), metadata=AUTH)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(caught.value) == [
+        "agent.tools[0].function.parameters.properties.city.type",
+        "agent.tools[1].function.parameters.type",
+    ]

@@ -54,3 +54,17 @@ class AgentServicer(pb.AgentServiceServicer):
     ) -> pb.DeleteAgentResponse:
         row = await self.agents.delete(current_principal(), request.agent_id)
         return pb.DeleteAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))
+
+    async def UndeleteAgent(
+        self, request: pb.UndeleteAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UndeleteAgentResponse:
+        row = await self.agents.undelete(current_principal(), request.agent_id)
+        return pb.UndeleteAgentResponse(agent=convert.agent(row, await self.catalog.model_ids()))
+
+    async def ListAgentRevisions(
+        self, request: pb.ListAgentRevisionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAgentRevisionsResponse:
+        rows, token = await self.agents.list_revisions(
+            current_principal(), request.agent_id, request.page_size, request.page_token
+        )
+        return pb.ListAgentRevisionsResponse(revisions=[convert.agent_revision(r) for r in rows], next_page_token=token)

@@ -16,7 +16,7 @@ from server.domain.errors import AgentAPIError
 from server.domain.sessions import SessionView, Settings
 from server.domain.tenants import TenantFields
 from server.domain.turns import Delta, InputMessage
-from server.store.models import AgentRow, ApiKeyRow, ConversationRow, MessageRow, TenantRow
+from server.store.models import AgentRevisionRow, AgentRow, ApiKeyRow, ConversationRow, MessageRow, TenantRow
 
 ROLE_TO_PROTO = {
     "system": pb.ROLE_SYSTEM,
@@ -108,6 +108,7 @@ def agent(row: AgentRow, catalog: set[str] | None = None) -> pb.Agent:
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         delete_time=timestamp(row.delete_time),
+        expire_time=timestamp(row.expire_time),
         etag=agent_rules.etag(row),
         revision=row.revision,
         allowed_tenants=row.allowed_tenants or [],
@@ -117,6 +118,26 @@ def agent(row: AgentRow, catalog: set[str] | None = None) -> pb.Agent:
     if catalog is not None:
         message.unsupported_models.extend(m for m in [row.default_model, *row.fallback_models] if m not in catalog)
     return message
+
+
+def agent_revision(row: AgentRevisionRow) -> pb.AgentRevision:
+    """A stored revision as a proto: the agent's settings at that revision."""
+    settings = row.settings
+    snapshot = pb.Agent(
+        id=row.agent_id,
+        key=settings["key"],
+        display_name=settings["display_name"],
+        system_prompt=settings["system_prompt"],
+        default_model=settings["default_model"],
+        fallback_models=settings["fallback_models"],
+        tools=[tool_from_json(t) for t in settings["tools"]],
+        metadata=struct(settings["metadata"]),
+        allowed_tenants=settings.get("allowed_tenants") or [],
+        revision=row.revision,
+    )
+    if settings.get("temperature") is not None:
+        snapshot.temperature = settings["temperature"]
+    return pb.AgentRevision(revision=row.revision, agent=snapshot, create_time=timestamp(row.create_time))
 
 
 def conversation(row: ConversationRow) -> pb.Conversation:

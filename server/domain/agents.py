@@ -5,17 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field, fields, replace
-from datetime import timedelta
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timedelta
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from sqlalchemy.exc import IntegrityError
 
 from server.domain.common import Principal, is_uuid, new_id, require_operator, require_uuid, utcnow
 from server.domain.errors import AgentAPIError, Violations, not_found
 from server.domain.pagination import PageTokens, page_size
 from server.store.db import Database
-from server.store.models import AgentRow
+from server.store.models import AgentRevisionRow, AgentRow
 from server.store.repositories import AgentRepository
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -50,9 +52,29 @@ class AgentFields:
     allowed_tenants: list[str] = field(default_factory=list)
 
 
+def fields_of(row: AgentRow) -> AgentFields:
+    """The writable fields of a stored agent."""
+    values = {f.name: getattr(row, "metadata_" if f.name == "metadata" else f.name) for f in fields(AgentFields)}
+    values["allowed_tenants"] = values["allowed_tenants"] or []
+    return AgentFields(**values)
+
+
 def visible_to(row: AgentRow, principal: Principal) -> bool:
     """Operators see every agent; others see unrestricted agents and those naming their tenant."""
     return principal.operator or not row.allowed_tenants or principal.tenant_id in row.allowed_tenants
+
+
+def schema_problem(schema: dict[str, Any]) -> tuple[str, str] | None:
+    """Why ``schema`` is not a valid JSON Schema (Draft 2020-12) of an object:
+    (a JSON-pointer-like path suffix, message), or None when it is valid."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        suffix = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.absolute_path)
+        return suffix, f"not a valid JSON Schema: {exc.message}"
+    if schema.get("type", "object") != "object":
+        return ".type", "must be 'object': function arguments are a JSON object"
+    return None
 
 
 def validate(agent: AgentFields, prefix: str = "agent") -> None:
@@ -89,8 +111,10 @@ def validate(agent: AgentFields, prefix: str = "agent") -> None:
             violations.add(f"{path}.function.name", "must be unique among the agent's tools")
         names.add(name)
         parameters = function.get("parameters")
-        if parameters is not None and parameters.get("type", "object") != "object":
-            violations.add(f"{path}.function.parameters", "must be a JSON Schema of type 'object'")
+        if parameters is not None:
+            problem = schema_problem(parameters)
+            if problem:
+                violations.add(f"{path}.function.parameters{problem[0]}", problem[1])
     for index, tenant_id in enumerate(agent.allowed_tenants):
         if not KEY_PATTERN.match(tenant_id):
             violations.add(f"{prefix}.allowed_tenants[{index}]", "must be a tenant id")
@@ -135,6 +159,8 @@ class AgentService:
             if await repo.get_by_key(agent.key) is not None or await repo.get(chosen) is not None:
                 raise _already_exists(agent.key)
             session.add(row)
+            await session.flush()
+            session.add(AgentRevisionRow(agent_id=chosen, revision=1, settings=asdict(agent), create_time=now))
             try:
                 await session.commit()
             except IntegrityError as exc:  # a concurrent create won the race
@@ -199,15 +225,16 @@ class AgentService:
                 raise AgentAPIError(
                     "ABORTED", "ETAG_MISMATCH", "the agent changed since it was read; re-read and retry"
                 )
-            current = AgentFields(
-                **{f.name: getattr(row, "metadata_" if f.name == "metadata" else f.name) for f in fields(AgentFields)}
-            )
-            current.allowed_tenants = current.allowed_tenants or []
-            merged = replace(current, **{p: getattr(agent, p) for p in paths})
+            merged = replace(fields_of(row), **{p: getattr(agent, p) for p in paths})
             validate(merged)
             _apply(row, merged, paths)
             row.revision += 1
             row.update_time = utcnow()
+            session.add(
+                AgentRevisionRow(
+                    agent_id=row.id, revision=row.revision, settings=asdict(merged), create_time=row.update_time
+                )
+            )
             await session.commit()
         return row
 
@@ -217,8 +244,46 @@ class AgentService:
         async with self.db.session() as session:
             row = await self.resolve(AgentRepository(session), agent_id, False, principal)
             row.delete_time = row.update_time = utcnow()
+            row.expire_time = row.delete_time + DELETE_RETENTION
             await session.commit()
         return row
+
+    async def undelete(self, principal: Principal, agent_id: str) -> AgentRow:
+        """Restores a soft-deleted agent. Raises NOT_FOUND (AGENT_NOT_FOUND) or
+        FAILED_PRECONDITION (AGENT_NOT_DELETED)."""
+        require_operator(principal)
+        async with self.db.session() as session:
+            row = await self.resolve(AgentRepository(session), agent_id, True, principal)
+            if row.delete_time is None:
+                raise AgentAPIError("FAILED_PRECONDITION", "AGENT_NOT_DELETED", f"agent {row.key!r} is not deleted")
+            row.delete_time = row.expire_time = None
+            row.update_time = utcnow()
+            await session.commit()
+        return row
+
+    async def list_revisions(
+        self, principal: Principal, agent_id: str, size: int, token: str
+    ) -> tuple[list[AgentRevisionRow], str]:
+        """A page of the agent's revisions, newest first, and the next token."""
+        limit = page_size(size)
+        async with self.db.session() as session:
+            repo = AgentRepository(session)
+            agent = await self.resolve(repo, agent_id, True, principal)
+            params = {"kind": "revisions", "agent": agent.id}
+            cursor = self.tokens.decode(token, params)
+            rows = await repo.revisions(agent.id, int(cursor[0]) if cursor else None, limit + 1)
+        return self.tokens.page(rows, limit, params, lambda row: [row.revision])
+
+    async def purge(self, now: datetime | None = None) -> int:
+        """Deletes, for good, soft-deleted agents past their expire_time that no
+        session uses (a session's transcript keeps its agent). Returns how many."""
+        async with self.db.session() as session:
+            repo = AgentRepository(session)
+            expired = await repo.expired(now or utcnow())
+            for row in expired:
+                await repo.purge(row)
+            await session.commit()
+        return len(expired)
 
 
 def _already_exists(key: str) -> AgentAPIError:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.domain.agents import TOOL_NAME_PATTERN, AgentService
+from server.domain.agents import TOOL_NAME_PATTERN, AgentFields, AgentService, fields_of
 from server.domain.common import Principal, new_id, require_uuid, utcnow
 from server.domain.errors import AgentAPIError, Violations, not_found
 from server.domain.pagination import PageTokens, page_size
 from server.store.db import Database
-from server.store.models import AgentRow, ConversationRow, MessageRow, SessionRow
+from server.store.models import ConversationRow, MessageRow, SessionRow
 from server.store.repositories import AgentRepository, ConversationRepository, MessageRepository, SessionRepository
 
 
@@ -35,8 +35,8 @@ class Settings:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def effective_settings(agent: AgentRow | None, overrides: Settings) -> Settings:
-    """The session's overrides merged over the agent's settings."""
+def effective_settings(agent: AgentFields | None, overrides: Settings) -> Settings:
+    """The session's overrides merged over the pinned agent revision's settings."""
     if agent is None:
         return overrides
     return Settings(
@@ -62,10 +62,10 @@ def validate_settings(settings: Settings, prefix: str, violations: Violations) -
 
 @dataclass
 class SessionView:
-    """A session with its agent (None for a plain-model session)."""
+    """A session with its pinned agent revision's settings (None for a plain-model session)."""
 
     row: SessionRow
-    agent: AgentRow | None
+    agent: AgentFields | None
 
     @property
     def overrides(self) -> Settings:
@@ -191,7 +191,7 @@ class SessionService:
             )
             session.add(row)
             await session.commit()
-        return SessionView(row, agent)
+        return SessionView(row, fields_of(agent) if agent else None)
 
     async def get(self, principal: Principal, session_id: str) -> SessionView:
         """Raises INVALID_ARGUMENT (INVALID_SESSION_ID) or NOT_FOUND (SESSION_NOT_FOUND)."""
@@ -205,8 +205,13 @@ class SessionService:
         row = await SessionRepository(session, principal.tenant_id).get(session_id)
         if row is None:
             raise not_found("session", session_id)
-        agent = await AgentRepository(session).get(row.agent_id) if row.agent_id else None
-        return SessionView(row, agent)
+        if not row.agent_id:
+            return SessionView(row, None)
+        pinned = await AgentRepository(session).revision(row.agent_id, row.agent_revision or 1)
+        if pinned is not None:
+            return SessionView(row, AgentFields(**pinned.settings))
+        agent = await AgentRepository(session).get(row.agent_id)
+        return SessionView(row, fields_of(agent) if agent else None)
 
     async def list_messages(
         self, principal: Principal, session_id: str, size: int, token: str

@@ -65,8 +65,20 @@ class AgentRow(Base):
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
     delete_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    expire_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
     __table_args__ = (Index(None, "create_time", "id"),)
+
+
+class AgentRevisionRow(Base):
+    """An agent's writable fields as of one revision (``settings`` is AgentFields as JSON)."""
+
+    __tablename__ = "agent_revisions"
+
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class ConversationRow(Base):

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.store.models import AgentRow, ConversationRow, MessageRow, SessionRow
+from server.store.models import AgentRevisionRow, AgentRow, ConversationRow, MessageRow, SessionRow
 
 
 def keyset(query: Select[Any], model: Any, after: tuple[datetime, str] | None, limit: int) -> Select[Any]:
@@ -31,6 +31,29 @@ class AgentRepository:
     async def get(self, agent_id: str) -> AgentRow | None:
         """The agent with this UUID, deleted or not."""
         return await self.session.get(AgentRow, agent_id)
+
+    async def revision(self, agent_id: str, revision: int) -> AgentRevisionRow | None:
+        """One stored revision of an agent."""
+        return await self.session.get(AgentRevisionRow, (agent_id, revision))
+
+    async def revisions(self, agent_id: str, before: int | None, limit: int) -> list[AgentRevisionRow]:
+        """Up to ``limit`` revisions, newest first, below ``before`` when given."""
+        query = select(AgentRevisionRow).where(AgentRevisionRow.agent_id == agent_id)
+        if before is not None:
+            query = query.where(AgentRevisionRow.revision < before)
+        query = query.order_by(AgentRevisionRow.revision.desc()).limit(limit)
+        return list((await self.session.execute(query)).scalars())
+
+    async def expired(self, now: datetime) -> list[AgentRow]:
+        """Soft-deleted agents past their expire_time that no session uses."""
+        in_use = select(SessionRow.agent_id).where(SessionRow.agent_id.is_not(None))
+        query = select(AgentRow).where(AgentRow.expire_time < now, AgentRow.id.not_in(in_use))
+        return list((await self.session.execute(query)).scalars())
+
+    async def purge(self, agent: AgentRow) -> None:
+        """Deletes an agent and its revisions for good."""
+        await self.session.execute(delete(AgentRevisionRow).where(AgentRevisionRow.agent_id == agent.id))
+        await self.session.delete(agent)
 
     async def get_by_key(self, key: str) -> AgentRow | None:
         """The agent with this key, deleted or not."""

@@ -4,6 +4,7 @@
 
 from agentapi.v1.agent_pb2 import (
     Agent as Agent,
+    AgentRevision as AgentRevision,
     FunctionDefinition as FunctionDefinition,
     Tool as Tool,
 )
@@ -14,8 +15,12 @@ from agentapi.v1.agent_service_pb2 import (
     DeleteAgentResponse as DeleteAgentResponse,
     GetAgentRequest as GetAgentRequest,
     GetAgentResponse as GetAgentResponse,
+    ListAgentRevisionsRequest as ListAgentRevisionsRequest,
+    ListAgentRevisionsResponse as ListAgentRevisionsResponse,
     ListAgentsRequest as ListAgentsRequest,
     ListAgentsResponse as ListAgentsResponse,
+    UndeleteAgentRequest as UndeleteAgentRequest,
+    UndeleteAgentResponse as UndeleteAgentResponse,
     UpdateAgentRequest as UpdateAgentRequest,
     UpdateAgentResponse as UpdateAgentResponse,
 )
@@ -166,6 +171,7 @@ __all__ = [
     "API_KEY_SCOPE_CLIENT",
     "API_KEY_SCOPE_UNSPECIFIED",
     "Agent",
+    "AgentRevision",
     "AgentServiceServicer",
     "AgentServiceStub",
     "ApiKey",
@@ -208,6 +214,8 @@ __all__ = [
     "GetUsageRequest",
     "GetUsageResponse",
     "InputMessage",
+    "ListAgentRevisionsRequest",
+    "ListAgentRevisionsResponse",
     "ListAgentsRequest",
     "ListAgentsResponse",
     "ListApiKeysRequest",
@@ -262,6 +270,8 @@ __all__ = [
     "USAGE_DIMENSION_SESSION",
     "USAGE_DIMENSION_TENANT",
     "USAGE_DIMENSION_UNSPECIFIED",
+    "UndeleteAgentRequest",
+    "UndeleteAgentResponse",
     "UpdateAgentRequest",
     "UpdateAgentResponse",
     "UpdateTenantRequest",

@@ -44,6 +44,7 @@ class Agent(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     UNSUPPORTED_MODELS_FIELD_NUMBER: _builtins.int
     ALLOWED_TENANTS_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID, or the client's choice at creation (AIP-133)."""
     key: _builtins.str
@@ -96,6 +97,10 @@ class Agent(_message.Message):
     def allowed_tenants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tenants that may use the agent; empty means every tenant."""
 
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When a soft-deleted agent will be purged for good (AIP-164)."""
+
     def __init__(
         self,
         *,
@@ -115,16 +120,53 @@ class Agent(_message.Message):
         revision: _builtins.int = ...,
         unsupported_models: _abc.Iterable[_builtins.str] | None = ...,
         allowed_tenants: _abc.Iterable[_builtins.str] | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "create_time", b"create_time", "delete_time", b"delete_time", "metadata", b"metadata", "temperature", b"temperature", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "create_time", b"create_time", "delete_time", b"delete_time", "expire_time", b"expire_time", "metadata", b"metadata", "temperature", b"temperature", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "allowed_tenants", b"allowed_tenants", "create_time", b"create_time", "default_model", b"default_model", "delete_time", b"delete_time", "display_name", b"display_name", "etag", b"etag", "fallback_models", b"fallback_models", "id", b"id", "key", b"key", "metadata", b"metadata", "revision", b"revision", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools", "unsupported_models", b"unsupported_models", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "allowed_tenants", b"allowed_tenants", "create_time", b"create_time", "default_model", b"default_model", "delete_time", b"delete_time", "display_name", b"display_name", "etag", b"etag", "expire_time", b"expire_time", "fallback_models", b"fallback_models", "id", b"id", "key", b"key", "metadata", b"metadata", "revision", b"revision", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools", "unsupported_models", b"unsupported_models", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___Agent: _TypeAlias = Agent  # noqa: Y015
+
+@_typing.final
+class AgentRevision(_message.Message):
+    """One revision of an agent: its settings as they were after a create or an
+    update. Sessions pin the revision they started with.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The revision number, from 1."""
+    @_builtins.property
+    def agent(self) -> Global___Agent:
+        """The agent's settings at that revision."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the revision was made."""
+
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        agent: Global___Agent | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "create_time", b"create_time", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentRevision: _TypeAlias = AgentRevision  # noqa: Y015
 
 @_typing.final
 class Tool(_message.Message):

@@ -60,6 +60,16 @@ class AgentServiceStub:
                 request_serializer=agentapi_dot_v1_dot_agent__service__pb2.DeleteAgentRequest.SerializeToString,
                 response_deserializer=agentapi_dot_v1_dot_agent__service__pb2.DeleteAgentResponse.FromString,
                 _registered_method=True)
+        self.UndeleteAgent = channel.unary_unary(
+                '/agentapi.v1.AgentService/UndeleteAgent',
+                request_serializer=agentapi_dot_v1_dot_agent__service__pb2.UndeleteAgentRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_agent__service__pb2.UndeleteAgentResponse.FromString,
+                _registered_method=True)
+        self.ListAgentRevisions = channel.unary_unary(
+                '/agentapi.v1.AgentService/ListAgentRevisions',
+                request_serializer=agentapi_dot_v1_dot_agent__service__pb2.ListAgentRevisionsRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_agent__service__pb2.ListAgentRevisionsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -103,6 +113,21 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UndeleteAgent(self, request, context):
+        """Restores a soft-deleted agent before it expires. Raises NOT_FOUND
+        (AGENT_NOT_FOUND) or FAILED_PRECONDITION (AGENT_NOT_DELETED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgentRevisions(self, request, context):
+        """Lists an agent's revisions, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +155,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.DeleteAgent,
                     request_deserializer=agentapi_dot_v1_dot_agent__service__pb2.DeleteAgentRequest.FromString,
                     response_serializer=agentapi_dot_v1_dot_agent__service__pb2.DeleteAgentResponse.SerializeToString,
+            ),
+            'UndeleteAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndeleteAgent,
+                    request_deserializer=agentapi_dot_v1_dot_agent__service__pb2.UndeleteAgentRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_agent__service__pb2.UndeleteAgentResponse.SerializeToString,
+            ),
+            'ListAgentRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentRevisions,
+                    request_deserializer=agentapi_dot_v1_dot_agent__service__pb2.ListAgentRevisionsRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_agent__service__pb2.ListAgentRevisionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +303,60 @@ class AgentService:
             '/agentapi.v1.AgentService/DeleteAgent',
             agentapi_dot_v1_dot_agent__service__pb2.DeleteAgentRequest.SerializeToString,
             agentapi_dot_v1_dot_agent__service__pb2.DeleteAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndeleteAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.AgentService/UndeleteAgent',
+            agentapi_dot_v1_dot_agent__service__pb2.UndeleteAgentRequest.SerializeToString,
+            agentapi_dot_v1_dot_agent__service__pb2.UndeleteAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.AgentService/ListAgentRevisions',
+            agentapi_dot_v1_dot_agent__service__pb2.ListAgentRevisionsRequest.SerializeToString,
+            agentapi_dot_v1_dot_agent__service__pb2.ListAgentRevisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,12 @@ class AgentServiceStub:
     """
     DeleteAgent: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.DeleteAgentRequest, _agent_service_pb2.DeleteAgentResponse]
     """Soft-deletes an agent: it takes no new sessions, existing ones still read."""
+    UndeleteAgent: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.UndeleteAgentRequest, _agent_service_pb2.UndeleteAgentResponse]
+    """Restores a soft-deleted agent before it expires. Raises NOT_FOUND
+    (AGENT_NOT_FOUND) or FAILED_PRECONDITION (AGENT_NOT_DELETED).
+    """
+    ListAgentRevisions: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.ListAgentRevisionsRequest, _agent_service_pb2.ListAgentRevisionsResponse]
+    """Lists an agent's revisions, newest first."""
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -67,6 +73,12 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """
     DeleteAgent: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.DeleteAgentRequest, _agent_service_pb2.DeleteAgentResponse]  # type: ignore[assignment]
     """Soft-deletes an agent: it takes no new sessions, existing ones still read."""
+    UndeleteAgent: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.UndeleteAgentRequest, _agent_service_pb2.UndeleteAgentResponse]  # type: ignore[assignment]
+    """Restores a soft-deleted agent before it expires. Raises NOT_FOUND
+    (AGENT_NOT_FOUND) or FAILED_PRECONDITION (AGENT_NOT_DELETED).
+    """
+    ListAgentRevisions: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.ListAgentRevisionsRequest, _agent_service_pb2.ListAgentRevisionsResponse]  # type: ignore[assignment]
+    """Lists an agent's revisions, newest first."""
 
 class AgentServiceServicer:
     """Manages the agent catalog."""
@@ -109,5 +121,21 @@ class AgentServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_agent_service_pb2.DeleteAgentResponse, _abc.Awaitable[_agent_service_pb2.DeleteAgentResponse]]:
         """Soft-deletes an agent: it takes no new sessions, existing ones still read."""
+
+    def UndeleteAgent(
+        self,
+        request: _agent_service_pb2.UndeleteAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.UndeleteAgentResponse, _abc.Awaitable[_agent_service_pb2.UndeleteAgentResponse]]:
+        """Restores a soft-deleted agent before it expires. Raises NOT_FOUND
+        (AGENT_NOT_FOUND) or FAILED_PRECONDITION (AGENT_NOT_DELETED).
+        """
+
+    def ListAgentRevisions(
+        self,
+        request: _agent_service_pb2.ListAgentRevisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.ListAgentRevisionsResponse, _abc.Awaitable[_agent_service_pb2.ListAgentRevisionsResponse]]:
+        """Lists an agent's revisions, newest first."""
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
