@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-ci generate check-generated lint lint-proto install litellm clean
+.PHONY: run test test-ci generate check-generated lint lint-proto install litellm bench-ttft clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,12 +35,16 @@ check-generated: generate
 	test -z "$$(git status --porcelain -- clients/python/src)" || (echo "untracked generated files: run make generate and commit" && exit 1)
 
 lint: $(STAMP)
-	$(BIN)/ruff check server gateway tests scripts clients/python/src/agentapi/errors.py
-	$(BIN)/ruff format --check server gateway tests scripts clients/python/src/agentapi/errors.py
+	$(BIN)/ruff check server gateway tests scripts bench clients/python/src/agentapi/errors.py
+	$(BIN)/ruff format --check server gateway tests scripts bench clients/python/src/agentapi/errors.py
 
 lint-proto:
 	scripts/buf.sh lint
 	scripts/buf.sh format -d --exit-code
+
+# Time to first token of direct, LiteLLM and agentapi arms, interleaved in one run.
+bench-ttft: $(STAMP) litellm
+	$(BIN)/python -m bench.ttft 200
 
 clean:
 	rm -rf $(VENV) .venv-litellm var
