@@ -18,7 +18,6 @@ ROLES = {
     "assistant": pb.ROLE_ASSISTANT,
     "tool": pb.ROLE_TOOL,
 }
-ROLE_NAMES = {pb.ROLE_ASSISTANT: "assistant"}
 AGENT_PREFIX = "agent:"
 
 

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
-from google.rpc import status_pb2
 
 from agentapi import v1 as pb
 from server.api.status import to_status
@@ -232,13 +231,8 @@ def message(row: MessageRow) -> pb.Message:
         update_time=timestamp(row.update_time),
     )
     if row.error:
-        result.error.CopyFrom(error_status(AgentAPIError(row.error["code"], row.error["reason"], row.error["message"])))
+        result.error.CopyFrom(to_status(AgentAPIError(row.error["code"], row.error["reason"], row.error["message"])))
     return result
-
-
-def error_status(error: AgentAPIError) -> status_pb2.Status:
-    """A domain error as a google.rpc.Status (see :mod:`server.api.status`)."""
-    return to_status(error)
 
 
 def input_message(message: pb.InputMessage) -> InputMessage:

@@ -207,10 +207,11 @@ class SessionService:
             raise not_found("session", session_id)
         if not row.agent_id:
             return SessionView(row, None)
-        pinned = await AgentRepository(session).revision(row.agent_id, row.agent_revision or 1)
+        agents = AgentRepository(session)
+        pinned = await agents.revision(row.agent_id, row.agent_revision or 1)
         if pinned is not None:
             return SessionView(row, AgentFields(**pinned.settings))
-        agent = await AgentRepository(session).get(row.agent_id)
+        agent = await agents.get(row.agent_id)
         return SessionView(row, fields_of(agent) if agent else None)
 
     async def list_messages(
