@@ -113,7 +113,20 @@ async def chat_completions(request: Request) -> Response:
     except grpc.aio.AioRpcError as exc:
         return _error_response(from_rpc_error(exc), headers)
     except ApiError as exc:
-        return _error_response(exc, headers)
+        # A malformed body never reached the server, which is what checks keys:
+        # answer a bad key with 401 before a 400, as OpenAI does.
+        auth_error = await _key_error(bridge, metadata)
+        return _error_response(auth_error or exc, headers)
+
+
+async def _key_error(bridge: Bridge, metadata: Any) -> ApiError | None:
+    """The 401 for a missing or wrong key, via a cheap authenticated call; None when the key is good."""
+    try:
+        await bridge.models.ListModels(pb.ListModelsRequest(), metadata=metadata)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            return from_rpc_error(exc)
+    return None
 
 
 async def _stream_response(call: Any, writer: oai.ChunkWriter, headers: dict[str, str]) -> Response:

@@ -124,7 +124,10 @@ async def test_bridge_errors_use_openai_shapes(stack: Stack) -> None:
     assert set(unauthenticated.value.body) == {"message", "type", "param", "code"}
     async with stack.http() as http:
         response = await http.post("/v1/chat/completions", content=b"{not json")
-    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+        for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": ""}):
+            unauthorized = await http.post("/v1/chat/completions", content=b"{}", headers=headers)
+            assert unauthorized.status_code == 401, headers
 
 
 async def test_upstream_error_maps_to_http_status(stack: Stack) -> None:
