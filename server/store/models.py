@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -37,6 +38,7 @@ NAMING_CONVENTION = {
 
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 Uuid = String(36)
 
 
@@ -93,6 +95,7 @@ class ConversationRow(Base):
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
     delete_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    expire_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
     __table_args__ = (Index(None, "tenant_id", "create_time", "id"),)
 
@@ -109,8 +112,13 @@ class SessionRow(Base):
     agent_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     overrides: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # "active" or "ended"; an ended session takes no new turns.
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
+    end_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    __table_args__ = (Index(None, "conversation_id", "create_time", "id"),)
 
 
 class MessageRow(Base):
@@ -138,11 +146,23 @@ class MessageRow(Base):
     upstream_request_id: Mapped[str] = mapped_column(String(255), default="")
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    content_parts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # Tokens of this message as it appears in a prompt, counted once when stored.
+    token_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Assistant replies: the sequence range [first, last] of the history that went into the prompt.
+    prompt_first_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    prompt_last_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The process that runs an in-progress reply, so a restart can find the turns it lost.
+    runner_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
 
-    __table_args__ = (UniqueConstraint("session_id", "sequence"), Index(None, "tenant_id", "create_time"))
+    __table_args__ = (
+        UniqueConstraint("session_id", "sequence"),
+        Index(None, "tenant_id", "create_time"),
+        Index(None, "status", "runner_id"),
+    )
 
 
 class TenantRow(Base):
@@ -180,3 +200,26 @@ class ApiKeyRow(Base):
     revoke_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
     __table_args__ = (Index(None, "tenant_id", "create_time", "id"),)
+
+
+class IdempotencyRecordRow(Base):
+    """A request made with an idempotency key, and its stored outcome.
+
+    ``state`` is ``in_progress`` until the first request ends, then ``completed``;
+    ``response`` holds the serialized response messages (several for a stream)
+    and ``error`` the google.rpc.Status fields of a failed request.
+    """
+
+    __tablename__ = "idempotency_records"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    method: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    response: Mapped[bytes | None] = mapped_column(LongBlob, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    runner_id: Mapped[str] = mapped_column(String(128), default="")
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
+    update_time: Mapped[datetime] = mapped_column(Timestamp)
+    expire_time: Mapped[datetime] = mapped_column(Timestamp, index=True)
