@@ -104,7 +104,14 @@ async def start_grpc(config: Config) -> GrpcServer:
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
     pb.add_SessionServiceServicer_to_server(
         SessionServicer(
-            SessionService(db, tokens), TurnRunner(db, backend, catalog, QuotaGuard(make_storage(config.redis_url)))
+            SessionService(db, tokens),
+            TurnRunner(
+                db,
+                backend,
+                catalog,
+                QuotaGuard(make_storage(config.redis_url)),
+                runner_id=config.effective_runner_id,
+            ),
         ),
         server,
     )

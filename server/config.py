@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass, field
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/agentapi.db"
@@ -32,6 +33,19 @@ class Config:
         upstream_read_timeout_s: longest upstream silence, in seconds.
         catalog_ttl_s: seconds the model catalog is cached.
         shutdown_grace_s: seconds in-flight calls get on SIGTERM.
+        runner_id: names this process in the ledger (``messages.runner_id``), so
+            that on restart it finds the turns it was running when it died;
+            stable across restarts of one replica (default: host name and gRPC
+            address), distinct between replicas.
+        max_turn_duration_s: longest a turn may run, whatever the caller's deadline.
+        retry_attempts: upstream attempts per model before moving to a
+            fallback model (retryable failures before the first delta only).
+        retry_initial_backoff_s: pause before the second attempt; each later
+            pause doubles, up to ``retry_max_backoff_s``, with full jitter.
+        retry_max_backoff_s: longest pause between attempts.
+        attempt_timeout_s: longest wait for an attempt's first delta, in seconds
+            (then UPSTREAM_TIMEOUT, and the next attempt or model).
+        idempotency_retention_s: how long idempotency records are kept.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -46,6 +60,13 @@ class Config:
     upstream_read_timeout_s: float = 60.0
     catalog_ttl_s: float = 60.0
     shutdown_grace_s: float = 10.0
+    runner_id: str = ""
+    max_turn_duration_s: float = 600.0
+    retry_attempts: int = 2
+    retry_initial_backoff_s: float = 0.2
+    retry_max_backoff_s: float = 2.0
+    attempt_timeout_s: float = 30.0
+    idempotency_retention_s: float = 24 * 3600.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -60,9 +81,19 @@ class Config:
             "redis_url": env.get("AGENTAPI_REDIS_URL") or None,
             "grpc_addr": env.get("AGENTAPI_GRPC_ADDR") or "127.0.0.1:50051",
             "http_addr": env.get("AGENTAPI_HTTP_ADDR") or "127.0.0.1:8080",
+            "runner_id": env.get("AGENTAPI_RUNNER_ID") or "",
         }
+        for name, type_ in _NUMERIC_SETTINGS.items():
+            raw = env.get(f"AGENTAPI_{name.upper()}")
+            if raw:
+                values[name] = type_(raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def effective_runner_id(self) -> str:
+        """``runner_id``, or ``<host name>/<gRPC address>`` when unset."""
+        return self.runner_id or f"{socket.gethostname()}/{self.grpc_addr}"
 
     @property
     def effective_master_key(self) -> str:
@@ -77,6 +108,21 @@ class Config:
             host = addr.rsplit(":", 1)[0].strip("[]")
             if not _is_loopback(host):
                 raise ValueError(f"refusing to listen on {addr} with the development key: set AGENTAPI_MASTER_KEY")
+
+
+# Numeric settings read from AGENTAPI_<NAME> (for example AGENTAPI_RETRY_ATTEMPTS=3).
+_NUMERIC_SETTINGS: dict[str, type] = {
+    "upstream_connect_timeout_s": float,
+    "upstream_read_timeout_s": float,
+    "catalog_ttl_s": float,
+    "shutdown_grace_s": float,
+    "max_turn_duration_s": float,
+    "retry_attempts": int,
+    "retry_initial_backoff_s": float,
+    "retry_max_backoff_s": float,
+    "attempt_timeout_s": float,
+    "idempotency_retention_s": float,
+}
 
 
 def _is_loopback(host: str) -> bool:

@@ -181,11 +181,14 @@ class _Reply:
 class TurnRunner:
     """Runs turns against a chat backend and records them in the database."""
 
-    def __init__(self, db: Database, backend: ChatBackend, catalog: Catalog, quota: QuotaGuard) -> None:
+    def __init__(
+        self, db: Database, backend: ChatBackend, catalog: Catalog, quota: QuotaGuard, runner_id: str = ""
+    ) -> None:
         self.db = db
         self.backend = backend
         self.catalog = catalog
         self.quota = quota
+        self.runner_id = runner_id
 
     async def run(
         self, principal: Principal, session_id: str, inputs: Sequence[InputMessage], options: Settings
@@ -242,6 +245,7 @@ class TurnRunner:
                 now,
                 model=settings.model,
                 status="in_progress",
+                runner_id=self.runner_id,
             )
             db.add_all([*rows, reply])
             try:
