@@ -89,7 +89,7 @@ async def test_openapi_schemas_follow_the_json_mapping(offline_stack: Stack) -> 
     send = document["paths"]["/v1/sessions/{session_id}:sendMessage"]["post"]
     assert set(send["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {"messages", "options"}
     listing = document["paths"]["/v1/agents"]["get"]
-    assert {p["name"] for p in listing["parameters"]} == {"pageSize", "pageToken", "showDeleted"}
+    assert {p["name"] for p in listing["parameters"]} == {"pageSize", "pageToken", "showDeleted", "filter"}
 
 
 async def test_agent_crud_over_http(offline_stack: Stack, key: str) -> None:

@@ -31,11 +31,15 @@ class AgentServicer(pb.AgentServiceServicer):
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAgentsResponse:
-        rows, token = await self.agents.list(
-            current_principal(), request.page_size, request.page_token, request.show_deleted
+        page = await self.agents.list(
+            current_principal(), request.page_size, request.page_token, request.show_deleted, request.filter
         )
         catalog = await self.catalog.model_ids()
-        return pb.ListAgentsResponse(agents=[convert.agent(r, catalog) for r in rows], next_page_token=token)
+        return pb.ListAgentsResponse(
+            agents=[convert.agent(r, catalog) for r in page.rows],
+            next_page_token=page.next_page_token,
+            previous_page_token=page.previous_page_token,
+        )
 
     async def UpdateAgent(
         self, request: pb.UpdateAgentRequest, context: grpc.aio.ServicerContext

@@ -11,11 +11,13 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from sqlalchemy import ColumnElement, String, not_, or_
 from sqlalchemy.exc import IntegrityError
 
 from server.domain.common import Principal, is_uuid, new_id, require_operator, require_uuid, utcnow
 from server.domain.errors import AgentAPIError, Violations, not_found
-from server.domain.pagination import PageTokens, page_size
+from server.domain.filtering import FieldMap, compile_filter, like_escape, text_field
+from server.domain.pagination import Page, PageTokens, page_size, time_key, time_position
 from server.store.db import Database
 from server.store.models import AgentRevisionRow, AgentRow
 from server.store.repositories import AgentRepository
@@ -134,6 +136,25 @@ def _apply(row: AgentRow, agent: AgentFields, paths: list[str]) -> None:
         setattr(row, "metadata_" if name == "metadata" else name, value)
 
 
+def _model_used(op: str, value: str) -> ColumnElement[bool]:
+    """``model = X``: X is the default model or one of the fallbacks. The
+    fallbacks are a JSON array, so match the element's JSON text, which
+    reads the same on SQLite and MySQL."""
+    if op not in ("=", "!=", ":"):
+        raise ValueError("model supports =, != and :")
+    in_fallbacks = AgentRow.fallback_models.cast(String).like(f"%{like_escape(json.dumps(value))}%", escape="\\")
+    condition = or_(AgentRow.default_model == value, in_fallbacks)
+    return not_(condition) if op == "!=" else condition
+
+
+AGENT_FILTER_FIELDS: FieldMap = {
+    "key": text_field(AgentRow.key),
+    "display_name": text_field(AgentRow.display_name),
+    "default_model": text_field(AgentRow.default_model),
+    "model": _model_used,
+}
+
+
 class AgentService:
     """Creates, reads, lists, updates and soft-deletes agents.
 
@@ -189,22 +210,38 @@ class AgentService:
             raise not_found("agent", agent_id_or_key)
         return row
 
-    async def list(self, principal: Principal, size: int, token: str, show_deleted: bool) -> tuple[list[AgentRow], str]:
-        """A page of the agents the caller may use, by (create_time, id), and the next page token."""
-        limit = page_size(size)
-        params = {"show_deleted": show_deleted, "tenant": principal.tenant_id, "operator": principal.operator}
-        after = self.tokens.time_cursor(token, params)
+    async def list(
+        self, principal: Principal, size: int, token: str, show_deleted: bool, filter_text: str = ""
+    ) -> Page[AgentRow]:
+        """Returns at most ``page_size`` agents the caller may use (1-100,
+        default 20) by (create_time, id), with next and previous page tokens.
+
+        ``filter_text`` is AIP-160: ``key``, ``display_name``, ``default_model``
+        and ``model`` (the default or any fallback model), e.g.
+        ``model = "gpt-4o" AND display_name : "support"``. Raises
+        INVALID_ARGUMENT (FIELD_VIOLATION for page_size, INVALID_PAGE_TOKEN,
+        INVALID_FILTER).
+        """
+        condition = compile_filter(filter_text, AGENT_FILTER_FIELDS)
+        params = {
+            "show_deleted": show_deleted,
+            "tenant": principal.tenant_id,
+            "operator": principal.operator,
+            "filter": filter_text,
+        }
+        request = self.tokens.start(token, size, params, time_position)
+        position = request.position
         rows: list[AgentRow] = []
         async with self.db.session() as session:
             repo = AgentRepository(session)
             # Restricted agents are filtered here, so keep reading until the page is full.
-            while len(rows) <= limit:
-                batch = await repo.page(after, limit + 1, show_deleted)
+            while len(rows) < request.fetch:
+                batch = await repo.page(position, request.fetch, show_deleted, condition, request.backward)
                 rows += [row for row in batch if visible_to(row, principal)]
-                if len(batch) <= limit:
+                if len(batch) < request.fetch:
                     break
-                after = (batch[-1].create_time, batch[-1].id)
-        return self.tokens.page(rows, limit, params)
+                position = (batch[-1].create_time, batch[-1].id)
+        return self.tokens.finish(rows, request, time_key)
 
     async def update(
         self, principal: Principal, agent_id: str, agent: AgentFields, paths: list[str], expected_etag: str = ""

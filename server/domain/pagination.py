@@ -1,8 +1,14 @@
 """Opaque, signed page tokens (AIP-158).
 
 A token is ``base64url(json(payload)) + "." + hmac``. The payload carries the
-cursor and a digest of the request parameters, so a token used with other
-parameters, or tampered with, answers INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+cursor, its direction and a digest of the request parameters, so a token used
+with other parameters, or tampered with, answers INVALID_ARGUMENT
+(INVALID_PAGE_TOKEN).
+
+Pages are keyset pages: a cursor is the sort key of the row a page starts
+after (forwards) or before (backwards), never an offset, so paging stays
+stable while rows are inserted or deleted: no row that existed throughout is
+skipped or repeated.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from server.domain.errors import FieldViolation, invalid_argument
 
@@ -38,6 +45,41 @@ def page_size(requested: int) -> int:
     return requested
 
 
+@dataclass(frozen=True)
+class PageRequest:
+    """What a list call asks for: at most ``limit`` rows after ``position``
+    (before it when ``backward``); no position means the first page."""
+
+    limit: int
+    params: dict[str, Any]
+    position: tuple[Any, ...] | None
+    backward: bool
+
+    @property
+    def fetch(self) -> int:
+        """Rows to read: one more than the page, to learn whether another follows."""
+        return self.limit + 1
+
+
+@dataclass(frozen=True)
+class Page(Generic[Row]):
+    """A page in ascending order, with ``next_page_token`` and ``previous_page_token`` (empty at either end)."""
+
+    rows: list[Row]
+    next_page_token: str
+    previous_page_token: str
+
+
+def time_position(values: list[Any]) -> tuple[datetime, str]:
+    """Parses a (create_time, id) cursor."""
+    return datetime.fromisoformat(values[0]), values[1]
+
+
+def time_key(row: Any) -> list[Any]:
+    """The (create_time, id) sort key of a row, as JSON."""
+    return [row.create_time.isoformat(), row.id]
+
+
 class PageTokens:
     """Signs and checks page tokens with a server secret."""
 
@@ -51,14 +93,45 @@ class PageTokens:
     def _digest(params: dict[str, Any]) -> str:
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
-    def encode(self, cursor: list[Any], params: dict[str, Any]) -> str:
-        """A token for the page after ``cursor``, valid only with ``params``."""
-        body = base64.urlsafe_b64encode(json.dumps({"c": cursor, "p": self._digest(params)}).encode()).rstrip(b"=")
+    def encode(self, cursor: list[Any], params: dict[str, Any], backward: bool = False) -> str:
+        """A token for the page after ``cursor`` (before it when ``backward``), valid only with ``params``."""
+        payload = {"c": cursor, "p": self._digest(params), **({"b": 1} if backward else {})}
+        body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=")
         return f"{body.decode()}.{self._mac(body)}"
 
     def decode(self, token: str, params: dict[str, Any]) -> list[Any] | None:
-        """The cursor in ``token``; None for an empty token. Raises INVALID_ARGUMENT
+        """The forward cursor in ``token``; None for an empty token. Raises INVALID_ARGUMENT
         (INVALID_PAGE_TOKEN) for a forged token or one minted for other parameters."""
+        payload = self._payload(token, params)
+        return list(payload["c"]) if payload else None
+
+    def start(
+        self, token: str, size: int, params: dict[str, Any], parse: Callable[[list[Any]], tuple[Any, ...]] = tuple
+    ) -> PageRequest:
+        """The page a request asks for: ``page_size`` checked, the cursor and
+        its direction read from ``page_token`` and converted by ``parse``."""
+        limit = page_size(size)
+        payload = self._payload(token, params)
+        if not payload:
+            return PageRequest(limit, params, None, False)
+        return PageRequest(limit, params, parse(list(payload["c"])), bool(payload.get("b")))
+
+    def finish(self, rows: Sequence[Row], request: PageRequest, cursor: Callable[[Row], list[Any]]) -> Page[Row]:
+        """Turns rows fetched in query order (``request.limit + 1`` of them,
+        descending for a backward page) into a page in ascending order with
+        both tokens; ``cursor`` gives a row's JSON-safe sort key."""
+        more = len(rows) > request.limit
+        kept = list(rows[: request.limit])
+        if request.backward:
+            kept.reverse()
+            previous = self.encode(cursor(kept[0]), request.params, True) if more else ""
+            following = self.encode(cursor(kept[-1]), request.params) if kept else ""
+        else:
+            following = self.encode(cursor(kept[-1]), request.params) if more else ""
+            previous = self.encode(cursor(kept[0]), request.params, True) if kept and request.position else ""
+        return Page(kept, following, previous)
+
+    def _payload(self, token: str, params: dict[str, Any]) -> dict[str, Any] | None:
         if not token:
             return None
         body, _, mac = token.partition(".")
@@ -72,7 +145,7 @@ class PageTokens:
         payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         if payload.get("p") != self._digest(params):
             raise bad
-        return list(payload["c"])
+        return payload
 
     def time_cursor(self, token: str, params: dict[str, Any]) -> tuple[datetime, str] | None:
         """The (create_time, id) cursor in ``token``; None for the first page."""

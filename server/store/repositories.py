@@ -7,19 +7,24 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.store.models import AgentRevisionRow, AgentRow, ConversationRow, MessageRow, SessionRow
 
 
-def keyset(query: Select[Any], model: Any, after: tuple[datetime, str] | None, limit: int) -> Select[Any]:
-    """Orders ``query`` by (create_time, id) and starts after the cursor: stable
-    under concurrent inserts and deletes, unlike offsets."""
+def keyset(
+    query: Select[Any], model: Any, after: tuple[datetime, str] | None, limit: int, backward: bool = False
+) -> Select[Any]:
+    """Orders ``query`` by (create_time, id) and starts after the cursor (or,
+    ``backward``, reads down from before it, newest first): stable under
+    concurrent inserts and deletes, unlike offsets."""
+    key = tuple_(model.create_time, model.id)
+    if backward:
+        query = query.order_by(model.create_time.desc(), model.id.desc()).limit(limit)
+        return query if after is None else query.where(key < tuple_(*after))
     query = query.order_by(model.create_time, model.id).limit(limit)
-    if after is not None:
-        query = query.where(tuple_(model.create_time, model.id) > tuple_(*after))
-    return query
+    return query if after is None else query.where(key > tuple_(*after))
 
 
 class AgentRepository:
@@ -66,11 +71,21 @@ class AgentRepository:
         )
         return list(rows.scalars())
 
-    async def page(self, after: tuple[datetime, str] | None, limit: int, show_deleted: bool) -> list[AgentRow]:
-        """Up to ``limit`` agents after the (create_time, id) cursor, in that order."""
-        query = keyset(select(AgentRow), AgentRow, after, limit)
+    async def page(
+        self,
+        position: tuple[datetime, str] | None,
+        limit: int,
+        show_deleted: bool,
+        condition: ColumnElement[bool] | None = None,
+        backward: bool = False,
+    ) -> list[AgentRow]:
+        """Up to ``limit`` agents matching ``condition`` after the (create_time,
+        id) cursor in that order, or before it newest first when ``backward``."""
+        query = keyset(select(AgentRow), AgentRow, position, limit, backward)
         if not show_deleted:
             query = query.where(AgentRow.delete_time.is_(None))
+        if condition is not None:
+            query = query.where(condition)
         return list((await self.session.execute(query)).scalars())
 
 

@@ -28,7 +28,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61gentapi/v1/agent_service.proto\x12\x0b\x61gentapi.v1\x1a\x17\x61gentapi/v1/agent.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"O\n\x12\x43reateAgentRequest\x12\'\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.AgentB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"8\n\x13\x43reateAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.Agent\")\n\x0fGetAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.Agent\"P\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x03 \x01(\x08\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentapi.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"n\n\x12UpdateAgentRequest\x12\'\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.AgentB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"8\n\x13UpdateAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.Agent\",\n\x12\x44\x65leteAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x13\x44\x65leteAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.Agent\".\n\x14UndeleteAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x15UndeleteAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.Agent\"Z\n\x19ListAgentRevisionsRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x1aListAgentRevisionsResponse\x12-\n\trevisions\x18\x01 \x03(\x0b\x32\x1a.agentapi.v1.AgentRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc4\x06\n\x0c\x41gentService\x12k\n\x0b\x43reateAgent\x12\x1f.agentapi.v1.CreateAgentRequest\x1a .agentapi.v1.CreateAgentResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\n/v1/agents:\x05\x61gent\x12\x66\n\x08GetAgent\x12\x1c.agentapi.v1.GetAgentRequest\x1a\x1d.agentapi.v1.GetAgentResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/agents/{agent_id}\x12\x61\n\nListAgents\x12\x1e.agentapi.v1.ListAgentsRequest\x1a\x1f.agentapi.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/agents\x12v\n\x0bUpdateAgent\x12\x1f.agentapi.v1.UpdateAgentRequest\x1a .agentapi.v1.UpdateAgentResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x15/v1/agents/{agent.id}:\x05\x61gent\x12o\n\x0b\x44\x65leteAgent\x12\x1f.agentapi.v1.DeleteAgentRequest\x1a .agentapi.v1.DeleteAgentResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/agents/{agent_id}\x12\x81\x01\n\rUndeleteAgent\x12!.agentapi.v1.UndeleteAgentRequest\x1a\".agentapi.v1.UndeleteAgentResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/agents/{agent_id}:undelete:\x01*\x12\x8e\x01\n\x12ListAgentRevisions\x12&.agentapi.v1.ListAgentRevisionsRequest\x1a\'.agentapi.v1.ListAgentRevisionsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/agents/{agent_id}/revisionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61gentapi/v1/agent_service.proto\x12\x0b\x61gentapi.v1\x1a\x17\x61gentapi/v1/agent.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"O\n\x12\x43reateAgentRequest\x12\'\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.AgentB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"8\n\x13\x43reateAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.Agent\")\n\x0fGetAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.Agent\"`\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x03 \x01(\x08\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"n\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentapi.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x1b\n\x13previous_page_token\x18\x03 \x01(\t\"n\n\x12UpdateAgentRequest\x12\'\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.AgentB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"8\n\x13UpdateAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.Agent\",\n\x12\x44\x65leteAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x13\x44\x65leteAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.Agent\".\n\x14UndeleteAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x15UndeleteAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentapi.v1.Agent\"Z\n\x19ListAgentRevisionsRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x1aListAgentRevisionsResponse\x12-\n\trevisions\x18\x01 \x03(\x0b\x32\x1a.agentapi.v1.AgentRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc4\x06\n\x0c\x41gentService\x12k\n\x0b\x43reateAgent\x12\x1f.agentapi.v1.CreateAgentRequest\x1a .agentapi.v1.CreateAgentResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\n/v1/agents:\x05\x61gent\x12\x66\n\x08GetAgent\x12\x1c.agentapi.v1.GetAgentRequest\x1a\x1d.agentapi.v1.GetAgentResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/agents/{agent_id}\x12\x61\n\nListAgents\x12\x1e.agentapi.v1.ListAgentsRequest\x1a\x1f.agentapi.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/agents\x12v\n\x0bUpdateAgent\x12\x1f.agentapi.v1.UpdateAgentRequest\x1a .agentapi.v1.UpdateAgentResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x15/v1/agents/{agent.id}:\x05\x61gent\x12o\n\x0b\x44\x65leteAgent\x12\x1f.agentapi.v1.DeleteAgentRequest\x1a .agentapi.v1.DeleteAgentResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/agents/{agent_id}\x12\x81\x01\n\rUndeleteAgent\x12!.agentapi.v1.UndeleteAgentRequest\x1a\".agentapi.v1.UndeleteAgentResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/agents/{agent_id}:undelete:\x01*\x12\x8e\x01\n\x12ListAgentRevisions\x12&.agentapi.v1.ListAgentRevisionsRequest\x1a\'.agentapi.v1.ListAgentRevisionsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/agents/{agent_id}/revisionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -70,25 +70,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETAGENTRESPONSE']._serialized_start=352
   _globals['_GETAGENTRESPONSE']._serialized_end=405
   _globals['_LISTAGENTSREQUEST']._serialized_start=407
-  _globals['_LISTAGENTSREQUEST']._serialized_end=487
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=489
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=570
-  _globals['_UPDATEAGENTREQUEST']._serialized_start=572
-  _globals['_UPDATEAGENTREQUEST']._serialized_end=682
-  _globals['_UPDATEAGENTRESPONSE']._serialized_start=684
-  _globals['_UPDATEAGENTRESPONSE']._serialized_end=740
-  _globals['_DELETEAGENTREQUEST']._serialized_start=742
-  _globals['_DELETEAGENTREQUEST']._serialized_end=786
-  _globals['_DELETEAGENTRESPONSE']._serialized_start=788
-  _globals['_DELETEAGENTRESPONSE']._serialized_end=844
-  _globals['_UNDELETEAGENTREQUEST']._serialized_start=846
-  _globals['_UNDELETEAGENTREQUEST']._serialized_end=892
-  _globals['_UNDELETEAGENTRESPONSE']._serialized_start=894
-  _globals['_UNDELETEAGENTRESPONSE']._serialized_end=952
-  _globals['_LISTAGENTREVISIONSREQUEST']._serialized_start=954
-  _globals['_LISTAGENTREVISIONSREQUEST']._serialized_end=1044
-  _globals['_LISTAGENTREVISIONSRESPONSE']._serialized_start=1046
-  _globals['_LISTAGENTREVISIONSRESPONSE']._serialized_end=1146
-  _globals['_AGENTSERVICE']._serialized_start=1149
-  _globals['_AGENTSERVICE']._serialized_end=1985
+  _globals['_LISTAGENTSREQUEST']._serialized_end=503
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=505
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=615
+  _globals['_UPDATEAGENTREQUEST']._serialized_start=617
+  _globals['_UPDATEAGENTREQUEST']._serialized_end=727
+  _globals['_UPDATEAGENTRESPONSE']._serialized_start=729
+  _globals['_UPDATEAGENTRESPONSE']._serialized_end=785
+  _globals['_DELETEAGENTREQUEST']._serialized_start=787
+  _globals['_DELETEAGENTREQUEST']._serialized_end=831
+  _globals['_DELETEAGENTRESPONSE']._serialized_start=833
+  _globals['_DELETEAGENTRESPONSE']._serialized_end=889
+  _globals['_UNDELETEAGENTREQUEST']._serialized_start=891
+  _globals['_UNDELETEAGENTREQUEST']._serialized_end=937
+  _globals['_UNDELETEAGENTRESPONSE']._serialized_start=939
+  _globals['_UNDELETEAGENTRESPONSE']._serialized_end=997
+  _globals['_LISTAGENTREVISIONSREQUEST']._serialized_start=999
+  _globals['_LISTAGENTREVISIONSREQUEST']._serialized_end=1089
+  _globals['_LISTAGENTREVISIONSRESPONSE']._serialized_start=1091
+  _globals['_LISTAGENTREVISIONSRESPONSE']._serialized_end=1191
+  _globals['_AGENTSERVICE']._serialized_start=1194
+  _globals['_AGENTSERVICE']._serialized_end=2030
 # @@protoc_insertion_point(module_scope)
