@@ -80,11 +80,13 @@ class GrpcServer:
     db: Database
     backend: ChatBackend
     health: health.aio.HealthServicer
+    catalog: Catalog
 
     async def stop(self, grace_s: float) -> None:
         """Reports NOT_SERVING, drains for ``grace_s`` seconds, then releases everything."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        await self.catalog.aclose()
         await self.backend.aclose()
         await self.db.dispose()
 
@@ -126,7 +128,8 @@ async def start_grpc(config: Config) -> GrpcServer:
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return GrpcServer(server, port, db, backend, health_servicer)
+    catalog.start()
+    return GrpcServer(server, port, db, backend, health_servicer, catalog)
 
 
 async def serve(config: Config, only: str | None = None) -> None:

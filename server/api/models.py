@@ -18,6 +18,19 @@ class ModelServicer(pb.ModelServiceServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         models = await self.catalog.models()
-        return pb.ListModelsResponse(
-            models=[pb.Model(id=m.id, owned_by=m.owned_by, context_window=m.context_window) for m in models]
+        response = pb.ListModelsResponse(
+            models=[
+                pb.Model(
+                    id=m.id,
+                    owned_by=m.owned_by,
+                    context_window=m.context_window,
+                    input_cost_per_token=m.input_cost_per_token,
+                    output_cost_per_token=m.output_cost_per_token,
+                )
+                for m in models
+            ],
+            stale=self.catalog.stale,
         )
+        if self.catalog.refresh_time is not None:
+            response.refresh_time.FromDatetime(self.catalog.refresh_time)
+        return response

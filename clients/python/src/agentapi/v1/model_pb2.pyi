@@ -25,22 +25,30 @@ class Model(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     OWNED_BY_FIELD_NUMBER: _builtins.int
     CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
+    INPUT_COST_PER_TOKEN_FIELD_NUMBER: _builtins.int
+    OUTPUT_COST_PER_TOKEN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Upstream model id, as given to the chat completions API."""
     owned_by: _builtins.str
     """Who serves the model, for example `openai` or `agentapi` (offline)."""
     context_window: _builtins.int
     """Context window in tokens; 0 when unknown."""
+    input_cost_per_token: _builtins.float
+    """Price of a prompt token in US dollars; 0 when unknown."""
+    output_cost_per_token: _builtins.float
+    """Price of a completion token in US dollars; 0 when unknown."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         owned_by: _builtins.str = ...,
         context_window: _builtins.int = ...,
+        input_cost_per_token: _builtins.float = ...,
+        output_cost_per_token: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_window", b"context_window", "id", b"id", "owned_by", b"owned_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_window", b"context_window", "id", b"id", "input_cost_per_token", b"input_cost_per_token", "output_cost_per_token", b"output_cost_per_token", "owned_by", b"owned_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
