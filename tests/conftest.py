@@ -95,7 +95,14 @@ def litellm(upstream: Any) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 async def stack(database_url: str, litellm: Any) -> AsyncIterator[Stack]:
     """agentapi on SQLite or MariaDB, through the real LiteLLM proxy to the scripted upstream."""
-    running = await start_stack(database_url, f"{litellm.base_url}/v1", litellm.master_key)
+    # Short backoffs keep retried failures quick; the policy itself is the same.
+    running = await start_stack(
+        database_url,
+        f"{litellm.base_url}/v1",
+        litellm.master_key,
+        retry_initial_backoff_s=0.01,
+        retry_max_backoff_s=0.05,
+    )
     yield running
     await running.stop()
 

@@ -12,15 +12,17 @@ from tests.stack import Stack
 
 
 @pytest.mark.parametrize(
-    ("directive", "reason"),
+    ("directive", "reason", "tries"),
     [
-        ("[[error:429@scripted-a]]", "UPSTREAM_RATE_LIMITED"),
-        ("[[error:500@scripted-a]]", "UPSTREAM_UNAVAILABLE"),
-        ("[[error:404@scripted-a]]", "MODEL_NOT_FOUND"),
+        # Retryable on the same model: the policy's two attempts, then the fallback.
+        ("[[error:429@scripted-a]]", "UPSTREAM_RATE_LIMITED", 2),
+        ("[[error:500@scripted-a]]", "UPSTREAM_UNAVAILABLE", 2),
+        # Another try of a model the upstream does not know cannot help.
+        ("[[error:404@scripted-a]]", "MODEL_NOT_FOUND", 1),
     ],
 )
 async def test_retryable_failure_falls_back_before_first_delta(
-    stack: Stack, key: str, directive: str, reason: str
+    stack: Stack, key: str, directive: str, reason: str, tries: int
 ) -> None:
     agent = await create_agent(stack, key, fallback_models=["scripted-b", "scripted-c"])
     session = await create_session(stack, agent.id)
@@ -29,7 +31,9 @@ async def test_retryable_failure_falls_back_before_first_delta(
     assert final.status == pb.MESSAGE_STATUS_COMPLETED
     assert final.model == "scripted-b"
     assert final.content == "Echo: fall back please"
-    assert [(a.model, a.error_reason) for a in final.attempts] == [("scripted-a", reason), ("scripted-b", "")]
+    assert [(a.model, a.error_reason) for a in final.attempts] == [("scripted-a", reason)] * tries + [
+        ("scripted-b", "")
+    ]
     stored = (await all_messages(stack, session.id))[-1]
     assert stored.model == "scripted-b" and list(stored.attempts) == list(final.attempts)
 
@@ -63,5 +67,7 @@ async def test_exhausted_fallbacks_fail_with_the_last_error(stack: Stack, key: s
     stored = (await all_messages(stack, session.id))[-1]
     assert [(a.model, a.error_reason) for a in stored.attempts] == [
         ("scripted-a", "UPSTREAM_UNAVAILABLE"),
+        ("scripted-a", "UPSTREAM_UNAVAILABLE"),
+        ("scripted-b", "UPSTREAM_UNAVAILABLE"),
         ("scripted-b", "UPSTREAM_UNAVAILABLE"),
     ]

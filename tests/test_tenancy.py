@@ -14,6 +14,7 @@ import time_machine
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from agentapi import v1 as pb
+from server.domain.history import MESSAGE_OVERHEAD
 from tests.helpers import error_reason, field_violations, user
 from tests.stack import AUTH, Stack
 from tests.support.litellm_proxy import PRICES
@@ -289,7 +290,8 @@ async def test_token_budget_trips_at_the_right_turn_and_resets_next_period(stack
     probe = bearer(await new_key(stack, await new_tenant(stack)))
     first = await turn(stack, probe)
     per_turn = first.usage.total_tokens
-    prompt_estimate = (len("hello budget") + 3) // 4
+    # The budget check counts the new message as stored: chars / 4 plus the per-message overhead.
+    prompt_estimate = (len("hello budget") + 3) // 4 + MESSAGE_OVERHEAD
     tenant = await new_tenant(
         stack, budget=pb.Budget(period=pb.BUDGET_PERIOD_DAY, max_tokens=2 * per_turn + prompt_estimate)
     )

@@ -7,7 +7,7 @@ import grpc
 from agentapi import v1 as pb
 from server.api import convert
 from server.api.interceptor import current_principal
-from server.domain.sessions import ConversationService
+from server.domain.conversations import ConversationService
 
 
 class ConversationServicer(pb.ConversationServiceServicer):
@@ -33,7 +33,36 @@ class ConversationServicer(pb.ConversationServiceServicer):
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConversationsResponse:
-        rows, token = await self.conversations.list(current_principal(), request.page_size, request.page_token)
-        return pb.ListConversationsResponse(
-            conversations=[convert.conversation(r) for r in rows], next_page_token=token
+        page = await self.conversations.list(
+            current_principal(), request.page_size, request.page_token, request.show_deleted
         )
+        return pb.ListConversationsResponse(
+            conversations=[convert.conversation(r) for r in page.rows],
+            next_page_token=page.next_page_token,
+            previous_page_token=page.previous_page_token,
+        )
+
+    async def UpdateConversation(
+        self, request: pb.UpdateConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateConversationResponse:
+        row = await self.conversations.update(
+            current_principal(),
+            request.conversation.id,
+            request.conversation.title,
+            convert.from_struct(request.conversation.metadata),
+            list(request.update_mask.paths),
+            request.conversation.etag,
+        )
+        return pb.UpdateConversationResponse(conversation=convert.conversation(row))
+
+    async def DeleteConversation(
+        self, request: pb.DeleteConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteConversationResponse:
+        row = await self.conversations.delete(current_principal(), request.conversation_id)
+        return pb.DeleteConversationResponse(conversation=convert.conversation(row))
+
+    async def UndeleteConversation(
+        self, request: pb.UndeleteConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UndeleteConversationResponse:
+        row = await self.conversations.undelete(current_principal(), request.conversation_id)
+        return pb.UndeleteConversationResponse(conversation=convert.conversation(row))

@@ -12,6 +12,7 @@ from server.api.status import to_status
 from server.domain import agents as agent_rules
 from server.domain.agents import AgentFields
 from server.domain.errors import AgentAPIError
+from server.domain.conversations import conversation_etag
 from server.domain.sessions import SessionView, Settings
 from server.domain.tenants import TenantFields
 from server.domain.turns import Delta, InputMessage
@@ -147,6 +148,9 @@ def conversation(row: ConversationRow) -> pb.Conversation:
         metadata=struct(row.metadata_),
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
+        delete_time=timestamp(row.delete_time),
+        expire_time=timestamp(row.expire_time),
+        etag=conversation_etag(row),
     )
 
 
@@ -159,6 +163,8 @@ def settings_from_proto(settings: pb.SessionSettings) -> Settings:
         tools=[tool_to_json(t) for t in settings.tools],
         fallback_models=list(settings.fallback_models),
         system_prompt=settings.system_prompt,
+        allowed_tools=list(settings.allowed_tools),
+        history_token_budget=(settings.history_token_budget if settings.HasField("history_token_budget") else None),
     )
 
 
@@ -169,7 +175,10 @@ def settings_to_proto(settings: Settings) -> pb.SessionSettings:
         tools=[tool_from_json(t) for t in settings.tools],
         fallback_models=settings.fallback_models,
         system_prompt=settings.system_prompt,
+        allowed_tools=settings.allowed_tools,
     )
+    if settings.history_token_budget is not None:
+        message.history_token_budget = settings.history_token_budget
     if settings.temperature is not None:
         message.temperature = settings.temperature
     if settings.max_output_tokens is not None:
@@ -189,6 +198,9 @@ def session(view: SessionView) -> pb.Session:
         metadata=struct(row.metadata_),
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
+        agent_revision=row.agent_revision or 0,
+        status=pb.SESSION_STATUS_ENDED if row.status == "ended" else pb.SESSION_STATUS_ACTIVE,
+        end_time=timestamp(row.end_time),
     )
 
 
@@ -229,7 +241,11 @@ def message(row: MessageRow) -> pb.Message:
         metadata=struct(row.metadata_),
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
+        token_count=row.token_count,
     )
+    if row.prompt_last_sequence:
+        result.prompt_messages.first = row.prompt_first_sequence
+        result.prompt_messages.last = row.prompt_last_sequence
     if row.error:
         result.error.CopyFrom(to_status(AgentAPIError(row.error["code"], row.error["reason"], row.error["message"])))
     return result

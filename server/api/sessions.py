@@ -1,9 +1,11 @@
-"""SessionService servicer: sessions, turns (unary and streamed) and messages."""
+"""SessionService servicer: sessions, turns (unary and streamed), tool outputs,
+messages and transcripts."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 import grpc
 
@@ -11,7 +13,15 @@ from agentapi import v1 as pb
 from server.api import convert
 from server.api.interceptor import current_principal
 from server.domain.sessions import SessionService, Settings
-from server.domain.turns import TurnEvent, TurnRunner
+from server.domain.transcripts import TranscriptService, unknown_format
+from server.domain.turns import InputMessage, TurnEvent, TurnRunner
+
+EXPORT_FORMATS = {
+    pb.EXPORT_FORMAT_UNSPECIFIED: "openai_json",
+    pb.EXPORT_FORMAT_OPENAI_JSON: "openai_json",
+    pb.EXPORT_FORMAT_JSONL: "jsonl",
+    pb.EXPORT_FORMAT_MARKDOWN: "markdown",
+}
 
 
 def _options(options: pb.TurnOptions) -> Settings:
@@ -21,12 +31,29 @@ def _options(options: pb.TurnOptions) -> Settings:
     )
 
 
+async def _stream_events(events: AsyncIterator[TurnEvent], response: Any) -> AsyncIterator[Any]:
+    """A turn's events as ``response`` messages (input_message, delta,
+    assistant_message); a failed turn ends with its typed status after the
+    stored FAILED message."""
+    async with aclosing(events):
+        async for event in events:
+            if event.kind == "delta":
+                yield response(delta=convert.delta(event.delta))
+            elif event.kind == "input":
+                yield response(input_message=convert.message(event.message))
+            else:
+                yield response(assistant_message=convert.message(event.message))
+                if event.error is not None:
+                    raise event.error
+
+
 class SessionServicer(pb.SessionServiceServicer):
     """Serves ``agentapi.v1.SessionService``."""
 
-    def __init__(self, sessions: SessionService, turns: TurnRunner) -> None:
+    def __init__(self, sessions: SessionService, turns: TurnRunner, transcripts: TranscriptService) -> None:
         self.sessions = sessions
         self.turns = turns
+        self.transcripts = transcripts
 
     async def CreateSession(
         self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext
@@ -37,6 +64,7 @@ class SessionServicer(pb.SessionServiceServicer):
             request.session.conversation_id,
             convert.settings_from_proto(request.session.overrides),
             convert.from_struct(request.session.metadata),
+            request.carry_forward_history,
         )
         return pb.CreateSessionResponse(session=convert.session(view))
 
@@ -47,19 +75,24 @@ class SessionServicer(pb.SessionServiceServicer):
             session=convert.session(await self.sessions.get(current_principal(), request.session_id))
         )
 
-    def _run(self, request: pb.SendMessageRequest | pb.SendStreamingMessageRequest) -> AsyncIterator[TurnEvent]:
+    def _run(
+        self,
+        context: grpc.aio.ServicerContext,
+        session_id: str,
+        inputs: list[InputMessage],
+        options: pb.TurnOptions,
+        inputs_path: str = "messages",
+    ) -> AsyncIterator[TurnEvent]:
         return self.turns.run(
-            current_principal(),
-            request.session_id,
-            [convert.input_message(m) for m in request.messages],
-            _options(request.options),
+            current_principal(), session_id, inputs, _options(options), context.time_remaining(), inputs_path
         )
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendMessageResponse:
         response = pb.SendMessageResponse()
-        async with aclosing(self._run(request)) as events:
+        inputs = [convert.input_message(m) for m in request.messages]
+        async with aclosing(self._run(context, request.session_id, inputs, request.options)) as events:
             async for event in events:
                 if event.kind == "input":
                     response.input_messages.append(convert.message(event.message))
@@ -69,24 +102,66 @@ class SessionServicer(pb.SessionServiceServicer):
                     response.message.CopyFrom(convert.message(event.message))
         return response
 
-    async def SendStreamingMessage(
+    def SendStreamingMessage(
         self, request: pb.SendStreamingMessageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SendStreamingMessageResponse]:
-        async with aclosing(self._run(request)) as events:
-            async for event in events:
-                if event.kind == "delta":
-                    yield pb.SendStreamingMessageResponse(delta=convert.delta(event.delta))
-                elif event.kind == "input":
-                    yield pb.SendStreamingMessageResponse(input_message=convert.message(event.message))
-                else:
-                    yield pb.SendStreamingMessageResponse(assistant_message=convert.message(event.message))
-                    if event.error is not None:
-                        raise event.error
+        inputs = [convert.input_message(m) for m in request.messages]
+        events = self._run(context, request.session_id, inputs, request.options)
+        return _stream_events(events, pb.SendStreamingMessageResponse)
+
+    def SubmitToolOutputs(
+        self, request: pb.SubmitToolOutputsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SubmitToolOutputsResponse]:
+        inputs = [
+            InputMessage(role="tool", content=output.output, tool_call_id=output.tool_call_id)
+            for output in request.tool_outputs
+        ]
+        events = self._run(context, request.session_id, inputs, request.options, "tool_outputs")
+        return _stream_events(events, pb.SubmitToolOutputsResponse)
 
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMessagesResponse:
-        rows, token = await self.sessions.list_messages(
-            current_principal(), request.session_id, request.page_size, request.page_token
+        page = await self.sessions.list_messages(
+            current_principal(), request.session_id, request.page_size, request.page_token, request.filter
         )
-        return pb.ListMessagesResponse(messages=[convert.message(r) for r in rows], next_page_token=token)
+        return pb.ListMessagesResponse(
+            messages=[convert.message(r) for r in page.rows],
+            next_page_token=page.next_page_token,
+            previous_page_token=page.previous_page_token,
+        )
+
+    async def EndSession(
+        self, request: pb.EndSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EndSessionResponse:
+        view = await self.sessions.end(current_principal(), request.session_id)
+        return pb.EndSessionResponse(session=convert.session(view))
+
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSessionsResponse:
+        page = await self.sessions.list(
+            current_principal(), request.conversation_id, request.page_size, request.page_token
+        )
+        return pb.ListSessionsResponse(
+            sessions=[convert.session(v) for v in page.rows],
+            next_page_token=page.next_page_token,
+            previous_page_token=page.previous_page_token,
+        )
+
+    async def ExportSession(
+        self, request: pb.ExportSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExportSessionResponse:
+        format_name = EXPORT_FORMATS.get(request.format)
+        if format_name is None:
+            raise unknown_format(request.format)
+        content_type, content = await self.transcripts.export(current_principal(), request.session_id, format_name)
+        return pb.ExportSessionResponse(content_type=content_type, content=content)
+
+    async def ReplaySession(
+        self, request: pb.ReplaySessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReplaySessionResponse:
+        view, messages = await self.transcripts.replay(
+            current_principal(), request.session_id, request.model, context.time_remaining()
+        )
+        return pb.ReplaySessionResponse(session=convert.session(view), messages=[convert.message(m) for m in messages])

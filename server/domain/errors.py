@@ -82,8 +82,8 @@ class Violations:
         """Records that ``field_path`` is bad, and why."""
         self.items.append(FieldViolation(field_path, description))
 
-    def raise_if_any(self, message: str = "the request has invalid fields") -> None:
-        """Raises INVALID_ARGUMENT (FIELD_VIOLATION) naming every recorded field."""
+    def raise_if_any(self, message: str = "the request has invalid fields", reason: str = "FIELD_VIOLATION") -> None:
+        """Raises INVALID_ARGUMENT (``reason``, FIELD_VIOLATION by default) naming every recorded field."""
         if self.items:
             fields = ", ".join(v.field for v in self.items)
-            raise invalid_argument(f"{message}: {fields}", self.items)
+            raise invalid_argument(f"{message}: {fields}", self.items, reason)

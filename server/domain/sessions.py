@@ -1,14 +1,20 @@
-"""Conversations and sessions: creation, lookup and effective settings."""
+"""Sessions: creation (optionally carrying a conversation's history forward),
+lookup with effective settings, ending, listing, and the message ledger's
+listing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from sqlalchemy import ColumnElement
 
 from server.domain.agents import TOOL_NAME_PATTERN, AgentFields, AgentService, fields_of
 from server.domain.common import Principal, new_id, require_uuid, utcnow
+from server.domain.conversations import deleted_conversation
 from server.domain.errors import AgentAPIError, Violations, not_found
-from server.domain.pagination import PageTokens, page_size
+from server.domain.filtering import FieldCompiler, FieldMap, compile_filter
+from server.domain.pagination import Page, PageTokens, time_key, time_position
 from server.store.db import Database
 from server.store.models import ConversationRow, MessageRow, SessionRow
 from server.store.repositories import AgentRepository, ConversationRepository, MessageRepository, SessionRepository
@@ -24,6 +30,8 @@ class Settings:
     tools: list[dict[str, Any]] = field(default_factory=list)
     fallback_models: list[str] = field(default_factory=list)
     system_prompt: str = ""
+    allowed_tools: list[str] = field(default_factory=list)
+    history_token_budget: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The overrides as stored: only the fields that are set."""
@@ -38,26 +46,53 @@ class Settings:
 def effective_settings(agent: AgentFields | None, overrides: Settings) -> Settings:
     """The session's overrides merged over the pinned agent revision's settings."""
     if agent is None:
-        return overrides
-    return Settings(
-        model=overrides.model or agent.default_model,
-        temperature=overrides.temperature if overrides.temperature is not None else agent.temperature,
-        max_output_tokens=overrides.max_output_tokens,
-        tools=overrides.tools or list(agent.tools),
-        fallback_models=overrides.fallback_models or ([] if overrides.model else list(agent.fallback_models)),
-        system_prompt=overrides.system_prompt or agent.system_prompt,
-    )
+        merged = replace(overrides)
+    else:
+        merged = Settings(
+            model=overrides.model or agent.default_model,
+            temperature=overrides.temperature if overrides.temperature is not None else agent.temperature,
+            max_output_tokens=overrides.max_output_tokens,
+            tools=overrides.tools or list(agent.tools),
+            fallback_models=overrides.fallback_models or ([] if overrides.model else list(agent.fallback_models)),
+            system_prompt=overrides.system_prompt or agent.system_prompt,
+            allowed_tools=list(overrides.allowed_tools),
+            history_token_budget=overrides.history_token_budget,
+        )
+    if merged.allowed_tools:
+        allowed = set(merged.allowed_tools)
+        merged.tools = [t for t in merged.tools if tool_name(t) in allowed]
+    return merged
 
 
-def validate_settings(settings: Settings, prefix: str, violations: Violations) -> None:
-    """Records violations for out-of-range temperature, max tokens or tool names."""
+def tool_name(tool: dict[str, Any]) -> str:
+    """The function name of an OpenAI tool definition."""
+    return str((tool.get("function") or {}).get("name", ""))
+
+
+MAX_HISTORY_TOKEN_BUDGET = 10_000_000
+
+
+def validate_settings(
+    settings: Settings, prefix: str, violations: Violations, available_tools: list[dict[str, Any]] | None = None
+) -> None:
+    """Records violations for out-of-range temperature, max tokens or history
+    budget, bad tool names, and allowed tools that ``available_tools`` (the
+    agent's tools, or the session's own) does not define."""
     if settings.temperature is not None and not 0.0 <= settings.temperature <= 2.0:
         violations.add(f"{prefix}.temperature", "must be between 0 and 2")
     if settings.max_output_tokens is not None and settings.max_output_tokens < 1:
         violations.add(f"{prefix}.max_output_tokens", "must be at least 1")
+    if settings.history_token_budget is not None and not 1 <= settings.history_token_budget <= MAX_HISTORY_TOKEN_BUDGET:
+        violations.add(f"{prefix}.history_token_budget", f"must be between 1 and {MAX_HISTORY_TOKEN_BUDGET}")
     for index, tool in enumerate(settings.tools):
-        if not TOOL_NAME_PATTERN.match((tool.get("function") or {}).get("name", "")):
+        if not TOOL_NAME_PATTERN.match(tool_name(tool)):
             violations.add(f"{prefix}.tools[{index}].function.name", "must be 1 to 64 of a-z, A-Z, 0-9, '_' or '-'")
+    if available_tools is not None:
+        names = {tool_name(t) for t in (settings.tools or available_tools)}
+        for index, name in enumerate(settings.allowed_tools):
+            if name not in names:
+                known = ", ".join(sorted(names)) or "none"
+                violations.add(f"{prefix}.allowed_tools[{index}]", f"unknown tool {name!r}; the tools are: {known}")
 
 
 @dataclass
@@ -78,51 +113,8 @@ class SessionView:
         return effective_settings(self.agent, self.overrides)
 
 
-class ConversationService:
-    """Creates, reads and lists a tenant's conversations."""
-
-    def __init__(self, db: Database, tokens: PageTokens) -> None:
-        self.db = db
-        self.tokens = tokens
-
-    async def create(self, principal: Principal, title: str, metadata: dict[str, Any]) -> ConversationRow:
-        """Stores a new conversation owned by the caller's tenant."""
-        now = utcnow()
-        row = ConversationRow(
-            id=new_id(),
-            tenant_id=principal.tenant_id,
-            title=title,
-            metadata_=metadata,
-            create_time=now,
-            update_time=now,
-        )
-        async with self.db.session() as session:
-            session.add(row)
-            await session.commit()
-        return row
-
-    async def get(self, principal: Principal, conversation_id: str) -> ConversationRow:
-        """Raises INVALID_ARGUMENT (INVALID_CONVERSATION_ID) or NOT_FOUND
-        (CONVERSATION_NOT_FOUND), also for another tenant's conversation."""
-        conversation_id = require_uuid(conversation_id, "conversation_id", "INVALID_CONVERSATION_ID")
-        async with self.db.session() as session:
-            row = await ConversationRepository(session, principal.tenant_id).get(conversation_id)
-        if row is None:
-            raise not_found("conversation", conversation_id)
-        return row
-
-    async def list(self, principal: Principal, size: int, token: str) -> tuple[list[ConversationRow], str]:
-        """A page of the tenant's conversations by (create_time, id), and the next token."""
-        limit = page_size(size)
-        params = {"kind": "conversations", "tenant": principal.tenant_id}
-        after = self.tokens.time_cursor(token, params)
-        async with self.db.session() as session:
-            rows = await ConversationRepository(session, principal.tenant_id).page(after, limit + 1)
-        return self.tokens.page(rows, limit, params)
-
-
 class SessionService:
-    """Creates and reads sessions and lists their messages."""
+    """Creates, reads, ends and lists sessions and lists their messages."""
 
     def __init__(self, db: Database, tokens: PageTokens) -> None:
         self.db = db
@@ -135,13 +127,20 @@ class SessionService:
         conversation_id: str,
         overrides: Settings,
         metadata: dict[str, Any],
+        carry_forward_history: bool = False,
+        pin_revision: int | None = None,
     ) -> SessionView:
-        """Stores a session, creating a conversation when ``conversation_id`` is empty.
+        """Stores a session, creating a conversation when ``conversation_id`` is
+        empty. With ``carry_forward_history``, the conversation's earlier
+        sessions' messages (not failed or unfinished replies) are copied in as
+        the new session's first messages, with zero usage, so nothing is billed twice.
+        ``pin_revision`` pins an earlier agent revision instead of the current one.
 
-        Raises INVALID_ARGUMENT (FIELD_VIOLATION when neither an agent nor a model
-        is given or a setting is out of range; INVALID_CONVERSATION_ID), NOT_FOUND
-        (AGENT_NOT_FOUND, CONVERSATION_NOT_FOUND), FAILED_PRECONDITION
-        (AGENT_DELETED).
+        Raises INVALID_ARGUMENT (FIELD_VIOLATION when neither an agent nor a
+        model is given, a setting is out of range or an allowed tool is
+        unknown; INVALID_CONVERSATION_ID), NOT_FOUND (AGENT_NOT_FOUND,
+        CONVERSATION_NOT_FOUND), FAILED_PRECONDITION (AGENT_DELETED,
+        CONVERSATION_DELETED).
         """
         violations = Violations()
         if not agent_id and not overrides.model:
@@ -162,9 +161,21 @@ class SessionService:
                         f"agent {agent.key!r} is deleted",
                         {"agent_id": agent.id},
                     )
+            validate_settings(overrides, "session.overrides", violations, list(agent.tools) if agent else [])
+            violations.raise_if_any()
+            carried: list[MessageRow] = []
             if conversation_id:
-                if await ConversationRepository(session, principal.tenant_id).get(conversation_id) is None:
+                conversation = await ConversationRepository(session, principal.tenant_id).get(
+                    conversation_id, include_deleted=True
+                )
+                if conversation is None:
                     raise not_found("conversation", conversation_id)
+                if conversation.delete_time is not None:
+                    raise deleted_conversation(conversation)
+                if carry_forward_history:
+                    carried = await SessionRepository(session, principal.tenant_id).conversation_history(
+                        conversation_id
+                    )
             else:
                 conversation_id = new_id()
                 session.add(
@@ -183,14 +194,19 @@ class SessionService:
                 tenant_id=principal.tenant_id,
                 conversation_id=conversation_id,
                 agent_id=agent.id if agent else None,
-                agent_revision=agent.revision if agent else None,
+                agent_revision=(pin_revision or agent.revision) if agent else None,
                 overrides=overrides.to_json(),
                 metadata_=metadata,
+                status="active",
                 create_time=now,
                 update_time=now,
             )
             session.add(row)
+            await session.flush()
+            session.add_all(_carry(carried, row, now))
             await session.commit()
+        if pin_revision:
+            return await self.get(principal, row.id)
         return SessionView(row, fields_of(agent) if agent else None)
 
     async def get(self, principal: Principal, session_id: str) -> SessionView:
@@ -200,7 +216,7 @@ class SessionService:
 
     @staticmethod
     async def load(session: Any, principal: Principal, session_id: str) -> SessionView:
-        """Loads a session and its agent inside an open database session."""
+        """Loads a session and its pinned agent revision inside an open database session."""
         session_id = require_uuid(session_id, "session_id", "INVALID_SESSION_ID")
         row = await SessionRepository(session, principal.tenant_id).get(session_id)
         if row is None:
@@ -214,14 +230,104 @@ class SessionService:
         agent = await agents.get(row.agent_id)
         return SessionView(row, fields_of(agent) if agent else None)
 
-    async def list_messages(
-        self, principal: Principal, session_id: str, size: int, token: str
-    ) -> tuple[list[MessageRow], str]:
-        """A page of the session's messages in sequence order, and the next token."""
-        limit = page_size(size)
-        params = {"kind": "messages", "session": session_id}
+    async def end(self, principal: Principal, session_id: str) -> SessionView:
+        """Ends the session (status ENDED, ``end_time``); ending an ended
+        session returns it unchanged. Raises INVALID_ARGUMENT
+        (INVALID_SESSION_ID) or NOT_FOUND (SESSION_NOT_FOUND)."""
         async with self.db.session() as session:
             view = await self.load(session, principal, session_id)
-            cursor = self.tokens.decode(token, params)
-            rows = await MessageRepository(session, view.row.id).page(int(cursor[0]) if cursor else 0, limit + 1)
-        return self.tokens.page(rows, limit, params, lambda row: [row.sequence])
+            if view.row.status != "ended":
+                view.row.status = "ended"
+                view.row.end_time = view.row.update_time = utcnow()
+                await session.commit()
+        return view
+
+    async def list(self, principal: Principal, conversation_id: str, size: int, token: str) -> Page[SessionView]:
+        """At most ``page_size`` (1-100, default 20) sessions of a conversation
+        by (create_time, id). Raises INVALID_ARGUMENT (INVALID_CONVERSATION_ID)
+        or NOT_FOUND (CONVERSATION_NOT_FOUND)."""
+        conversation_id = require_uuid(conversation_id, "conversation_id", "INVALID_CONVERSATION_ID")
+        params = {"kind": "sessions", "conversation": conversation_id}
+        request = self.tokens.start(token, size, params, time_position)
+        async with self.db.session() as session:
+            repo = ConversationRepository(session, principal.tenant_id)
+            if await repo.get(conversation_id, include_deleted=True) is None:
+                raise not_found("conversation", conversation_id)
+            rows = await SessionRepository(session, principal.tenant_id).page(
+                conversation_id, request.position, request.fetch, request.backward
+            )
+            page = self.tokens.finish(rows, request, time_key)
+            views = [await self.load(session, principal, row.id) for row in page.rows]
+        return Page(views, page.next_page_token, page.previous_page_token)
+
+    async def list_messages(
+        self, principal: Principal, session_id: str, size: int, token: str, filter_text: str = ""
+    ) -> Page[MessageRow]:
+        """At most ``page_size`` (1-100, default 20) messages in sequence order,
+        forwards or backwards, filtered by AIP-160 ``role`` and ``status``.
+        Raises INVALID_ARGUMENT (INVALID_SESSION_ID, INVALID_PAGE_TOKEN,
+        INVALID_FILTER) or NOT_FOUND (SESSION_NOT_FOUND)."""
+        condition = compile_filter(filter_text, MESSAGE_FILTER_FIELDS)
+        params = {"kind": "messages", "session": session_id, "filter": filter_text}
+        request = self.tokens.start(token, size, params, lambda values: (int(values[0]),))
+        async with self.db.session() as session:
+            view = await self.load(session, principal, session_id)
+            position = request.position[0] if request.position else None
+            rows = await MessageRepository(session, view.row.id).page(
+                position, request.fetch, condition, request.backward
+            )
+        return self.tokens.finish(rows, request, lambda row: [row.sequence])
+
+
+def _enum_field(column: Any, values: tuple[str, ...], prefix: str) -> FieldCompiler:
+    """An enum column filtered by ``=``/``!=``; accepts ``user`` or ``ROLE_USER``."""
+
+    def compile_enum(op: str, value: str) -> ColumnElement[bool]:
+        name = value.lower().removeprefix(prefix.lower())
+        if op not in ("=", "!=") or name not in values:
+            raise ValueError(f"{column.key} supports = and != with one of: {', '.join(values)}")
+        return column == name if op == "=" else column != name
+
+    return compile_enum
+
+
+MESSAGE_FILTER_FIELDS: FieldMap = {
+    "role": _enum_field(MessageRow.role, ("system", "user", "assistant", "tool"), "ROLE_"),
+    "status": _enum_field(
+        MessageRow.status,
+        ("in_progress", "completed", "cancelled", "failed", "requires_action"),
+        "MESSAGE_STATUS_",
+    ),
+}
+
+
+def _carry(history: list[MessageRow], target: SessionRow, now: Any) -> list[MessageRow]:
+    """Copies of a conversation's earlier messages for a new session: no
+    failed or unfinished replies, no trailing unanswered tool calls, no usage."""
+    kept = [m for m in history if m.status not in ("failed", "in_progress")]
+    while kept and kept[-1].status == "requires_action":
+        kept.pop()
+    copies = []
+    for sequence, message in enumerate(kept, start=1):
+        copies.append(
+            MessageRow(
+                id=new_id(),
+                tenant_id=target.tenant_id,
+                session_id=target.id,
+                sequence=sequence,
+                role=message.role,
+                content=message.content,
+                content_parts=message.content_parts,
+                tool_calls=message.tool_calls,
+                tool_call_id=message.tool_call_id,
+                name=message.name,
+                model=message.model,
+                status=message.status,
+                finish_reason=message.finish_reason,
+                token_count=message.token_count,
+                metadata_={"carried_from": {"session_id": message.session_id, "message_id": message.id}},
+                create_time=now,
+                update_time=now,
+            )
+        )
+    return copies

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,10 +26,12 @@ from sqlalchemy.exc import IntegrityError
 from server.domain.catalog import Catalog
 from server.domain.common import Principal, new_id, utcnow
 from server.domain.errors import AgentAPIError, Violations
+from server.domain.history import count_message, count_text, count_tools, window
 from server.domain.quota import QuotaGuard
+from server.domain.retry import RetryPolicy
 from server.domain.sessions import SessionService, Settings, validate_settings
-from server.llm.offline import estimate_tokens
-from server.llm.types import ChatBackend, ChatRequest, TokenUsage, ToolCallFragment
+from server.domain.tool_outputs import reconcile
+from server.llm.types import ChatBackend, ChatChunk, ChatRequest, ChatStream, TokenUsage, ToolCallFragment
 from server.store.accounts import TenantRepository, UsageRepository
 from server.store.db import Database
 from server.store.models import MessageRow
@@ -41,11 +44,23 @@ INPUT_ROLES = ("user", "tool", "system", "assistant")
 TERMINAL_COLUMNS = (
     "status", "content", "tool_calls", "finish_reason", "prompt_tokens", "completion_tokens", "cost_usd",
     "time_to_first_token_ms", "duration_ms", "upstream_request_id", "error", "update_time", "model", "attempts",
+    "token_count",
 )  # fmt: skip
-# Upstream failures worth trying the next fallback model for (before any delta).
-FALLBACK_REASONS = frozenset(
-    {"UPSTREAM_RATE_LIMITED", "UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT", "MODEL_NOT_FOUND", "UPSTREAM_QUOTA_EXCEEDED"}
+# Upstream failures worth another attempt on the same model (before any delta).
+RETRY_REASONS = frozenset(
+    {
+        "UPSTREAM_RATE_LIMITED",
+        "UPSTREAM_UNAVAILABLE",
+        "UPSTREAM_TIMEOUT",
+        "UPSTREAM_PROTOCOL_ERROR",
+        "UPSTREAM_EMPTY_COMPLETION",
+    }
 )
+# Failures worth trying the next fallback model for (before any delta): the
+# retryable ones, and those that another model may not have.
+FALLBACK_REASONS = RETRY_REASONS | {"MODEL_NOT_FOUND", "UPSTREAM_QUOTA_EXCEEDED"}
+# Tokens kept free for the reply when the turn sets no max_output_tokens.
+DEFAULT_OUTPUT_RESERVE = 1024
 # Replies that never finished are kept in the ledger but not sent back upstream.
 _PROMPT_EXCLUDED_STATUSES = ("failed", "in_progress")
 
@@ -81,23 +96,23 @@ class TurnEvent:
     error: AgentAPIError | None = None
 
 
-def validate_inputs(inputs: Sequence[InputMessage], options: Settings) -> None:
+def validate_inputs(inputs: Sequence[InputMessage], options: Settings, path: str = "messages") -> None:
     """Raises INVALID_ARGUMENT (FIELD_VIOLATION) for no messages, a bad role, an
     empty user message, a tool message without ``tool_call_id``, a last message
     that is not from the user or a tool, or out-of-range options."""
     violations = Violations()
     if not inputs:
-        violations.add("messages", "must contain at least one message")
+        violations.add(path, "must contain at least one message")
     for index, message in enumerate(inputs):
-        path = f"messages[{index}]"
+        field_path = f"{path}[{index}]"
         if message.role not in INPUT_ROLES:
-            violations.add(f"{path}.role", "must be user, tool, system or assistant")
+            violations.add(f"{field_path}.role", "must be user, tool, system or assistant")
         elif message.role in ("user", "system") and not message.content.strip():
-            violations.add(f"{path}.content", "must not be empty")
+            violations.add(f"{field_path}.content", "must not be empty")
         elif message.role == "tool" and not message.tool_call_id:
-            violations.add(f"{path}.tool_call_id", "is required for a tool message")
+            violations.add(f"{field_path}.tool_call_id", "is required for a tool message")
     if inputs and inputs[-1].role not in ("user", "tool"):
-        violations.add(f"messages[{len(inputs) - 1}].role", "the last message must be from the user or a tool")
+        violations.add(f"{path}[{len(inputs) - 1}].role", "the last message must be from the user or a tool")
     validate_settings(options, "options", violations)
     violations.raise_if_any()
 
@@ -147,6 +162,23 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
     )
 
 
+def _busy(session_id: str) -> AgentAPIError:
+    return AgentAPIError(
+        "ABORTED",
+        "SESSION_BUSY",
+        "another turn of this session is running; retry when it ends",
+        {"session_id": session_id},
+    )
+
+
+def _turn_deadline() -> AgentAPIError:
+    return AgentAPIError(
+        "DEADLINE_EXCEEDED",
+        "TURN_DEADLINE_EXCEEDED",
+        "the turn ran out of time (the caller's deadline or the server's maximum turn duration)",
+    )
+
+
 def _attempt(model: str, error_reason: str, started: float) -> dict[str, Any]:
     return {"model": model, "error_reason": error_reason, "duration_ms": int((time.monotonic() - started) * 1000)}
 
@@ -182,61 +214,101 @@ class TurnRunner:
     """Runs turns against a chat backend and records them in the database."""
 
     def __init__(
-        self, db: Database, backend: ChatBackend, catalog: Catalog, quota: QuotaGuard, runner_id: str = ""
+        self,
+        db: Database,
+        backend: ChatBackend,
+        catalog: Catalog,
+        quota: QuotaGuard,
+        runner_id: str = "",
+        policy: RetryPolicy | None = None,
+        max_turn_duration_s: float = 600.0,
     ) -> None:
         self.db = db
         self.backend = backend
         self.catalog = catalog
         self.quota = quota
         self.runner_id = runner_id
+        self.policy = policy or RetryPolicy()
+        self.max_turn_duration_s = max_turn_duration_s
 
     async def run(
-        self, principal: Principal, session_id: str, inputs: Sequence[InputMessage], options: Settings
+        self,
+        principal: Principal,
+        session_id: str,
+        inputs: Sequence[InputMessage],
+        options: Settings,
+        deadline_s: float | None = None,
+        inputs_path: str = "messages",
     ) -> AsyncIterator[TurnEvent]:
         """Yields the stored inputs, the deltas, then the final stored reply.
 
+        ``deadline_s`` is the caller's remaining time in seconds (None: no
+        deadline); the turn also stops at the server's maximum turn duration,
+        failing with DEADLINE_EXCEEDED (TURN_DEADLINE_EXCEEDED) and its
+        partial reply stored.
+
         Raises before anything is stored: INVALID_ARGUMENT (FIELD_VIOLATION,
-        INVALID_SESSION_ID), NOT_FOUND (SESSION_NOT_FOUND), RESOURCE_EXHAUSTED
-        (BUDGET_EXCEEDED, RATE_LIMITED) for the tenant's quotas, ABORTED
-        (SESSION_BUSY) when another turn claimed the same sequence numbers.
-        Upstream failures do not raise: the final event carries the error.
+        INVALID_SESSION_ID, UNKNOWN_TOOL_CALL_ID, CONTEXT_WINDOW_EXCEEDED when
+        the inputs alone do not fit the model), NOT_FOUND (SESSION_NOT_FOUND),
+        FAILED_PRECONDITION (SESSION_ENDED, TOOL_OUTPUTS_PENDING,
+        TOOL_OUTPUT_CONFLICT), RESOURCE_EXHAUSTED (BUDGET_EXCEEDED,
+        RATE_LIMITED) for the tenant's quotas, ABORTED (SESSION_BUSY) while
+        another turn of the session runs. Upstream failures do not raise: the
+        final event carries the error.
         """
         accepted = time.monotonic()
-        validate_inputs(inputs, options)
+        budget_s = self.max_turn_duration_s if deadline_s is None else min(self.max_turn_duration_s, deadline_s)
+        deadline = accepted + budget_s
+        validate_inputs(inputs, options, inputs_path)
         async with self.db.session() as db:
             view = await SessionService.load(db, principal, session_id)
+            if view.row.status == "ended":
+                raise AgentAPIError(
+                    "FAILED_PRECONDITION",
+                    "SESSION_ENDED",
+                    "the session has ended; start a new session",
+                    {"session_id": view.row.id},
+                )
             history = await MessageRepository(db, view.row.id).history()
-            tenant = await TenantRepository(db).get(principal.tenant_id)
-            if tenant is not None:
-                prompt_estimate = sum(estimate_tokens(m.content) for m in history) + sum(
-                    estimate_tokens(m.content) for m in inputs
-                )
-                await self.quota.check_budget(UsageRepository(db), tenant, prompt_estimate)
-                await self.quota.admit(tenant)
-            sequence = history[-1].sequence if history else 0
-            now = utcnow()
-            rows = []
-            for message in inputs:
-                sequence += 1
-                rows.append(
-                    new_message(
-                        view.row.id,
-                        principal.tenant_id,
-                        sequence,
-                        message.role,
-                        now,
-                        content=message.content,
-                        tool_calls=message.tool_calls or None,
-                        tool_call_id=message.tool_call_id,
-                        name=message.name,
-                    )
-                )
+            if any(m.status == "in_progress" for m in history):
+                raise _busy(view.row.id)
+            plan = reconcile(history, inputs, inputs_path)
+            if plan.reply is not None:
+                for row in plan.repeated:
+                    yield TurnEvent("input", message=row)
+                yield TurnEvent("final", message=plan.reply)
+                return
             settings = view.effective
             settings = replace(
                 settings,
                 temperature=options.temperature if options.temperature is not None else settings.temperature,
                 max_output_tokens=options.max_output_tokens or settings.max_output_tokens,
             )
+            sequence = history[-1].sequence if history else 0
+            now = utcnow()
+            rows = []
+            for index in plan.new:
+                message = inputs[index]
+                sequence += 1
+                row = new_message(
+                    view.row.id,
+                    principal.tenant_id,
+                    sequence,
+                    message.role,
+                    now,
+                    content=message.content,
+                    tool_calls=message.tool_calls or None,
+                    tool_call_id=message.tool_call_id,
+                    name=message.name,
+                )
+                row.token_count = count_message(to_openai(row), settings.model)
+                rows.append(row)
+            context = await self._window(history, rows, settings)
+            tenant = await TenantRepository(db).get(principal.tenant_id)
+            if tenant is not None:
+                prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows)
+                await self.quota.check_budget(UsageRepository(db), tenant, prompt_tokens)
+                await self.quota.admit(tenant)
             reply = new_message(
                 view.row.id,
                 principal.tenant_id,
@@ -246,23 +318,17 @@ class TurnRunner:
                 model=settings.model,
                 status="in_progress",
                 runner_id=self.runner_id,
+                prompt_first_sequence=(context or rows or [history[-1]])[0].sequence,
+                prompt_last_sequence=sequence,
             )
             db.add_all([*rows, reply])
             try:
                 await db.commit()
             except IntegrityError as exc:
-                raise AgentAPIError(
-                    "ABORTED",
-                    "SESSION_BUSY",
-                    "another turn of this session is running; retry when it ends",
-                    {"session_id": view.row.id},
-                ) from exc
-        for row in rows:
+                raise _busy(view.row.id) from exc
+        for row in [*plan.repeated, *rows]:
             yield TurnEvent("input", message=row)
-        prompt = [
-            to_openai(m) for m in history if not (m.role == "assistant" and m.status in _PROMPT_EXCLUDED_STATUSES)
-        ]
-        prompt += [to_openai(m) for m in rows]
+        prompt = [to_openai(m) for m in context] + [to_openai(m) for m in rows]
         if settings.system_prompt:
             prompt.insert(0, {"role": "system", "content": settings.system_prompt})
         request = ChatRequest(
@@ -272,16 +338,80 @@ class TurnRunner:
             max_tokens=settings.max_output_tokens,
             tools=settings.tools,
         )
-        async for event in self._stream(request, settings.fallback_models, reply, accepted):
+        async for event in self._stream(request, settings.fallback_models, reply, accepted, deadline):
             if event.kind == "final" and tenant is not None:
                 await self.quota.record_tokens(tenant, reply.prompt_tokens + reply.completion_tokens)
             yield event
 
+    async def _window(self, history: list[MessageRow], rows: list[MessageRow], settings: Settings) -> list[MessageRow]:
+        """The stored history that goes into the prompt: finished messages, the
+        newest whole groups within the history budget (the session's
+        ``history_token_budget``, else the model's context window less the
+        output reserve, the system prompt, the tools and the new inputs).
+        Raises INVALID_ARGUMENT (CONTEXT_WINDOW_EXCEEDED) when the inputs alone
+        overflow the context window."""
+        usable = [m for m in history if not (m.role == "assistant" and m.status in _PROMPT_EXCLUDED_STATUSES)]
+        if settings.history_token_budget is not None:
+            return usable[window(usable, settings.history_token_budget) :]
+        info = await self.catalog.find(settings.model)
+        if info is None or not info.context_window:
+            return usable
+        fixed = (
+            count_text(settings.system_prompt, settings.model)
+            + count_tools(settings.tools, settings.model)
+            + sum(r.token_count for r in rows)
+            + (settings.max_output_tokens or DEFAULT_OUTPUT_RESERVE)
+        )
+        budget = info.context_window - fixed
+        if budget < 0:
+            raise AgentAPIError(
+                "INVALID_ARGUMENT",
+                "CONTEXT_WINDOW_EXCEEDED",
+                f"the new messages need about {fixed} tokens with the output reserve; "
+                f"model {settings.model!r} takes {info.context_window}",
+                {"model": settings.model, "context_window": str(info.context_window)},
+            )
+        return usable[window(usable, budget) :]
+
+    async def _open(
+        self, request: ChatRequest, deadline: float, exits: AsyncExitStack
+    ) -> tuple[AsyncIterator[ChatChunk], list[ChatChunk], ChatStream]:
+        """Opens a stream and reads it up to its first content or tool-call
+        chunk, within the attempt timeout. Returns the rest of the stream, the
+        chunks read, and the stream. Raises DEADLINE_EXCEEDED (UPSTREAM_TIMEOUT,
+        TURN_DEADLINE_EXCEEDED) or UNAVAILABLE (UPSTREAM_EMPTY_COMPLETION)."""
+        attempt_deadline = min(deadline, time.monotonic() + self.policy.attempt_timeout_s)
+        head: list[ChatChunk] = []
+        try:
+            async with asyncio.timeout(attempt_deadline - time.monotonic()):
+                stream = await exits.enter_async_context(self.backend.stream(request))
+                chunks = aiter(stream)
+                async for chunk in chunks:
+                    head.append(chunk)
+                    if chunk.content or chunk.tool_calls:
+                        return chunks, head, stream
+        except TimeoutError as exc:
+            if attempt_deadline >= deadline:
+                raise _turn_deadline() from exc
+            raise AgentAPIError(
+                "DEADLINE_EXCEEDED",
+                "UPSTREAM_TIMEOUT",
+                f"model {request.model!r} sent nothing for {self.policy.attempt_timeout_s:g} s",
+                {"model": request.model},
+            ) from exc
+        raise AgentAPIError(
+            "UNAVAILABLE",
+            "UPSTREAM_EMPTY_COMPLETION",
+            f"model {request.model!r} ended its reply without content or tool calls",
+            {"model": request.model, "finish_reason": next((c.finish_reason for c in head if c.finish_reason), "")},
+        )
+
     async def _stream(
-        self, request: ChatRequest, fallback_models: list[str], reply: MessageRow, accepted: float
+        self, request: ChatRequest, fallback_models: list[str], reply: MessageRow, accepted: float, deadline: float
     ) -> AsyncIterator[TurnEvent]:
-        """Tries the model, then each fallback, moving on only for a retryable
-        failure before the first delta; once a delta is out there is no switch."""
+        """Tries the model, then each fallback. Each model gets the policy's
+        attempts, with backoff, for a retryable failure before the first delta;
+        once a delta is out there is no retry and no switch."""
         accumulated = _Reply()
         status = ""
         error: AgentAPIError | None = None
@@ -290,39 +420,57 @@ class TurnRunner:
         usage = None
         header_cost = None
         attempts: list[dict[str, Any]] = []
+        streaming_since: float | None = None
         models = [request.model, *(m for m in fallback_models if m != request.model)]
+
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, AgentAPIError) and exc.reason in RETRY_REASONS
+
         try:
-            for index, model in enumerate(models):
-                attempt_started = time.monotonic()
-                reply.model = model
-                try:
-                    async with self.backend.stream(replace(request, model=model)) as stream:
-                        reply.upstream_request_id = stream.request_id or ""
-                        header_cost = stream.cost_usd
-                        async for chunk in stream:
-                            if chunk.content or chunk.tool_calls:
-                                if first_delta_at is None:
-                                    first_delta_at = time.monotonic()
-                                numbered += 1
-                                accumulated.add(chunk.content, chunk.tool_calls)
-                                yield TurnEvent("delta", delta=Delta(numbered, chunk.content, chunk.tool_calls))
-                            if chunk.finish_reason:
-                                reply.finish_reason = chunk.finish_reason
-                            if chunk.usage is not None:
-                                usage = chunk.usage
-                except AgentAPIError as exc:
-                    attempts.append(_attempt(model, exc.reason, attempt_started))
-                    if numbered == 0 and exc.reason in FALLBACK_REASONS and index + 1 < len(models):
-                        log.warning(
-                            "model %s failed before its first delta (%s); trying %s",
-                            model,
-                            exc.reason,
-                            models[index + 1],
-                        )
-                        continue
-                    raise
-                attempts.append(_attempt(model, "", attempt_started))
-                break
+            async with AsyncExitStack() as exits:
+                for index, model in enumerate(models):
+                    reply.model = model
+                    try:
+                        async for attempt in self.policy.retrying(deadline, retryable):
+                            with attempt:
+                                started = time.monotonic()
+                                try:
+                                    chunks, head, stream = await self._open(
+                                        replace(request, model=model), deadline, exits
+                                    )
+                                except AgentAPIError as exc:
+                                    attempts.append(_attempt(model, exc.reason, started))
+                                    raise
+                        break
+                    except AgentAPIError as exc:
+                        if exc.reason in FALLBACK_REASONS and index + 1 < len(models) and time.monotonic() < deadline:
+                            log.warning("model %s failed (%s); trying %s", model, exc.reason, models[index + 1])
+                            continue
+                        raise
+                streaming_since = started
+                reply.upstream_request_id = stream.request_id or ""
+                header_cost = stream.cost_usd
+                pending = iter(head)
+                while True:
+                    chunk = next(pending, None)
+                    if chunk is None:
+                        try:
+                            async with asyncio.timeout(deadline - time.monotonic()):
+                                chunk = await anext(chunks)
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError as exc:
+                            raise _turn_deadline() from exc
+                    if chunk.content or chunk.tool_calls:
+                        if first_delta_at is None:
+                            first_delta_at = time.monotonic()
+                        numbered += 1
+                        accumulated.add(chunk.content, chunk.tool_calls)
+                        yield TurnEvent("delta", delta=Delta(numbered, chunk.content, chunk.tool_calls))
+                    if chunk.finish_reason:
+                        reply.finish_reason = chunk.finish_reason
+                    if chunk.usage is not None:
+                        usage = chunk.usage
             status = "requires_action" if accumulated.calls else "completed"
         except AgentAPIError as exc:
             status, error = "failed", exc
@@ -335,18 +483,21 @@ class TurnRunner:
             status, error = "failed", AgentAPIError("INTERNAL", "INTERNAL", "internal error")
             raise AgentAPIError("INTERNAL", "INTERNAL", "internal error") from exc
         finally:
+            if streaming_since is not None:  # the attempt that streamed, however it ended
+                attempts.append(_attempt(reply.model, error.reason if error else "", streaming_since))
             reply.status = status or "cancelled"
             reply.content = accumulated.content
             reply.tool_calls = accumulated.tool_calls or None
             if usage is not None:
                 reply.prompt_tokens, reply.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             elif numbered:
-                reply.completion_tokens = estimate_tokens(reply.content)
+                reply.completion_tokens = count_text(reply.content, reply.model)
             reply.attempts = attempts
             reply.cost_usd = await self._cost(reply.model, usage, header_cost, reply)
             reply.time_to_first_token_ms = int((first_delta_at - accepted) * 1000) if first_delta_at else 0
             reply.duration_ms = int((time.monotonic() - accepted) * 1000)
             reply.error = {"code": error.code, "reason": error.reason, "message": error.message} if error else None
+            reply.token_count = count_message(to_openai(reply), reply.model)
             reply.update_time = utcnow()
             # Shielded: a cancelled caller must not stop the terminal state being stored.
             await asyncio.shield(self._store_reply(reply))

@@ -96,20 +96,36 @@ class ConversationRepository:
         self.session = session
         self.tenant_id = tenant_id
 
-    async def get(self, conversation_id: str) -> ConversationRow | None:
-        """The tenant's live conversation with this UUID."""
+    async def get(self, conversation_id: str, include_deleted: bool = False) -> ConversationRow | None:
+        """The tenant's conversation with this UUID; a soft-deleted one only with ``include_deleted``."""
         row = await self.session.get(ConversationRow, conversation_id)
-        if row is None or row.tenant_id != self.tenant_id or row.delete_time is not None:
+        if row is None or row.tenant_id != self.tenant_id:
+            return None
+        if row.delete_time is not None and not include_deleted:
             return None
         return row
 
-    async def page(self, after: tuple[datetime, str] | None, limit: int) -> list[ConversationRow]:
-        """Up to ``limit`` of the tenant's conversations after the cursor."""
-        query = select(ConversationRow).where(
-            ConversationRow.tenant_id == self.tenant_id, ConversationRow.delete_time.is_(None)
-        )
-        query = keyset(query, ConversationRow, after, limit)
+    async def page(
+        self, position: tuple[datetime, str] | None, limit: int, show_deleted: bool = False, backward: bool = False
+    ) -> list[ConversationRow]:
+        """Up to ``limit`` of the tenant's conversations after the cursor (before it, newest first, ``backward``)."""
+        query = select(ConversationRow).where(ConversationRow.tenant_id == self.tenant_id)
+        if not show_deleted:
+            query = query.where(ConversationRow.delete_time.is_(None))
+        query = keyset(query, ConversationRow, position, limit, backward)
         return list((await self.session.execute(query)).scalars())
+
+    async def expired(self, now: datetime) -> list[str]:
+        """Ids of soft-deleted conversations (of any tenant) past their expire_time."""
+        query = select(ConversationRow.id).where(ConversationRow.expire_time < now)
+        return list((await self.session.execute(query)).scalars())
+
+    async def purge(self, conversation_id: str) -> None:
+        """Deletes a conversation with its sessions and messages, for good."""
+        sessions = select(SessionRow.id).where(SessionRow.conversation_id == conversation_id)
+        await self.session.execute(delete(MessageRow).where(MessageRow.session_id.in_(sessions)))
+        await self.session.execute(delete(SessionRow).where(SessionRow.conversation_id == conversation_id))
+        await self.session.execute(delete(ConversationRow).where(ConversationRow.id == conversation_id))
 
 
 class SessionRepository:
@@ -125,6 +141,27 @@ class SessionRepository:
         if row is None or row.tenant_id != self.tenant_id:
             return None
         return row
+
+    async def page(
+        self, conversation_id: str, position: tuple[datetime, str] | None, limit: int, backward: bool = False
+    ) -> list[SessionRow]:
+        """Up to ``limit`` sessions of a conversation after the cursor (before it, newest first, ``backward``)."""
+        query = select(SessionRow).where(
+            SessionRow.tenant_id == self.tenant_id, SessionRow.conversation_id == conversation_id
+        )
+        query = keyset(query, SessionRow, position, limit, backward)
+        return list((await self.session.execute(query)).scalars())
+
+    async def conversation_history(self, conversation_id: str) -> list[MessageRow]:
+        """Every message of a conversation's sessions, session by session (by
+        creation) and in sequence order within each."""
+        query = (
+            select(MessageRow)
+            .join(SessionRow, MessageRow.session_id == SessionRow.id)
+            .where(SessionRow.tenant_id == self.tenant_id, SessionRow.conversation_id == conversation_id)
+            .order_by(SessionRow.create_time, SessionRow.id, MessageRow.sequence)
+        )
+        return list((await self.session.execute(query)).scalars())
 
 
 class MessageRepository:
@@ -144,12 +181,24 @@ class MessageRepository:
         query = select(func.max(MessageRow.sequence)).where(MessageRow.session_id == self.session_id)
         return (await self.session.execute(query)).scalar() or 0
 
-    async def page(self, after_sequence: int, limit: int) -> list[MessageRow]:
-        """Up to ``limit`` messages with a sequence above ``after_sequence``."""
-        query = (
-            select(MessageRow)
-            .where(MessageRow.session_id == self.session_id, MessageRow.sequence > after_sequence)
-            .order_by(MessageRow.sequence)
-            .limit(limit)
-        )
+    async def page(
+        self,
+        position: int | None,
+        limit: int,
+        condition: ColumnElement[bool] | None = None,
+        backward: bool = False,
+    ) -> list[MessageRow]:
+        """Up to ``limit`` messages matching ``condition`` with a sequence above
+        ``position``, or below it in descending order when ``backward``."""
+        query = select(MessageRow).where(MessageRow.session_id == self.session_id).limit(limit)
+        if backward:
+            query = query.order_by(MessageRow.sequence.desc())
+            if position is not None:
+                query = query.where(MessageRow.sequence < position)
+        else:
+            query = query.order_by(MessageRow.sequence)
+            if position is not None:
+                query = query.where(MessageRow.sequence > position)
+        if condition is not None:
+            query = query.where(condition)
         return list((await self.session.execute(query)).scalars())

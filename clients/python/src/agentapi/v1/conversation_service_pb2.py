@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from agentapi.v1 import conversation_pb2 as agentapi_dot_v1_dot_conversation__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&agentapi/v1/conversation_service.proto\x12\x0b\x61gentapi.v1\x1a\x1e\x61gentapi/v1/conversation.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"L\n\x19\x43reateConversationRequest\x12/\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x19.agentapi.v1.Conversation\"M\n\x1a\x43reateConversationResponse\x12/\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x19.agentapi.v1.Conversation\"7\n\x16GetConversationRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"J\n\x17GetConversationResponse\x12/\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x19.agentapi.v1.Conversation\"A\n\x18ListConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x19ListConversationsResponse\x12\x30\n\rconversations\x18\x01 \x03(\x0b\x32\x19.agentapi.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xb1\x03\n\x13\x43onversationService\x12\x8e\x01\n\x12\x43reateConversation\x12&.agentapi.v1.CreateConversationRequest\x1a\'.agentapi.v1.CreateConversationResponse\"\'\x82\xd3\xe4\x93\x02!\"\x11/v1/conversations:\x0c\x63onversation\x12\x89\x01\n\x0fGetConversation\x12#.agentapi.v1.GetConversationRequest\x1a$.agentapi.v1.GetConversationResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/conversations/{conversation_id}\x12}\n\x11ListConversations\x12%.agentapi.v1.ListConversationsRequest\x1a&.agentapi.v1.ListConversationsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/conversationsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&agentapi/v1/conversation_service.proto\x12\x0b\x61gentapi.v1\x1a\x1e\x61gentapi/v1/conversation.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"L\n\x19\x43reateConversationRequest\x12/\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x19.agentapi.v1.Conversation\"M\n\x1a\x43reateConversationResponse\x12/\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x19.agentapi.v1.Conversation\"7\n\x16GetConversationRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"J\n\x17GetConversationResponse\x12/\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x19.agentapi.v1.Conversation\"W\n\x18ListConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x03 \x01(\x08\"\x83\x01\n\x19ListConversationsResponse\x12\x30\n\rconversations\x18\x01 \x03(\x0b\x32\x19.agentapi.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x1b\n\x13previous_page_token\x18\x03 \x01(\t\"\x83\x01\n\x19UpdateConversationRequest\x12\x35\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x19.agentapi.v1.ConversationB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"M\n\x1aUpdateConversationResponse\x12/\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x19.agentapi.v1.Conversation\":\n\x19\x44\x65leteConversationRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"M\n\x1a\x44\x65leteConversationResponse\x12/\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x19.agentapi.v1.Conversation\"<\n\x1bUndeleteConversationRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x1cUndeleteConversationResponse\x12/\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x19.agentapi.v1.Conversation2\x90\x07\n\x13\x43onversationService\x12\x8e\x01\n\x12\x43reateConversation\x12&.agentapi.v1.CreateConversationRequest\x1a\'.agentapi.v1.CreateConversationResponse\"\'\x82\xd3\xe4\x93\x02!\"\x11/v1/conversations:\x0c\x63onversation\x12\x89\x01\n\x0fGetConversation\x12#.agentapi.v1.GetConversationRequest\x1a$.agentapi.v1.GetConversationResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/conversations/{conversation_id}\x12}\n\x11ListConversations\x12%.agentapi.v1.ListConversationsRequest\x1a&.agentapi.v1.ListConversationsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/conversations\x12\xa0\x01\n\x12UpdateConversation\x12&.agentapi.v1.UpdateConversationRequest\x1a\'.agentapi.v1.UpdateConversationResponse\"9\x82\xd3\xe4\x93\x02\x33\x32#/v1/conversations/{conversation.id}:\x0c\x63onversation\x12\x92\x01\n\x12\x44\x65leteConversation\x12&.agentapi.v1.DeleteConversationRequest\x1a\'.agentapi.v1.DeleteConversationResponse\"+\x82\xd3\xe4\x93\x02%*#/v1/conversations/{conversation_id}\x12\xa4\x01\n\x14UndeleteConversation\x12(.agentapi.v1.UndeleteConversationRequest\x1a).agentapi.v1.UndeleteConversationResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/conversations/{conversation_id}:undelete:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +37,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETCONVERSATIONREQUEST'].fields_by_name['conversation_id']._loaded_options = None
   _globals['_GETCONVERSATIONREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATECONVERSATIONREQUEST'].fields_by_name['conversation']._loaded_options = None
+  _globals['_UPDATECONVERSATIONREQUEST'].fields_by_name['conversation']._serialized_options = b'\342A\001\002'
+  _globals['_DELETECONVERSATIONREQUEST'].fields_by_name['conversation_id']._loaded_options = None
+  _globals['_DELETECONVERSATIONREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\002'
+  _globals['_UNDELETECONVERSATIONREQUEST'].fields_by_name['conversation_id']._loaded_options = None
+  _globals['_UNDELETECONVERSATIONREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\002'
   _globals['_CONVERSATIONSERVICE'].methods_by_name['CreateConversation']._loaded_options = None
   _globals['_CONVERSATIONSERVICE'].methods_by_name['CreateConversation']._serialized_options = b'\202\323\344\223\002!\"\021/v1/conversations:\014conversation'
   _globals['_CONVERSATIONSERVICE'].methods_by_name['GetConversation']._loaded_options = None
   _globals['_CONVERSATIONSERVICE'].methods_by_name['GetConversation']._serialized_options = b'\202\323\344\223\002%\022#/v1/conversations/{conversation_id}'
   _globals['_CONVERSATIONSERVICE'].methods_by_name['ListConversations']._loaded_options = None
   _globals['_CONVERSATIONSERVICE'].methods_by_name['ListConversations']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/conversations'
-  _globals['_CREATECONVERSATIONREQUEST']._serialized_start=150
-  _globals['_CREATECONVERSATIONREQUEST']._serialized_end=226
-  _globals['_CREATECONVERSATIONRESPONSE']._serialized_start=228
-  _globals['_CREATECONVERSATIONRESPONSE']._serialized_end=305
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=307
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=362
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=364
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=438
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=440
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=505
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=507
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=609
-  _globals['_CONVERSATIONSERVICE']._serialized_start=612
-  _globals['_CONVERSATIONSERVICE']._serialized_end=1045
+  _globals['_CONVERSATIONSERVICE'].methods_by_name['UpdateConversation']._loaded_options = None
+  _globals['_CONVERSATIONSERVICE'].methods_by_name['UpdateConversation']._serialized_options = b'\202\323\344\223\00232#/v1/conversations/{conversation.id}:\014conversation'
+  _globals['_CONVERSATIONSERVICE'].methods_by_name['DeleteConversation']._loaded_options = None
+  _globals['_CONVERSATIONSERVICE'].methods_by_name['DeleteConversation']._serialized_options = b'\202\323\344\223\002%*#/v1/conversations/{conversation_id}'
+  _globals['_CONVERSATIONSERVICE'].methods_by_name['UndeleteConversation']._loaded_options = None
+  _globals['_CONVERSATIONSERVICE'].methods_by_name['UndeleteConversation']._serialized_options = b'\202\323\344\223\0021\",/v1/conversations/{conversation_id}:undelete:\001*'
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_start=184
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_end=260
+  _globals['_CREATECONVERSATIONRESPONSE']._serialized_start=262
+  _globals['_CREATECONVERSATIONRESPONSE']._serialized_end=339
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=341
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=396
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=398
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=472
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=474
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=561
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=564
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=695
+  _globals['_UPDATECONVERSATIONREQUEST']._serialized_start=698
+  _globals['_UPDATECONVERSATIONREQUEST']._serialized_end=829
+  _globals['_UPDATECONVERSATIONRESPONSE']._serialized_start=831
+  _globals['_UPDATECONVERSATIONRESPONSE']._serialized_end=908
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=910
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=968
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=970
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=1047
+  _globals['_UNDELETECONVERSATIONREQUEST']._serialized_start=1049
+  _globals['_UNDELETECONVERSATIONREQUEST']._serialized_end=1109
+  _globals['_UNDELETECONVERSATIONRESPONSE']._serialized_start=1111
+  _globals['_UNDELETECONVERSATIONRESPONSE']._serialized_end=1190
+  _globals['_CONVERSATIONSERVICE']._serialized_start=1193
+  _globals['_CONVERSATIONSERVICE']._serialized_end=2105
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,21 @@ class ConversationServiceStub:
                 request_serializer=agentapi_dot_v1_dot_conversation__service__pb2.ListConversationsRequest.SerializeToString,
                 response_deserializer=agentapi_dot_v1_dot_conversation__service__pb2.ListConversationsResponse.FromString,
                 _registered_method=True)
+        self.UpdateConversation = channel.unary_unary(
+                '/agentapi.v1.ConversationService/UpdateConversation',
+                request_serializer=agentapi_dot_v1_dot_conversation__service__pb2.UpdateConversationRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_conversation__service__pb2.UpdateConversationResponse.FromString,
+                _registered_method=True)
+        self.DeleteConversation = channel.unary_unary(
+                '/agentapi.v1.ConversationService/DeleteConversation',
+                request_serializer=agentapi_dot_v1_dot_conversation__service__pb2.DeleteConversationRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_conversation__service__pb2.DeleteConversationResponse.FromString,
+                _registered_method=True)
+        self.UndeleteConversation = channel.unary_unary(
+                '/agentapi.v1.ConversationService/UndeleteConversation',
+                request_serializer=agentapi_dot_v1_dot_conversation__service__pb2.UndeleteConversationRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_conversation__service__pb2.UndeleteConversationResponse.FromString,
+                _registered_method=True)
 
 
 class ConversationServiceServicer:
@@ -78,6 +93,34 @@ class ConversationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateConversation(self, request, context):
+        """Updates `title` and `metadata` as named by `update_mask` (both when it
+        is empty). Raises INVALID_ARGUMENT (FIELD_VIOLATION for an unknown
+        mask path), NOT_FOUND (CONVERSATION_NOT_FOUND) or ABORTED
+        (ETAG_MISMATCH).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConversation(self, request, context):
+        """Soft-deletes a conversation (AIP-164): it keeps its sessions and
+        messages, which still read, but takes no new sessions or turns
+        (FAILED_PRECONDITION, CONVERSATION_DELETED) until undeleted, and is
+        purged after `expire_time`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndeleteConversation(self, request, context):
+        """Restores a soft-deleted conversation. Raises NOT_FOUND
+        (CONVERSATION_NOT_FOUND) or FAILED_PRECONDITION (CONVERSATION_NOT_DELETED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConversationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +138,21 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.ListConversations,
                     request_deserializer=agentapi_dot_v1_dot_conversation__service__pb2.ListConversationsRequest.FromString,
                     response_serializer=agentapi_dot_v1_dot_conversation__service__pb2.ListConversationsResponse.SerializeToString,
+            ),
+            'UpdateConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConversation,
+                    request_deserializer=agentapi_dot_v1_dot_conversation__service__pb2.UpdateConversationRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_conversation__service__pb2.UpdateConversationResponse.SerializeToString,
+            ),
+            'DeleteConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConversation,
+                    request_deserializer=agentapi_dot_v1_dot_conversation__service__pb2.DeleteConversationRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_conversation__service__pb2.DeleteConversationResponse.SerializeToString,
+            ),
+            'UndeleteConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndeleteConversation,
+                    request_deserializer=agentapi_dot_v1_dot_conversation__service__pb2.UndeleteConversationRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_conversation__service__pb2.UndeleteConversationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +237,87 @@ class ConversationService:
             '/agentapi.v1.ConversationService/ListConversations',
             agentapi_dot_v1_dot_conversation__service__pb2.ListConversationsRequest.SerializeToString,
             agentapi_dot_v1_dot_conversation__service__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.ConversationService/UpdateConversation',
+            agentapi_dot_v1_dot_conversation__service__pb2.UpdateConversationRequest.SerializeToString,
+            agentapi_dot_v1_dot_conversation__service__pb2.UpdateConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.ConversationService/DeleteConversation',
+            agentapi_dot_v1_dot_conversation__service__pb2.DeleteConversationRequest.SerializeToString,
+            agentapi_dot_v1_dot_conversation__service__pb2.DeleteConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndeleteConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.ConversationService/UndeleteConversation',
+            agentapi_dot_v1_dot_conversation__service__pb2.UndeleteConversationRequest.SerializeToString,
+            agentapi_dot_v1_dot_conversation__service__pb2.UndeleteConversationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,22 @@ class ConversationServiceStub:
     """
     ListConversations: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.ListConversationsRequest, _conversation_service_pb2.ListConversationsResponse]
     """Lists the caller's conversations ordered by (create_time, id)."""
+    UpdateConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.UpdateConversationRequest, _conversation_service_pb2.UpdateConversationResponse]
+    """Updates `title` and `metadata` as named by `update_mask` (both when it
+    is empty). Raises INVALID_ARGUMENT (FIELD_VIOLATION for an unknown
+    mask path), NOT_FOUND (CONVERSATION_NOT_FOUND) or ABORTED
+    (ETAG_MISMATCH).
+    """
+    DeleteConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.DeleteConversationRequest, _conversation_service_pb2.DeleteConversationResponse]
+    """Soft-deletes a conversation (AIP-164): it keeps its sessions and
+    messages, which still read, but takes no new sessions or turns
+    (FAILED_PRECONDITION, CONVERSATION_DELETED) until undeleted, and is
+    purged after `expire_time`.
+    """
+    UndeleteConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.UndeleteConversationRequest, _conversation_service_pb2.UndeleteConversationResponse]
+    """Restores a soft-deleted conversation. Raises NOT_FOUND
+    (CONVERSATION_NOT_FOUND) or FAILED_PRECONDITION (CONVERSATION_NOT_DELETED).
+    """
 
 @_typing.type_check_only
 class ConversationServiceAsyncStub(ConversationServiceStub):
@@ -55,6 +71,22 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     """
     ListConversations: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.ListConversationsRequest, _conversation_service_pb2.ListConversationsResponse]  # type: ignore[assignment]
     """Lists the caller's conversations ordered by (create_time, id)."""
+    UpdateConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.UpdateConversationRequest, _conversation_service_pb2.UpdateConversationResponse]  # type: ignore[assignment]
+    """Updates `title` and `metadata` as named by `update_mask` (both when it
+    is empty). Raises INVALID_ARGUMENT (FIELD_VIOLATION for an unknown
+    mask path), NOT_FOUND (CONVERSATION_NOT_FOUND) or ABORTED
+    (ETAG_MISMATCH).
+    """
+    DeleteConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.DeleteConversationRequest, _conversation_service_pb2.DeleteConversationResponse]  # type: ignore[assignment]
+    """Soft-deletes a conversation (AIP-164): it keeps its sessions and
+    messages, which still read, but takes no new sessions or turns
+    (FAILED_PRECONDITION, CONVERSATION_DELETED) until undeleted, and is
+    purged after `expire_time`.
+    """
+    UndeleteConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.UndeleteConversationRequest, _conversation_service_pb2.UndeleteConversationResponse]  # type: ignore[assignment]
+    """Restores a soft-deleted conversation. Raises NOT_FOUND
+    (CONVERSATION_NOT_FOUND) or FAILED_PRECONDITION (CONVERSATION_NOT_DELETED).
+    """
 
 class ConversationServiceServicer:
     """Manages conversations."""
@@ -81,5 +113,36 @@ class ConversationServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_conversation_service_pb2.ListConversationsResponse, _abc.Awaitable[_conversation_service_pb2.ListConversationsResponse]]:
         """Lists the caller's conversations ordered by (create_time, id)."""
+
+    def UpdateConversation(
+        self,
+        request: _conversation_service_pb2.UpdateConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_service_pb2.UpdateConversationResponse, _abc.Awaitable[_conversation_service_pb2.UpdateConversationResponse]]:
+        """Updates `title` and `metadata` as named by `update_mask` (both when it
+        is empty). Raises INVALID_ARGUMENT (FIELD_VIOLATION for an unknown
+        mask path), NOT_FOUND (CONVERSATION_NOT_FOUND) or ABORTED
+        (ETAG_MISMATCH).
+        """
+
+    def DeleteConversation(
+        self,
+        request: _conversation_service_pb2.DeleteConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_service_pb2.DeleteConversationResponse, _abc.Awaitable[_conversation_service_pb2.DeleteConversationResponse]]:
+        """Soft-deletes a conversation (AIP-164): it keeps its sessions and
+        messages, which still read, but takes no new sessions or turns
+        (FAILED_PRECONDITION, CONVERSATION_DELETED) until undeleted, and is
+        purged after `expire_time`.
+        """
+
+    def UndeleteConversation(
+        self,
+        request: _conversation_service_pb2.UndeleteConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_service_pb2.UndeleteConversationResponse, _abc.Awaitable[_conversation_service_pb2.UndeleteConversationResponse]]:
+        """Restores a soft-deleted conversation. Raises NOT_FOUND
+        (CONVERSATION_NOT_FOUND) or FAILED_PRECONDITION (CONVERSATION_NOT_DELETED).
+        """
 
 def add_ConversationServiceServicer_to_server(servicer: ConversationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

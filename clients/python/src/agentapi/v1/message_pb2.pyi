@@ -116,6 +116,8 @@ class Message(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TOKEN_COUNT_FIELD_NUMBER: _builtins.int
+    PROMPT_MESSAGES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     session_id: _builtins.str
@@ -142,6 +144,8 @@ class Message(_message.Message):
     """Milliseconds from accepting the turn to its end."""
     upstream_request_id: _builtins.str
     """The upstream's request id, for tracing."""
+    token_count: _builtins.int
+    """Tokens this message takes in a prompt, counted once when stored."""
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """Tool calls made by an assistant message."""
@@ -172,6 +176,12 @@ class Message(_message.Message):
         fallbacks tried after a retryable failure before the first delta.
         """
 
+    @_builtins.property
+    def prompt_messages(self) -> Global___SequenceRange:
+        """For an assistant message: the range of message sequences that went
+        into its prompt (the windowed history and the turn's inputs).
+        """
+
     def __init__(
         self,
         *,
@@ -195,14 +205,42 @@ class Message(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         attempts: _abc.Iterable[Global___ModelAttempt] | None = ...,
+        token_count: _builtins.int = ...,
+        prompt_messages: Global___SequenceRange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "metadata", b"metadata", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "metadata", b"metadata", "prompt_messages", b"prompt_messages", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "metadata", b"metadata", "model", b"model", "name", b"name", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "time_to_first_token_ms", b"time_to_first_token_ms", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "metadata", b"metadata", "model", b"model", "name", b"name", "prompt_messages", b"prompt_messages", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class SequenceRange(_message.Message):
+    """An inclusive range of message sequence numbers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    first: _builtins.int
+    """The first sequence number."""
+    last: _builtins.int
+    """The last sequence number."""
+    def __init__(
+        self,
+        *,
+        first: _builtins.int = ...,
+        last: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first", b"first", "last", b"last"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SequenceRange: _TypeAlias = SequenceRange  # noqa: Y015
 
 @_typing.final
 class ModelAttempt(_message.Message):

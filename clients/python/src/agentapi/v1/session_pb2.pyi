@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _SessionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SessionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SessionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SESSION_STATUS_UNSPECIFIED: _SessionStatus.ValueType  # 0
+    """Not set."""
+    SESSION_STATUS_ACTIVE: _SessionStatus.ValueType  # 1
+    """The session takes new turns."""
+    SESSION_STATUS_ENDED: _SessionStatus.ValueType  # 2
+    """EndSession ended the session; it still reads, and refuses new turns."""
+
+class SessionStatus(_SessionStatus, metaclass=_SessionStatusEnumTypeWrapper):
+    """Whether a session takes new turns."""
+
+SESSION_STATUS_UNSPECIFIED: SessionStatus.ValueType  # 0
+"""Not set."""
+SESSION_STATUS_ACTIVE: SessionStatus.ValueType  # 1
+"""The session takes new turns."""
+SESSION_STATUS_ENDED: SessionStatus.ValueType  # 2
+"""EndSession ended the session; it still reads, and refuses new turns."""
+Global___SessionStatus: _TypeAlias = SessionStatus  # noqa: Y015
 
 @_typing.final
 class Session(_message.Message):
@@ -35,12 +60,21 @@ class Session(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    AGENT_REVISION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     conversation_id: _builtins.str
     """The conversation the session belongs to; created on demand when empty."""
     agent_id: _builtins.str
     """The agent's UUID or key; empty for a plain-model session."""
+    agent_revision: _builtins.int
+    """The agent revision the session pinned when it was created; its
+    prompt, models and tools apply for the whole session.
+    """
+    status: Global___SessionStatus.ValueType
+    """Whether the session takes new turns."""
     @_builtins.property
     def overrides(self) -> Global___SessionSettings:
         """Settings that override the agent's for this session."""
@@ -61,6 +95,10 @@ class Session(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the session was last changed."""
 
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When EndSession ended the session."""
+
     def __init__(
         self,
         *,
@@ -72,10 +110,13 @@ class Session(_message.Message):
         metadata: _struct_pb2.Struct | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        agent_revision: _builtins.int = ...,
+        status: Global___SessionStatus.ValueType = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "effective_settings", b"effective_settings", "metadata", b"metadata", "overrides", b"overrides", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "effective_settings", b"effective_settings", "end_time", b"end_time", "metadata", b"metadata", "overrides", b"overrides", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "conversation_id", b"conversation_id", "create_time", b"create_time", "effective_settings", b"effective_settings", "id", b"id", "metadata", b"metadata", "overrides", b"overrides", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_revision", b"agent_revision", "conversation_id", b"conversation_id", "create_time", b"create_time", "effective_settings", b"effective_settings", "end_time", b"end_time", "id", b"id", "metadata", b"metadata", "overrides", b"overrides", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -93,6 +134,8 @@ class SessionSettings(_message.Message):
     TOOLS_FIELD_NUMBER: _builtins.int
     FALLBACK_MODELS_FIELD_NUMBER: _builtins.int
     SYSTEM_PROMPT_FIELD_NUMBER: _builtins.int
+    ALLOWED_TOOLS_FIELD_NUMBER: _builtins.int
+    HISTORY_TOKEN_BUDGET_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Upstream model id; required for a plain-model session."""
     temperature: _builtins.float
@@ -101,6 +144,11 @@ class SessionSettings(_message.Message):
     """Upper bound on completion tokens, at least 1."""
     system_prompt: _builtins.str
     """The system prompt."""
+    history_token_budget: _builtins.int
+    """Most tokens of stored history sent with a turn (the newest that fit,
+    never splitting a tool call from its results). Unset: the model's
+    context window minus `max_output_tokens` (or 1024), when known.
+    """
     @_builtins.property
     def tools(self) -> _containers.RepeatedCompositeFieldContainer[_agent_pb2.Tool]:
         """Extra tools offered to the model, for plain-model sessions."""
@@ -108,6 +156,10 @@ class SessionSettings(_message.Message):
     @_builtins.property
     def fallback_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Fallback models tried in order after `model`."""
+
+    @_builtins.property
+    def allowed_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the agent's tools this session may use; empty means all."""
 
     def __init__(
         self,
@@ -118,15 +170,21 @@ class SessionSettings(_message.Message):
         tools: _abc.Iterable[_agent_pb2.Tool] | None = ...,
         fallback_models: _abc.Iterable[_builtins.str] | None = ...,
         system_prompt: _builtins.str = ...,
+        allowed_tools: _abc.Iterable[_builtins.str] | None = ...,
+        history_token_budget: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_output_tokens", b"_max_output_tokens", "_temperature", b"_temperature", "max_output_tokens", b"max_output_tokens", "temperature", b"temperature"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_history_token_budget", b"_history_token_budget", "_max_output_tokens", b"_max_output_tokens", "_temperature", b"_temperature", "history_token_budget", b"history_token_budget", "max_output_tokens", b"max_output_tokens", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_output_tokens", b"_max_output_tokens", "_temperature", b"_temperature", "fallback_models", b"fallback_models", "max_output_tokens", b"max_output_tokens", "model", b"model", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_history_token_budget", b"_history_token_budget", "_max_output_tokens", b"_max_output_tokens", "_temperature", b"_temperature", "allowed_tools", b"allowed_tools", "fallback_models", b"fallback_models", "history_token_budget", b"history_token_budget", "max_output_tokens", b"max_output_tokens", "model", b"model", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__history_token_budget: _TypeAlias = _typing.Literal["history_token_budget"]  # noqa: Y015
+    _WhichOneofArgType__history_token_budget: _TypeAlias = _typing.Literal["_history_token_budget", b"_history_token_budget"]  # noqa: Y015
     _WhichOneofReturnType__max_output_tokens: _TypeAlias = _typing.Literal["max_output_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_output_tokens: _TypeAlias = _typing.Literal["_max_output_tokens", b"_max_output_tokens"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__history_token_budget) -> _WhichOneofReturnType__history_token_budget | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_output_tokens) -> _WhichOneofReturnType__max_output_tokens | None: ...
     @_typing.overload

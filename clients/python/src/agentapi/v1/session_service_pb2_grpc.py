@@ -60,6 +60,31 @@ class SessionServiceStub:
                 request_serializer=agentapi_dot_v1_dot_session__service__pb2.ListMessagesRequest.SerializeToString,
                 response_deserializer=agentapi_dot_v1_dot_session__service__pb2.ListMessagesResponse.FromString,
                 _registered_method=True)
+        self.SubmitToolOutputs = channel.unary_stream(
+                '/agentapi.v1.SessionService/SubmitToolOutputs',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.SubmitToolOutputsRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.SubmitToolOutputsResponse.FromString,
+                _registered_method=True)
+        self.EndSession = channel.unary_unary(
+                '/agentapi.v1.SessionService/EndSession',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.EndSessionRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.EndSessionResponse.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/agentapi.v1.SessionService/ListSessions',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.ExportSession = channel.unary_unary(
+                '/agentapi.v1.SessionService/ExportSession',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.ExportSessionRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.ExportSessionResponse.FromString,
+                _registered_method=True)
+        self.ReplaySession = channel.unary_unary(
+                '/agentapi.v1.SessionService/ReplaySession',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.ReplaySessionRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.ReplaySessionResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -103,7 +128,57 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMessages(self, request, context):
-        """Lists a session's messages in sequence order, a page at a time.
+        """Lists a session's messages in sequence order, a page at a time,
+        forwards or backwards, optionally filtered by role or status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitToolOutputs(self, request, context):
+        """Sends the outputs of the tool calls that the last assistant message
+        made (status REQUIRES_ACTION), then streams the continued turn like
+        SendStreamingMessage. Outputs are matched by `tool_call_id`; an
+        output identical to a stored one is a no-op, so a retry after a
+        failure or a restart is safe. Raises INVALID_ARGUMENT
+        (UNKNOWN_TOOL_CALL_ID), FAILED_PRECONDITION (TOOL_OUTPUTS_PENDING,
+        with the pending ids in its metadata; NO_PENDING_TOOL_CALLS;
+        TOOL_OUTPUT_CONFLICT for a different output to an answered call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndSession(self, request, context):
+        """Ends a session: it keeps reading, and refuses new turns with
+        FAILED_PRECONDITION (SESSION_ENDED). Ending an ended session returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """Lists the sessions of a conversation by (create_time, id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportSession(self, request, context):
+        """Exports a session's transcript with its pinned agent revision and each
+        message's model and usage, as OpenAI `messages` JSON, JSONL (one turn
+        per line) or Markdown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplaySession(self, request, context):
+        """Re-runs a stored session's user turns against another model in a new
+        session of the same conversation, so the two can be compared. Tool
+        calls of the new model are answered with the stored outputs of the
+        same call (same function and arguments); the replay stops at the
+        first call that has none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +211,31 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListMessages,
                     request_deserializer=agentapi_dot_v1_dot_session__service__pb2.ListMessagesRequest.FromString,
                     response_serializer=agentapi_dot_v1_dot_session__service__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'SubmitToolOutputs': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubmitToolOutputs,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.SubmitToolOutputsRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.SubmitToolOutputsResponse.SerializeToString,
+            ),
+            'EndSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndSession,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.EndSessionRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.EndSessionResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.ListSessionsRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'ExportSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportSession,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.ExportSessionRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.ExportSessionResponse.SerializeToString,
+            ),
+            'ReplaySession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaySession,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.ReplaySessionRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.ReplaySessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +374,141 @@ class SessionService:
             '/agentapi.v1.SessionService/ListMessages',
             agentapi_dot_v1_dot_session__service__pb2.ListMessagesRequest.SerializeToString,
             agentapi_dot_v1_dot_session__service__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitToolOutputs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentapi.v1.SessionService/SubmitToolOutputs',
+            agentapi_dot_v1_dot_session__service__pb2.SubmitToolOutputsRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.SubmitToolOutputsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/EndSession',
+            agentapi_dot_v1_dot_session__service__pb2.EndSessionRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.EndSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/ListSessions',
+            agentapi_dot_v1_dot_session__service__pb2.ListSessionsRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/ExportSession',
+            agentapi_dot_v1_dot_session__service__pb2.ExportSessionRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.ExportSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaySession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/ReplaySession',
+            agentapi_dot_v1_dot_session__service__pb2.ReplaySessionRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.ReplaySessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,7 +54,37 @@ class SessionServiceStub:
     message and ends the call with the typed status.
     """
     ListMessages: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListMessagesRequest, _session_service_pb2.ListMessagesResponse]
-    """Lists a session's messages in sequence order, a page at a time."""
+    """Lists a session's messages in sequence order, a page at a time,
+    forwards or backwards, optionally filtered by role or status.
+    """
+    SubmitToolOutputs: _grpc.UnaryStreamMultiCallable[_session_service_pb2.SubmitToolOutputsRequest, _session_service_pb2.SubmitToolOutputsResponse]
+    """Sends the outputs of the tool calls that the last assistant message
+    made (status REQUIRES_ACTION), then streams the continued turn like
+    SendStreamingMessage. Outputs are matched by `tool_call_id`; an
+    output identical to a stored one is a no-op, so a retry after a
+    failure or a restart is safe. Raises INVALID_ARGUMENT
+    (UNKNOWN_TOOL_CALL_ID), FAILED_PRECONDITION (TOOL_OUTPUTS_PENDING,
+    with the pending ids in its metadata; NO_PENDING_TOOL_CALLS;
+    TOOL_OUTPUT_CONFLICT for a different output to an answered call).
+    """
+    EndSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.EndSessionRequest, _session_service_pb2.EndSessionResponse]
+    """Ends a session: it keeps reading, and refuses new turns with
+    FAILED_PRECONDITION (SESSION_ENDED). Ending an ended session returns it.
+    """
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]
+    """Lists the sessions of a conversation by (create_time, id)."""
+    ExportSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ExportSessionRequest, _session_service_pb2.ExportSessionResponse]
+    """Exports a session's transcript with its pinned agent revision and each
+    message's model and usage, as OpenAI `messages` JSON, JSONL (one turn
+    per line) or Markdown.
+    """
+    ReplaySession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ReplaySessionRequest, _session_service_pb2.ReplaySessionResponse]
+    """Re-runs a stored session's user turns against another model in a new
+    session of the same conversation, so the two can be compared. Tool
+    calls of the new model are answered with the stored outputs of the
+    same call (same function and arguments); the replay stops at the
+    first call that has none.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -82,7 +112,37 @@ class SessionServiceAsyncStub(SessionServiceStub):
     message and ends the call with the typed status.
     """
     ListMessages: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListMessagesRequest, _session_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
-    """Lists a session's messages in sequence order, a page at a time."""
+    """Lists a session's messages in sequence order, a page at a time,
+    forwards or backwards, optionally filtered by role or status.
+    """
+    SubmitToolOutputs: _aio.UnaryStreamMultiCallable[_session_service_pb2.SubmitToolOutputsRequest, _session_service_pb2.SubmitToolOutputsResponse]  # type: ignore[assignment]
+    """Sends the outputs of the tool calls that the last assistant message
+    made (status REQUIRES_ACTION), then streams the continued turn like
+    SendStreamingMessage. Outputs are matched by `tool_call_id`; an
+    output identical to a stored one is a no-op, so a retry after a
+    failure or a restart is safe. Raises INVALID_ARGUMENT
+    (UNKNOWN_TOOL_CALL_ID), FAILED_PRECONDITION (TOOL_OUTPUTS_PENDING,
+    with the pending ids in its metadata; NO_PENDING_TOOL_CALLS;
+    TOOL_OUTPUT_CONFLICT for a different output to an answered call).
+    """
+    EndSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.EndSessionRequest, _session_service_pb2.EndSessionResponse]  # type: ignore[assignment]
+    """Ends a session: it keeps reading, and refuses new turns with
+    FAILED_PRECONDITION (SESSION_ENDED). Ending an ended session returns it.
+    """
+    ListSessions: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Lists the sessions of a conversation by (create_time, id)."""
+    ExportSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ExportSessionRequest, _session_service_pb2.ExportSessionResponse]  # type: ignore[assignment]
+    """Exports a session's transcript with its pinned agent revision and each
+    message's model and usage, as OpenAI `messages` JSON, JSONL (one turn
+    per line) or Markdown.
+    """
+    ReplaySession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ReplaySessionRequest, _session_service_pb2.ReplaySessionResponse]  # type: ignore[assignment]
+    """Re-runs a stored session's user turns against another model in a new
+    session of the same conversation, so the two can be compared. Tool
+    calls of the new model are answered with the stored outputs of the
+    same call (same function and arguments); the replay stops at the
+    first call that has none.
+    """
 
 class SessionServiceServicer:
     """Runs sessions: turns in, streamed replies out, every message stored."""
@@ -132,6 +192,61 @@ class SessionServiceServicer:
         request: _session_service_pb2.ListMessagesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_service_pb2.ListMessagesResponse, _abc.Awaitable[_session_service_pb2.ListMessagesResponse]]:
-        """Lists a session's messages in sequence order, a page at a time."""
+        """Lists a session's messages in sequence order, a page at a time,
+        forwards or backwards, optionally filtered by role or status.
+        """
+
+    def SubmitToolOutputs(
+        self,
+        request: _session_service_pb2.SubmitToolOutputsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_session_service_pb2.SubmitToolOutputsResponse], _abc.AsyncIterator[_session_service_pb2.SubmitToolOutputsResponse]]:
+        """Sends the outputs of the tool calls that the last assistant message
+        made (status REQUIRES_ACTION), then streams the continued turn like
+        SendStreamingMessage. Outputs are matched by `tool_call_id`; an
+        output identical to a stored one is a no-op, so a retry after a
+        failure or a restart is safe. Raises INVALID_ARGUMENT
+        (UNKNOWN_TOOL_CALL_ID), FAILED_PRECONDITION (TOOL_OUTPUTS_PENDING,
+        with the pending ids in its metadata; NO_PENDING_TOOL_CALLS;
+        TOOL_OUTPUT_CONFLICT for a different output to an answered call).
+        """
+
+    def EndSession(
+        self,
+        request: _session_service_pb2.EndSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.EndSessionResponse, _abc.Awaitable[_session_service_pb2.EndSessionResponse]]:
+        """Ends a session: it keeps reading, and refuses new turns with
+        FAILED_PRECONDITION (SESSION_ENDED). Ending an ended session returns it.
+        """
+
+    def ListSessions(
+        self,
+        request: _session_service_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.ListSessionsResponse, _abc.Awaitable[_session_service_pb2.ListSessionsResponse]]:
+        """Lists the sessions of a conversation by (create_time, id)."""
+
+    def ExportSession(
+        self,
+        request: _session_service_pb2.ExportSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.ExportSessionResponse, _abc.Awaitable[_session_service_pb2.ExportSessionResponse]]:
+        """Exports a session's transcript with its pinned agent revision and each
+        message's model and usage, as OpenAI `messages` JSON, JSONL (one turn
+        per line) or Markdown.
+        """
+
+    def ReplaySession(
+        self,
+        request: _session_service_pb2.ReplaySessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.ReplaySessionResponse, _abc.Awaitable[_session_service_pb2.ReplaySessionResponse]]:
+        """Re-runs a stored session's user turns against another model in a new
+        session of the same conversation, so the two can be compared. Tool
+        calls of the new model are answered with the stored outputs of the
+        same call (same function and arguments); the replay stops at the
+        first call that has none.
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
