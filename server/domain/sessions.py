@@ -145,8 +145,6 @@ class SessionService:
         violations = Violations()
         if not agent_id and not overrides.model:
             violations.add("session.agent_id", "name an agent, or set overrides.model for a plain-model session")
-        validate_settings(overrides, "session.overrides", violations)
-        violations.raise_if_any()
         if conversation_id:
             conversation_id = require_uuid(conversation_id, "session.conversation_id", "INVALID_CONVERSATION_ID")
         now = utcnow()

@@ -325,7 +325,7 @@ class TurnRunner:
             try:
                 await db.commit()
             except IntegrityError as exc:
-                raise _busy(view.row.id) from exc
+                raise _busy(reply.session_id) from exc
         for row in [*plan.repeated, *rows]:
             yield TurnEvent("input", message=row)
         prompt = [to_openai(m) for m in context] + [to_openai(m) for m in rows]
