@@ -150,3 +150,45 @@ async def test_offline_model_drives_a_tool_round_trip(offline_stack: Stack, key:
     assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Lima"})
     done = await _submit(offline_stack, session.id, {call.id: "sunny, 24 C"})
     assert done[-1].assistant_message.content == "Tool get_weather returned: sunny, 24 C"
+
+
+async def test_bridge_tool_round_trip_as_the_openai_sdk_does_it(stack: Stack, upstream: Any) -> None:
+    """The SDK loop: ask with tools, run the calls, append the assistant message
+    and one ``tool`` message per call, resend everything with X-Session-Id."""
+    client = stack.openai()
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": 'plan my day [[tool:get_weather {"city": "Rome"}]] [[tool:get_time]]'}
+    ]
+    raw = await client.chat.completions.with_raw_response.create(
+        model="scripted-a", messages=messages, tools=[WEATHER, CLOCK], stream=True
+    )
+    session_id = raw.headers["x-session-id"]
+    calls: dict[int, dict[str, str]] = {}
+    async for chunk in raw.parse():
+        for fragment in chunk.choices[0].delta.tool_calls or () if chunk.choices else ():
+            call = calls.setdefault(fragment.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] = fragment.id or call["id"]
+            call["name"] += fragment.function.name or ""
+            call["arguments"] += fragment.function.arguments or ""
+    assert [c["name"] for c in calls.values()] == ["get_weather", "get_time"]
+    messages.append(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in calls.values()
+            ],
+        }
+    )
+    messages += [{"role": "tool", "tool_call_id": c["id"], "content": f"result of {c['name']}"} for c in calls.values()]
+
+    await stack.restart()
+    final = await stack.openai().chat.completions.create(
+        model="scripted-a", messages=messages, tools=[WEATHER, CLOCK], extra_headers={"X-Session-Id": session_id}
+    )
+    assert final.choices[0].message.content == "Tool result: result of get_time"
+    assert final.choices[0].finish_reason == "stop"
+    stored = await all_messages(stack, session_id)
+    assert [m.role for m in stored] == [pb.ROLE_USER, pb.ROLE_ASSISTANT, pb.ROLE_TOOL, pb.ROLE_TOOL, pb.ROLE_ASSISTANT]
+    assert [m.tool_call_id for m in stored[2:4]] == [c["id"] for c in calls.values()]
