@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-ci generate check-generated lint lint-proto install litellm bench-ttft clean
+.PHONY: run test test-ci generate check-generated lint lint-proto install litellm bench-ttft bench bench-quick clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,17 @@ lint-proto:
 # Time to first token of direct, LiteLLM and agentapi arms, interleaved in one run.
 bench-ttft: $(STAMP) litellm
 	$(BIN)/python -m bench.ttft 200
+
+# Issue 7's benchmark: every arm interleaved in one run on this machine (needs MariaDB at
+# 127.0.0.1:3306); writes bench/results/<date>.{json,png,md} and prints the table. ~10 min.
+bench: $(STAMP) litellm
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.run
+
+# The same harness with small counts, under 60 s: proves every arm works, asserts nothing about speed.
+bench-quick: $(STAMP) litellm
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) .venv-litellm var

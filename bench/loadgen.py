@@ -266,6 +266,7 @@ class HttpClient:
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
     async def run(self, request: bytes, turn: Turn) -> Turn:
+        connection = None
         try:
             connection = await self._connection()
             await connection.send(request, turn)
@@ -273,6 +274,10 @@ class HttpClient:
                 self.idle.append(connection)
             elif connection.transport is not None:
                 connection.transport.close()
+        except asyncio.CancelledError:
+            if connection is not None and connection.transport is not None:
+                connection.transport.close()  # the caller gave up: hang up, as a client would
+            raise
         except Exception as exc:
             turn.error = turn.error or f"{type(exc).__name__}: {exc}"
         return turn
@@ -586,9 +591,13 @@ async def closed_loop(turn: Callable[[], Awaitable[Turn]], concurrency: int, ram
     return Window(turns, window_start, stop)
 
 
-async def open_loop(turn: Callable[[], Awaitable[Turn]], rate: float, warm: float, duration: float) -> Window:
+async def open_loop(
+    turn: Callable[[], Awaitable[Turn]], rate: float, warm: float, duration: float, drain: float
+) -> Window:
     """Starts a turn every ``1 / rate`` seconds, on schedule whatever the answers
-    do, for ``warm + duration`` seconds; the window is the last ``duration``."""
+    do, for ``warm + duration`` seconds; the window is the last ``duration``.
+    Turns still running ``drain`` seconds after the last start are cancelled and
+    count as failed (an overloaded arm's backlog would otherwise take minutes)."""
     turns: list[Turn] = []
     tasks = []
     start = perf()
@@ -604,5 +613,11 @@ async def open_loop(turn: Callable[[], Awaitable[Turn]], rate: float, warm: floa
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one()))
         k += 1
-    await asyncio.gather(*tasks)
+    _, pending = await asyncio.wait(tasks, timeout=drain)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    unfinished = Turn(0)
+    unfinished.sent, unfinished.error = window_start, f"unfinished {drain:.0f} s after the last arrival (cancelled)"
+    turns.extend(unfinished for _ in pending)
     return Window(turns, window_start, stop)

@@ -104,7 +104,9 @@ def start_dbproxy(logs: Path, delays_ms: list[float]) -> Proc:
     return proc
 
 
-def start_agentapi(name: str, logs: Path, database_url: str, llm_base_url: str, llm_api_key: str) -> Proc:
+def start_agentapi(
+    name: str, logs: Path, database_url: str, llm_base_url: str, llm_api_key: str, wrapper: list[str] | None = None
+) -> Proc:
     """``agentapi serve --migrate`` (gRPC and the bridge in one process, as shipped)."""
     grpc_port, http_port = free_port(), free_port()
     env = os.environ.copy() | {
@@ -116,7 +118,8 @@ def start_agentapi(name: str, logs: Path, database_url: str, llm_base_url: str, 
         "AGENTAPI_HTTP_ADDR": f"127.0.0.1:{http_port}",
         "AGENTAPI_RUNNER_ID": f"bench-{name}",
     }
-    proc = _spawn(f"agentapi-{name}", [sys.executable, "-m", "server.cli", "serve", "--migrate"], logs, env)
+    cmd = [sys.executable, *(wrapper or []), "-m", "server.cli", "serve", "--migrate"]
+    proc = _spawn(f"agentapi-{name}", cmd, logs, env)
     proc.ports.update(grpc=grpc_port, http=http_port)
     return proc
 

@@ -26,13 +26,35 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 from bench import procs
 from bench.loadgen import AgentapiProcess, Arm, BridgeArm, GrpcArm, closed_loop
 from bench.run import CACHE, run_snapshot, stats_ms
 
+# Sample buckets, first match wins (checked against every frame of a sample).
+BUCKETS = (
+    ("database (SQLAlchemy, aiosqlite, aiomysql)", ("sqlalchemy/", "aiosqlite/", "aiomysql/", "pymysql/")),
+    ("upstream HTTP client (httpx, httpcore, h11, SSE)", ("httpx/", "httpcore/", "h11/", "httpx_sse/", "anyio/")),
+    ("JSON bridge (starlette, uvicorn, sse_starlette)", ("starlette/", "uvicorn/", "sse_starlette/", "gateway/")),
+    ("protobuf conversion (server/api/convert.py)", ("server/api/convert.py", "protobuf/")),
+    ("logging", ("logging/",)),
+    ("grpc (Python layer)", ("grpc/",)),
+    ("agentapi code", ("server/api/", "server/domain/", "server/llm/", "server/store/", "server/app.py")),
+    ("asyncio loop and C callbacks (grpc core, sockets)", ("asyncio/",)),
+)
+
+
+def bucket_of(frames: list[str]) -> str:
+    for name, needles in BUCKETS:
+        if any(needle in frame for frame in frames for needle in needles):
+            return name
+    return "other (threads without Python frames, interpreter)"
+
 
 def summarize_stacks(path: Path, top: int) -> str:
     own: collections.Counter[str] = collections.Counter()
+    buckets: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
@@ -43,19 +65,52 @@ def summarize_stacks(path: Path, top: int) -> str:
         total += count
         frames = stack.split(";")
         own[frames[-1]] += count
+        buckets[bucket_of(frames)] += count
         for frame in set(frames):
             inclusive[frame] += count
-    lines = [f"{total} samples", "", "own time:"]
+    lines = [f"{total} samples", "", "by component (first match: database, HTTP client, bridge, ...):"]
+    lines += [f"  {n / total:6.1%}  {b}" for b, n in buckets.most_common()]
+    lines += ["", "own time:"]
     lines += [f"  {n / total:6.1%}  {f}" for f, n in own.most_common(top)]
     lines += ["", "inclusive time:"]
     lines += [f"  {n / total:6.1%}  {f}" for f, n in inclusive.most_common(top)]
     return "\n".join(lines)
 
 
-async def drive(arm: Arm, workload: str, concurrency: int, seconds: float, deltas: int) -> dict[str, object]:
+def print_cprofile(path: Path, top: int, turns: int) -> None:
+    """The functions with the most own and cumulative time, with calls per measured turn."""
+    import pstats
+
+    if not path.exists():
+        print(f"no cProfile output at {path}")
+        return
+    stats = pstats.Stats(str(path))
+    entries = stats.stats  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, name), (_cc, ncalls, tottime, cumtime, _callers) in entries.items():
+        short = f"{Path(file).parent.name}/{Path(file).name}:{line}({name})" if line else name
+        rows.append((tottime, cumtime, ncalls, short))
+    total = sum(r[0] for r in rows)
+    print(f"cProfile (main thread only; all turns incl. warm-up): {total:.2f} s own time in total")
+    print("own time:")
+    for tottime, _, ncalls, name in sorted(rows, reverse=True)[:top]:
+        print(f"  {tottime / total:6.1%}  {ncalls / max(1, turns):8.1f}/turn  {name}")
+    print("cumulative:")
+    for _, cumtime, ncalls, name in sorted(rows, key=lambda r: -r[1])[:top]:
+        print(f"  {cumtime:8.2f}s  {ncalls / max(1, turns):8.1f}/turn  {name}")
+    print(f"profile: {path}")
+
+
+def model_of(workload: str, deltas: int) -> str:
     if workload.endswith("ttft"):
-        model = "paced-2"
-        await arm.prepare(model, int(seconds * 40))
+        return "paced-1"
+    return f"instant-{deltas}" if workload.endswith("unary") else f"paced-{deltas}"
+
+
+async def drive(arm: Arm, workload: str, concurrency: int, seconds: float, deltas: int) -> dict[str, object]:
+    """Runs the workload; sessions must have been prepared (so none is created while sampling)."""
+    model = model_of(workload, deltas)
+    if workload.endswith("ttft"):
         turns = []
         stop = time.perf_counter() + seconds
         while time.perf_counter() < stop:
@@ -63,12 +118,8 @@ async def drive(arm: Arm, workload: str, concurrency: int, seconds: float, delta
             await asyncio.sleep(0.005)
         return {"turns": len(turns), "ttft_ms": stats_ms([t.ttft for t in turns if t.ttft is not None])}
     if workload.endswith("unary"):
-        model = f"instant-{deltas}"
-        await arm.prepare(model, int(seconds * 300))
         window = await closed_loop(lambda: arm.unary(model), concurrency, 0.5, seconds)
     else:
-        model = f"paced-{deltas}"
-        await arm.prepare(model, int(concurrency * (seconds + 3) / 1.2))
         window = await closed_loop(lambda: arm.stream(model), concurrency, 1.3, seconds)
     counted = window.counted
     return {
@@ -90,8 +141,14 @@ async def main_async(args: argparse.Namespace) -> None:
         db_url = f"sqlite+aiosqlite:///{logs / 'profile.db'}"
     else:
         db_url = mariadb.create("profile")
-    agentapi = procs.start_agentapi("profile", logs, db_url, f"http://127.0.0.1:{upstream.ports['http']}/v1", "k")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    cprofile_out = CACHE / f"profile-{stamp}-{args.db}-{args.workload}.prof"
+    wrapper = ["-m", "cProfile", "-o", str(cprofile_out)] if args.profiler == "cprofile" else None
+    agentapi = procs.start_agentapi(
+        "profile", logs, db_url, f"http://127.0.0.1:{upstream.ports['http']}/v1", "k", wrapper
+    )
     client = None
+    turns = 0
     try:
         procs.wait_http(agentapi, f"http://127.0.0.1:{agentapi.ports['http']}/healthz")
         client = AgentapiProcess("profile", agentapi.ports["grpc"], agentapi.ports["http"], procs.MASTER_KEY, 8)
@@ -100,11 +157,18 @@ async def main_async(args: argparse.Namespace) -> None:
             arm = BridgeArm("D", "bridge", "agentapi", args.db, agentapi=client)
         else:
             arm = GrpcArm("C", "grpc", "agentapi", args.db, agentapi=client)
+        model = model_of(args.workload, args.deltas)
+        per_second = 60 if args.workload.endswith("ttft") else 150 * max(1, args.concurrency // 4)
+        if args.workload.endswith("stream"):
+            per_second = args.concurrency
+        await arm.prepare(model, int(per_second * (args.seconds + 4)))
         await drive(arm, args.workload, args.concurrency, 2.0, args.deltas)  # warm-up
-        out = CACHE / f"profile-{time.strftime('%Y%m%dT%H%M%S')}-{args.db}-{args.workload}.txt"
+        async with httpx.AsyncClient() as control:
+            before = (await control.get(f"http://127.0.0.1:{upstream.ports['http']}/_stats")).json()
+        out = CACHE / f"profile-{stamp}-{args.db}-{args.workload}.txt"
         spy = None
         pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        if not args.no_profile:
+        if args.profiler == "pyspy":
             cmd = [pyspy, "record", "-p", str(agentapi.pid), "-d", str(int(args.seconds) + 1), "-r", str(args.rate),
                    "-f", "raw", "-o", str(out)]  # fmt: skip
             if not args.native:
@@ -124,9 +188,15 @@ async def main_async(args: argparse.Namespace) -> None:
         result = await drive(arm, args.workload, args.concurrency, args.seconds, args.deltas)
         wall = time.perf_counter() - started
         cpu = procs.cpu_seconds(agentapi.pid) - cpu_before
+        async with httpx.AsyncClient() as control:
+            after = (await control.get(f"http://127.0.0.1:{upstream.ports['http']}/_stats")).json()
+        result["upstream_requests"] = after["requests"] - before["requests"]
+        result["upstream_connections_opened"] = after["connections"] - before["connections"]
+        result["sessions_created_while_measuring"] = sum(p.created_late for p in client.pools.values())
         result["agentapi_cores"] = round(cpu / wall, 3)
         result["agentapi_cpu_ms_per_turn"] = round(cpu / max(1, int(result["turns"])) * 1000, 3)  # type: ignore[call-overload]
         print(result)
+        turns = int(result["turns"])  # type: ignore[call-overload]
         if spy is not None:
             _, err = await asyncio.to_thread(spy.communicate)
             if out.exists():
@@ -137,9 +207,11 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         if client is not None:
             await client.close()
-        agentapi.stop()
+        agentapi.stop(timeout=60)
         upstream.stop()
         mariadb.drop_all()
+    if args.profiler == "cprofile":
+        print_cprofile(cprofile_out, args.top, turns)
 
 
 def main() -> int:
@@ -158,7 +230,7 @@ def main() -> int:
     parser.add_argument("--gil", action="store_true", help="only sample the thread holding the GIL")
     parser.add_argument("--threads", action="store_true", help="name threads in the stacks")
     parser.add_argument("--native", action="store_true", help="include C frames (grpc's Cython core, ...)")
-    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--profiler", choices=("pyspy", "cprofile", "none"), default="pyspy")
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--ref", help="profile this commit (a snapshot) instead of the working tree")
     args = parser.parse_args()

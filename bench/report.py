@@ -319,9 +319,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
     for name, runs in (phases.get("throughput", {}).get("arms") or {}).items():
         ax.plot([r["concurrency"] for r in runs], [r["turns_per_s"] for r in runs], marker="o", label=name)
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.set_title("non-streamed turns/s against concurrency (closed loop)")
     ax.set_xlabel("concurrent requests")
-    ax.set_ylabel("turns/s")
+    ax.set_ylabel("turns/s (log)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -333,6 +334,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ax.scatter([r["streams"] for r in bad], [max(r["max_gap_ms"], 1) for r in bad], marker="x", s=80, c="red")
     ax.axhline(40, color="red", linestyle="--", linewidth=1, label="40 ms gap limit")
     ax.set_yscale("log")
+    ax.set_xscale("log")
     ax.set_title("largest gap between deltas against concurrent streams (x = fail)")
     ax.set_xlabel("concurrent streams (closed loop)")
     ax.set_ylabel("max gap, ms (log)")

@@ -77,13 +77,14 @@ class Plan:
     session_uses: int = 8
     memory_streams: int = 200
     memory_settle_s: float = 1.0
-    ttft_model: str = "paced-2"
-    ttft_warm: int = 10
+    ttft_model: str = "paced-1"
+    ttft_warm: int = 5
     ttft_rounds: int = 200
     itl_streams: int = 100
     itl_warm_s: float = 1.5
     itl_window_s: float = 4.0
     itl_rounds: int = 1
+    itl_drain_s: float = 6.0
     capacity_levels: list[int] = field(default_factory=lambda: [10, 25, 50, 100, 150, 200, 250, 300])
     capacity_ramp_s: float = 1.3
     capacity_window_s: float = 2.7
@@ -111,6 +112,7 @@ QUICK = Plan(
     itl_streams=6,
     itl_warm_s=0.3,
     itl_window_s=0.5,
+    itl_drain_s=3.0,
     capacity_levels=[5],
     capacity_ramp_s=0.2,
     capacity_window_s=0.4,
@@ -441,7 +443,9 @@ class Bench:
                 holder: list[Window] = []
 
                 async def run(arm: Arm = arm, holder: list[Window] = holder) -> Window:
-                    window = await open_loop(lambda: arm.stream(model), rate, plan.itl_warm_s, per_round)
+                    window = await open_loop(
+                        lambda: arm.stream(model), rate, plan.itl_warm_s, per_round, plan.stream_s + plan.itl_drain_s
+                    )
                     holder.append(window)
                     return window
 
@@ -608,6 +612,10 @@ async def run(quick: bool, out_dir: Path, phases: list[str]) -> Path:
         bench.results["arms"] = {name: {"path": arm.path, "process": arm.process, "db": arm.db}
                                  for name, arm in bench.arms.items()}  # fmt: skip
         bench.say(f"started {len(bench.procs) + 1} processes in {time.monotonic() - started:.1f}s")
+        idle = procs.CpuMeter(bench.pids)
+        idle.begin()
+        await asyncio.sleep(0.5 if quick else 2.0)
+        bench.results["run"]["idle_cores"] = idle.end()
         gc.freeze()
         timings = bench.results["run"]["phase_s"] = {}
         for phase in phases:

@@ -23,8 +23,8 @@ usage chunk when ``stream_options.include_usage`` is set, then ``[DONE]``.
 Delta k's content is ``"wk "`` so clients can check that none was lost or
 reordered.
 
-``GET /_stats`` answers the open and held streams, request and disconnect
-counts, and how late the paced writes were (p50/p99/max, ms), then resets the
+``GET /_stats`` answers the open and held streams, the request, connection and
+disconnect counts, and how late the paced writes were (p50/p99/max, ms), then resets the
 lateness figures: the harness reads it around each measurement window, so a gap
 that the upstream itself caused is visible as such.
 """
@@ -46,6 +46,7 @@ class Stats:
         self.open_streams = 0
         self.requests = 0
         self.disconnects = 0
+        self.connections = 0
         self.late: list[float] = []
         self.held: set[Connection] = set()
 
@@ -61,6 +62,7 @@ class Stats:
             "held_streams": len(self.held),
             "requests": self.requests,
             "disconnects": self.disconnects,
+            "connections": self.connections,
             "paced_writes": len(late),
             "late_ms": {"p50": q(0.5), "p99": q(0.99), "max": round(late[-1] * 1000, 3) if late else 0.0},
         }
@@ -98,6 +100,7 @@ class Connection(asyncio.Protocol):
     # --- connection events -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.stats.connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
