@@ -85,10 +85,23 @@ async def _open_session(bridge: Bridge, request: Request, body: dict[str, Any], 
     return created.session.id, True
 
 
+def _after_last_reply(messages: list[pb.InputMessage]) -> list[pb.InputMessage]:
+    """The messages after the last assistant message. OpenAI SDK callers
+    resend the whole conversation each call; the stored session already holds
+    everything up to its last reply, so only what follows is new (for example
+    the ``tool`` messages answering that reply's tool calls)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == pb.ROLE_ASSISTANT:
+            return messages[index + 1 :]
+    return messages
+
+
 async def chat_completions(request: Request) -> Response:
     """OpenAI ``POST /v1/chat/completions``; every call is stored as a session
     whose id comes back in ``X-Session-Id``. With that header, the call
-    continues the stored session and ``messages`` holds only the new ones."""
+    continues the stored session: ``messages`` may hold only the new ones, or
+    the whole conversation as the SDKs resend it (then only the messages after
+    its last assistant message are taken as new)."""
     bridge: Bridge = request.app.state.bridge
     metadata = _metadata(request)
     headers: dict[str, str] = {}
@@ -96,7 +109,9 @@ async def chat_completions(request: Request) -> Response:
         body = await _json_body(request)
         messages = oai.input_messages(body.get("messages"))
         options = oai.turn_options(body)
-        session_id, _ = await _open_session(bridge, request, body, metadata)
+        session_id, created = await _open_session(bridge, request, body, metadata)
+        if not created:
+            messages = _after_last_reply(messages)
         headers[SESSION_HEADER] = session_id
         model = str(body.get("model") or "")
         if body.get("stream"):

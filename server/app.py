@@ -32,10 +32,13 @@ from server.config import Config
 from server.domain.agents import AgentService
 from server.domain.auth import Authenticator
 from server.domain.catalog import Catalog
+from server.domain.conversations import ConversationService
 from server.domain.pagination import PageTokens
 from server.domain.quota import QuotaGuard, make_storage
-from server.domain.sessions import ConversationService, SessionService
+from server.domain.retry import RetryPolicy
+from server.domain.sessions import SessionService
 from server.domain.tenants import ApiKeyService, TenantService
+from server.domain.transcripts import TranscriptService
 from server.domain.turns import TurnRunner
 from server.domain.usage import UsageService
 from server.llm.offline import OfflineBackend
@@ -104,18 +107,23 @@ async def start_grpc(config: Config) -> GrpcServer:
     )
     pb.add_AgentServiceServicer_to_server(AgentServicer(AgentService(db, tokens), catalog), server)
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
-    pb.add_SessionServiceServicer_to_server(
-        SessionServicer(
-            SessionService(db, tokens),
-            TurnRunner(
-                db,
-                backend,
-                catalog,
-                QuotaGuard(make_storage(config.redis_url)),
-                runner_id=config.effective_runner_id,
-            ),
+    sessions = SessionService(db, tokens)
+    turns = TurnRunner(
+        db,
+        backend,
+        catalog,
+        QuotaGuard(make_storage(config.redis_url)),
+        runner_id=config.effective_runner_id,
+        policy=RetryPolicy(
+            attempts=config.retry_attempts,
+            initial_backoff_s=config.retry_initial_backoff_s,
+            max_backoff_s=config.retry_max_backoff_s,
+            attempt_timeout_s=config.attempt_timeout_s,
         ),
-        server,
+        max_turn_duration_s=config.max_turn_duration_s,
+    )
+    pb.add_SessionServiceServicer_to_server(
+        SessionServicer(sessions, turns, TranscriptService(db, sessions, turns)), server
     )
     pb.add_ModelServiceServicer_to_server(ModelServicer(catalog), server)
     pb.add_TenantServiceServicer_to_server(TenantServicer(TenantService(db, tokens)), server)

@@ -11,8 +11,8 @@ from agentapi import v1 as pb
 from server.api.status import to_status
 from server.domain import agents as agent_rules
 from server.domain.agents import AgentFields
-from server.domain.errors import AgentAPIError
 from server.domain.conversations import conversation_etag
+from server.domain.errors import AgentAPIError
 from server.domain.sessions import SessionView, Settings
 from server.domain.tenants import TenantFields
 from server.domain.turns import Delta, InputMessage
