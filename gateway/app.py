@@ -8,6 +8,7 @@ Routes: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``),
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,7 @@ from starlette.routing import Route
 from agentapi import v1 as pb
 from gateway import openai_compat as oai
 from gateway import openapi, transcode
-from gateway.errors import ApiError, from_rpc_error, openai_error
+from gateway.errors import IDEMPOTENCY_HEADER, ApiError, from_rpc_error, from_status, metadata_value, openai_error
 
 SESSION_HEADER = "X-Session-Id"
 
@@ -49,8 +50,22 @@ class Bridge:
 
 def _metadata(request: Request) -> tuple[tuple[str, str], ...]:
     """Forwards the caller's key; the gRPC server authenticates it."""
-    authorization = request.headers.get("authorization", "")
+    authorization = metadata_value("authorization", request.headers.get("authorization", ""))
     return (("authorization", authorization),) if authorization else ()
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header, checked by the gRPC server (a 400 here
+    only for one that gRPC metadata cannot carry)."""
+    value = request.headers.get(IDEMPOTENCY_HEADER)
+    return None if value is None else metadata_value(IDEMPOTENCY_HEADER, value)
+
+
+def session_idempotency_key(key: str) -> str:
+    """The key of the CreateSession that a keyed chat completion makes first:
+    derived, so that the turn itself keeps the caller's key and a retry finds
+    both the same session and the same turn."""
+    return f"chat-completion-session:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def _error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -67,7 +82,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _open_session(bridge: Bridge, request: Request, body: dict[str, Any], metadata: Any) -> tuple[str, bool]:
+async def _open_session(
+    bridge: Bridge, request: Request, body: dict[str, Any], metadata: Any, key: str | None
+) -> tuple[str, bool]:
     """The session to use: the ``X-Session-Id`` one, or a new one. Returns (id, created)."""
     existing = request.headers.get(SESSION_HEADER, "").strip()
     if existing:
@@ -81,6 +98,8 @@ async def _open_session(bridge: Bridge, request: Request, body: dict[str, Any], 
     else:
         session.overrides.model = model
         session.overrides.tools.extend(oai.tools(body.get("tools")))
+    if key is not None:
+        metadata = (*metadata, (IDEMPOTENCY_HEADER, session_idempotency_key(key)))
     created = await bridge.sessions.CreateSession(pb.CreateSessionRequest(session=session), metadata=metadata)
     return created.session.id, True
 
@@ -101,28 +120,31 @@ async def chat_completions(request: Request) -> Response:
     whose id comes back in ``X-Session-Id``. With that header, the call
     continues the stored session: ``messages`` may hold only the new ones, or
     the whole conversation as the SDKs resend it (then only the messages after
-    its last assistant message are taken as new)."""
+    its last assistant message are taken as new).
+    An ``Idempotency-Key`` makes a retry replay the stored turn."""
     bridge: Bridge = request.app.state.bridge
     metadata = _metadata(request)
     headers: dict[str, str] = {}
     try:
+        key = _idempotency_key(request)
         body = await _json_body(request)
         messages = oai.input_messages(body.get("messages"))
         options = oai.turn_options(body)
-        session_id, created = await _open_session(bridge, request, body, metadata)
+        session_id, created = await _open_session(bridge, request, body, metadata, key)
         if not created:
             messages = _after_last_reply(messages)
         headers[SESSION_HEADER] = session_id
         model = str(body.get("model") or "")
+        turn_metadata = metadata if key is None else (*metadata, (IDEMPOTENCY_HEADER, key))
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             call = bridge.sessions.SendStreamingMessage(
                 pb.SendStreamingMessageRequest(session_id=session_id, messages=messages, options=options),
-                metadata=metadata,
+                metadata=turn_metadata,
             )
             return await _stream_response(call, oai.ChunkWriter(model, include_usage), headers)
         reply = await bridge.sessions.SendMessage(
-            pb.SendMessageRequest(session_id=session_id, messages=messages, options=options), metadata=metadata
+            pb.SendMessageRequest(session_id=session_id, messages=messages, options=options), metadata=turn_metadata
         )
         return JSONResponse(oai.completion(reply.message, model), headers=headers)
     except grpc.aio.AioRpcError as exc:
@@ -144,9 +166,20 @@ async def _key_error(bridge: Bridge, metadata: Any) -> ApiError | None:
     return None
 
 
+_UNFINISHED = (pb.MESSAGE_STATUS_FAILED, pb.MESSAGE_STATUS_CANCELLED)
+
+
+def _message_error(message: pb.Message) -> ApiError:
+    """The error of a failed or cancelled reply, from its stored status."""
+    if message.HasField("error") and message.error.code:
+        return from_status(message.error)
+    return ApiError(502, openai_error(502, "the turn did not complete", "TURN_FAILED"))
+
+
 async def _stream_response(call: Any, writer: oai.ChunkWriter, headers: dict[str, str]) -> Response:
     """Reads the turn up to its first delta before answering, so an upstream
-    failure before any output still gets a proper HTTP status."""
+    failure before any output still gets a proper HTTP status. A failure after
+    that ends the stream with OpenAI's error chunk, then ``[DONE]``."""
     buffered: list[pb.SendStreamingMessageResponse] = []
     try:
         while True:
@@ -157,20 +190,24 @@ async def _stream_response(call: Any, writer: oai.ChunkWriter, headers: dict[str
             if event.HasField("delta"):
                 break
             if event.HasField("assistant_message"):
-                if event.assistant_message.status == pb.MESSAGE_STATUS_FAILED:
+                if event.assistant_message.status in _UNFINISHED:
                     await call.read()  # raises the typed status the call ends with
+                    return _error_response(_message_error(event.assistant_message), headers)
                 break
     except grpc.aio.AioRpcError as exc:
         return _error_response(from_rpc_error(exc), headers)
 
     async def events() -> AsyncIterator[dict[str, str]]:
+        failed: list[pb.Message] = []
         try:
             for event in buffered:
-                for data in _chunks(event, writer):
+                for data in _chunks(event, writer, failed):
                     yield {"data": data}
             while (event := await call.read()) is not grpc.aio.EOF:
-                for data in _chunks(event, writer):
+                for data in _chunks(event, writer, failed):
                     yield {"data": data}
+            if failed:  # the call ended without its status: never a silent success
+                yield {"data": json.dumps(_message_error(failed[0]).body)}
         except grpc.aio.AioRpcError as exc:
             yield {"data": json.dumps(from_rpc_error(exc).body)}
         finally:
@@ -180,12 +217,17 @@ async def _stream_response(call: Any, writer: oai.ChunkWriter, headers: dict[str
     return EventSourceResponse(events(), headers=headers, sep="\n", ping=15)
 
 
-def _chunks(event: pb.SendStreamingMessageResponse, writer: oai.ChunkWriter) -> list[str]:
+def _chunks(event: pb.SendStreamingMessageResponse, writer: oai.ChunkWriter, failed: list[pb.Message]) -> list[str]:
+    """The SSE data for one event; a failed or cancelled reply gets no finishing
+    chunk (the error chunk follows) and is appended to ``failed``."""
     kind = event.WhichOneof("event")
     if kind == "input_message":
         return []
     if kind == "delta":
         return [writer.delta(event.delta)]
+    if event.assistant_message.status in _UNFINISHED:
+        failed.append(event.assistant_message)
+        return []
     writer.id = writer.id or f"chatcmpl-{event.assistant_message.id}"
     return writer.final(event.assistant_message)
 

@@ -28,10 +28,18 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
 # Reasons whose HTTP status differs from their gRPC code's: the upstream (not
-# agentapi) is what failed, which HTTP calls a bad gateway.
-HTTP_STATUS_BY_REASON = {"UPSTREAM_UNAVAILABLE": 502, "UPSTREAM_PROTOCOL_ERROR": 502}
+# agentapi) is what failed, which HTTP calls a bad gateway; and an idempotency
+# key reused for another request, which the IETF Idempotency-Key draft answers 422.
+HTTP_STATUS_BY_REASON = {
+    "UPSTREAM_UNAVAILABLE": 502,
+    "UPSTREAM_PROTOCOL_ERROR": 502,
+    "UPSTREAM_EMPTY_COMPLETION": 502,
+    "IDEMPOTENCY_KEY_REUSED": 422,
+}
+IDEMPOTENCY_HEADER = "idempotency-key"
 OPENAI_TYPE = {
     400: "invalid_request_error",
+    422: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
@@ -65,6 +73,18 @@ def openai_error(http_status: int, message: str, reason: str = "", param: str | 
         # OpenAI's SDKs and dashboards key on this exact type and code for spend caps.
         error_type = code = "insufficient_quota"
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def metadata_value(header: str, value: str) -> str | None:
+    """``value`` if gRPC metadata can carry it (printable ASCII), else None.
+    Raises a 400 :class:`ApiError` for an ``Idempotency-Key`` it cannot carry;
+    other headers are dropped (a dropped key then answers 401)."""
+    if value.isascii() and value.isprintable():
+        return value
+    if header.lower() == IDEMPOTENCY_HEADER:
+        message = "Idempotency-Key must be at most 255 printable ASCII characters"
+        raise ApiError(400, openai_error(400, message, "IDEMPOTENCY_KEY_INVALID", "Idempotency-Key"))
+    return None
 
 
 def from_status(status: status_pb2.Status) -> ApiError:

@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 import agentapi.v1
-from gateway.errors import ApiError, from_rpc_error
+from gateway.errors import ApiError, from_rpc_error, metadata_value
 from gateway.openai_compat import bad_request
 
 log = logging.getLogger(__name__)
@@ -247,10 +247,11 @@ async def call(binding: Binding, request: Request) -> Response:
     (SSE for server streaming), or the OpenAI error body with the mapped status."""
     try:
         message = await build_request(binding, request)
+        forwarded = ((h, metadata_value(h, request.headers[h])) for h in FORWARDED_HEADERS if h in request.headers)
+        metadata = tuple((h, v) for h, v in forwarded if v is not None)
     except ApiError as exc:
         return _error(exc)
     channel: grpc.aio.Channel = request.app.state.bridge.channel  # opened in the lifespan
-    metadata = tuple((h, request.headers[h]) for h in FORWARDED_HEADERS if h in request.headers)
     reply_class = message_factory.GetMessageClass(binding.method.output_type)
     kind = channel.unary_stream if binding.method.server_streaming else channel.unary_unary
     stub = kind(

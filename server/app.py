@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import signal
@@ -24,6 +25,7 @@ from agentapi.v1 import (
 )
 from server.api.agents import AgentServicer
 from server.api.conversations import ConversationServicer
+from server.api.idempotency import IdempotencyInterceptor
 from server.api.interceptor import ApiInterceptor
 from server.api.models import ModelServicer
 from server.api.sessions import SessionServicer
@@ -33,8 +35,11 @@ from server.domain.agents import AgentService
 from server.domain.auth import Authenticator
 from server.domain.catalog import Catalog
 from server.domain.conversations import ConversationService
+from server.domain.errors import AgentAPIError
+from server.domain.idempotency import IdempotencyStore
 from server.domain.pagination import PageTokens
 from server.domain.quota import QuotaGuard, make_storage
+from server.domain.recovery import STALE_MARGIN_S, Recovery
 from server.domain.retry import RetryPolicy
 from server.domain.sessions import SessionService
 from server.domain.tenants import ApiKeyService, TenantService
@@ -84,11 +89,26 @@ class GrpcServer:
     backend: ChatBackend
     health: health.aio.HealthServicer
     catalog: Catalog
+    interceptor: ApiInterceptor
+    recovery: Recovery
+    sweeper: asyncio.Task[None]
+
+    async def drain(self) -> None:
+        """Reports NOT_SERVING and refuses new calls (UNAVAILABLE, SHUTTING_DOWN)."""
+        self.interceptor.drain()
+        await self.health.enter_graceful_shutdown()
 
     async def stop(self, grace_s: float) -> None:
-        """Reports NOT_SERVING, drains for ``grace_s`` seconds, then releases everything."""
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        """Drains: calls in flight get ``grace_s`` seconds to finish, then are
+        cancelled (a turn stores its reply CANCELLED) and awaited; then
+        everything is released, so no row is left half-written."""
+        await self.drain()
+        if not await self.interceptor.wait_idle(grace_s):
+            cancelled = await self.interceptor.cancel_in_flight()
+            log.warning("shutdown: cancelled %d calls still running after %.1f s", cancelled, grace_s)
+        self.sweeper.cancel()
+        await self.server.stop(None)
+        await asyncio.gather(self.sweeper, return_exceptions=True)
         await self.catalog.aclose()
         await self.backend.aclose()
         await self.db.dispose()
@@ -101,8 +121,18 @@ async def start_grpc(config: Config) -> GrpcServer:
     secret = hashlib.sha256(b"agentapi-page-token:" + config.effective_master_key.encode()).digest()
     tokens = PageTokens(secret)
     catalog = Catalog(backend, ttl_s=config.catalog_ttl_s)
+    runner_id = config.effective_runner_id
+    stale_after_s = config.max_turn_duration_s + config.shutdown_grace_s + STALE_MARGIN_S
+    idempotency = IdempotencyStore(db, runner_id, config.idempotency_retention_s, stale_after_s)
+    recovery = Recovery(db, runner_id, idempotency, stale_after_s)
+    try:  # before serving, so that no turn of this process can be taken for a lost one
+        await recovery.at_startup()
+    except AgentAPIError as exc:
+        log.warning("crash recovery postponed, the database is unavailable: %s", exc)
+    interceptor = ApiInterceptor(Authenticator(db, config.effective_master_key, config.api_tokens))
     server = grpc.aio.server(
-        interceptors=[ApiInterceptor(Authenticator(db, config.effective_master_key, config.api_tokens))],
+        # The first is the outermost: it authenticates, then idempotency runs as the caller.
+        interceptors=[interceptor, IdempotencyInterceptor(idempotency)],
         options=[("grpc.so_reuseport", 0)],
     )
     pb.add_AgentServiceServicer_to_server(AgentServicer(AgentService(db, tokens), catalog), server)
@@ -113,7 +143,7 @@ async def start_grpc(config: Config) -> GrpcServer:
         backend,
         catalog,
         QuotaGuard(make_storage(config.redis_url)),
-        runner_id=config.effective_runner_id,
+        runner_id=runner_id,
         policy=RetryPolicy(
             attempts=config.retry_attempts,
             initial_backoff_s=config.retry_initial_backoff_s,
@@ -137,7 +167,8 @@ async def start_grpc(config: Config) -> GrpcServer:
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     catalog.start()
-    return GrpcServer(server, port, db, backend, health_servicer, catalog)
+    sweeper = asyncio.create_task(recovery.run(), name="agentapi-recovery")
+    return GrpcServer(server, port, db, backend, health_servicer, catalog, interceptor, recovery, sweeper)
 
 
 async def serve(config: Config, only: str | None = None) -> None:
@@ -161,9 +192,17 @@ async def serve(config: Config, only: str | None = None) -> None:
         grpc_target = config.grpc_addr if grpc_server is None else f"127.0.0.1:{grpc_server.port}"
         app = create_app(grpc_target)
         http_server = uvicorn.Server(
-            uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app,
+                host=host.strip("[]"),
+                port=int(port),
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=max(1, round(config.shutdown_grace_s)),
+            )
         )
-        http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # SIGTERM is ours (drain gRPC first): uvicorn must not take the handler.
+        http_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         tasks.append(asyncio.create_task(http_server.serve()))
         print(
             f"agentapi JSON bridge listening on http://{config.http_addr} (OpenAI base URL: http://{config.http_addr}/v1)",
@@ -174,9 +213,15 @@ async def serve(config: Config, only: str | None = None) -> None:
     if not config.master_key:
         print(f"agentapi development master key: {config.effective_master_key}", flush=True)
     await stop.wait()
-    log.info("shutting down")
+    # SIGTERM: report NOT_SERVING and refuse new calls at once; calls in flight
+    # (the bridge's included) get the grace period, then are cancelled.
+    deadline = loop.time() + config.shutdown_grace_s
+    log.info("shutting down: %.1f s for calls in flight", config.shutdown_grace_s)
+    if grpc_server is not None:
+        await grpc_server.drain()
     if http_server is not None:
         http_server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
     if grpc_server is not None:
-        await grpc_server.stop(config.shutdown_grace_s)
+        await grpc_server.stop(max(0.0, deadline - loop.time()))
+    log.info("stopped")

@@ -26,18 +26,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--only", choices=("grpc", "http"), help="run one of the two servers")
     serve.add_argument("--migrate", action="store_true", help="apply migrations before serving")
     commands.add_parser("migrate", parents=[common], help="apply database migrations")
-    commands.add_parser("purge", parents=[common], help="delete soft-deleted agents past their expire_time")
+    commands.add_parser(
+        "purge", parents=[common], help="delete soft-deleted agents and idempotency records past their expire_time"
+    )
     return parser
 
 
-async def _purge(config: Config) -> int:
+async def _purge(config: Config) -> tuple[int, int]:
     from server.domain.agents import AgentService
+    from server.domain.idempotency import purge_expired
     from server.domain.pagination import PageTokens
     from server.store.db import Database
 
     db = Database(config.database_url)
     try:
-        return await AgentService(db, PageTokens(b"")).purge()
+        return await AgentService(db, PageTokens(b"")).purge(), await purge_expired(db)
     finally:
         await db.dispose()
 
@@ -56,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"migrated {config.database_url}")
         return 0
     if args.command == "purge":
-        print(f"purged {asyncio.run(_purge(config))} expired agents")
+        agents, records = asyncio.run(_purge(config))
+        print(f"purged {agents} expired agents")
+        logging.getLogger("agentapi").info("purged %d expired idempotency records", records)
         return 0
     try:
         config.check()

@@ -1,11 +1,16 @@
-"""The one server interceptor: authenticates, and turns domain errors into statuses.
+"""The outer server interceptor: authenticates, turns domain errors into
+statuses, and drains calls at shutdown.
 
 Health checking and reflection need no key, so grpcurl and ``buf curl`` work
-without the protos.
+without the protos. Once :meth:`ApiInterceptor.drain` is called (SIGTERM), new
+calls are refused with UNAVAILABLE (SHUTTING_DOWN), so clients retry on
+another replica; calls in flight run on until they end or are cancelled by
+:meth:`ApiInterceptor.cancel_in_flight`, which ends them with the same status.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,11 +18,14 @@ from typing import Any
 
 import grpc
 from grpc_status import rpc_status
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from server.api.status import to_status
 from server.domain.auth import Authenticator
 from server.domain.common import Principal
 from server.domain.errors import AgentAPIError
+from server.store.db import translate
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +56,84 @@ async def _fail(context: grpc.aio.ServicerContext, exc: Exception, method: str) 
     """Ends the call with the error's status; anything unexpected is INTERNAL, logged."""
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
+    if isinstance(exc, (DBAPIError, PoolTimeoutError)):  # one that escaped Database.session
+        exc = translate(exc)
     if not isinstance(exc, AgentAPIError):
         log.error("unhandled error in %s", method, exc_info=exc)
         exc = AgentAPIError("INTERNAL", "INTERNAL", "internal error")
     await _abort(context, exc)
 
 
+def shutting_down(message: str = "the server is shutting down; retry on another replica") -> AgentAPIError:
+    """UNAVAILABLE (SHUTTING_DOWN)."""
+    return AgentAPIError("UNAVAILABLE", "SHUTTING_DOWN", message)
+
+
 class ApiInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every handler: checks ``authorization: Bearer <key>`` and maps
     :class:`AgentAPIError` (and unexpected exceptions, as INTERNAL) to a
-    ``google.rpc.Status`` with an ErrorInfo."""
+    ``google.rpc.Status`` with an ErrorInfo. Tracks the calls in flight so a
+    shutdown can wait for them."""
 
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
+        self.draining = False
+        self._calls: set[asyncio.Task[Any]] = set()
+        self._stopped: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Calls being served."""
+        return len(self._calls)
+
+    def drain(self) -> None:
+        """Refuses new calls from now on (UNAVAILABLE, SHUTTING_DOWN)."""
+        self.draining = True
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Waits up to ``timeout_s`` for the calls in flight to end; True if they did."""
+        if self._idle.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout_s))
+        except TimeoutError:
+            return False
+        return True
+
+    async def cancel_in_flight(self, timeout_s: float = 10.0) -> int:
+        """Cancels the calls still in flight (each ends with UNAVAILABLE,
+        SHUTTING_DOWN, after its handler stored what it must) and waits up to
+        ``timeout_s`` for their handlers to finish. Returns how many."""
+        calls = [task for task in self._calls if not task.done()]
+        for task in calls:
+            self._stopped.add(task)
+            task.cancel()
+        if calls:
+            await asyncio.wait(calls, timeout=timeout_s)
+        return len(calls)
+
+    def _enter(self) -> asyncio.Task[Any] | None:
+        if self.draining:
+            raise shutting_down()
+        task = asyncio.current_task()
+        if task is not None:
+            self._calls.add(task)
+            self._idle.clear()
+        return task
+
+    def _leave(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self._calls.discard(task)
+            self._stopped.discard(task)
+        if not self._calls:
+            self._idle.set()
+
+    async def _cancelled(self, context: grpc.aio.ServicerContext, task: asyncio.Task[Any] | None) -> None:
+        """A call cancelled by :meth:`cancel_in_flight` ends UNAVAILABLE; any other cancel goes on."""
+        if task is not None and task in self._stopped:
+            await _abort(context, shutting_down("the server shut down before the call finished"))
 
     async def intercept_service(
         self,
@@ -75,23 +148,37 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
             behavior = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                task = None
                 try:
+                    task = self._enter()
                     _principal.set(await authenticate(_bearer(context.invocation_metadata())))
                     return await behavior(request, context)
+                except asyncio.CancelledError:
+                    await self._cancelled(context, task)
+                    raise
                 except Exception as exc:
                     await _fail(context, exc, details.method)
+                finally:
+                    self._leave(task)
 
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream is not None:
             stream_behavior = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                task = None
                 try:
+                    task = self._enter()
                     _principal.set(await authenticate(_bearer(context.invocation_metadata())))
                     async for item in stream_behavior(request, context):
                         yield item
+                except asyncio.CancelledError:
+                    await self._cancelled(context, task)
+                    raise
                 except Exception as exc:
                     await _fail(context, exc, details.method)
+                finally:
+                    self._leave(task)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer

@@ -1,48 +1,130 @@
-"""Maps upstream HTTP failures to typed domain errors, once, at the adapter edge."""
+"""Maps upstream failures to typed domain errors, once, at the adapter edge.
+
+The taxonomy (gRPC code / ErrorInfo reason; the bridge's HTTP status in brackets):
+
+===========================================  =====================================================
+upstream                                     agentapi
+===========================================  =====================================================
+429 rate limit                               RESOURCE_EXHAUSTED / UPSTREAM_RATE_LIMITED, with
+                                             RetryInfo from ``Retry-After`` (or LiteLLM's
+                                             ``llm_provider-retry-after``, or ``retry-after-ms``)
+                                             [429]
+provider quota exhausted (OpenAI's           RESOURCE_EXHAUSTED / UPSTREAM_QUOTA_EXCEEDED, no
+``insufficient_quota``)                      RetryInfo: waiting does not help [429]
+5xx; connection refused; connection reset    UNAVAILABLE / UPSTREAM_UNAVAILABLE [502]
+(also mid-stream)
+read or connect timeout; 408, 504            DEADLINE_EXCEEDED / UPSTREAM_TIMEOUT [504]
+context length                               INVALID_ARGUMENT / CONTEXT_WINDOW_EXCEEDED [400]
+content policy (an error, or a stream that   FAILED_PRECONDITION / CONTENT_FILTERED [400]
+ends with ``finish_reason: content_filter``)
+404; unknown model                           NOT_FOUND / MODEL_NOT_FOUND [404]
+malformed stream (not JSON, not SSE) or      UNAVAILABLE / UPSTREAM_PROTOCOL_ERROR [502]
+truncated (closed mid-body, no ``[DONE]``)
+401/403; LiteLLM's ``no_db_connection``      INTERNAL / UPSTREAM_AUTH_FAILED, logged as CRITICAL:
+(a key it cannot check)                      agentapi's own key or LiteLLM's setup is wrong [500]
+other 4xx                                    INVALID_ARGUMENT / UPSTREAM_BAD_REQUEST [400]
+===========================================  =====================================================
+
+A LiteLLM proxy keeps the upstream's status but rewrites bodies
+(``litellm.RateLimitError: ... You exceeded your current quota ...``, code
+``"429"``) and reports a broken upstream stream as an in-stream ``{"error":
+...}`` event or a 500, so bodies are also classified by their text.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from email.utils import parsedate_to_datetime
 
 import httpx
 
 from server.domain.errors import AgentAPIError
 
+log = logging.getLogger(__name__)
 
-def _upstream_message(body: bytes) -> tuple[str, str]:
-    """Extracts (message, code) from an OpenAI-shaped error body, tolerating anything."""
+# Retry hints, most precise first: OpenAI's milliseconds, the standard header, LiteLLM's copy of the upstream's.
+_RETRY_HEADERS = ("retry-after-ms", "retry-after", "llm_provider-retry-after")
+_QUOTA_MARKERS = ("exceeded your current quota", "quota exceeded", "check your plan and billing")
+_CONTEXT_MARKERS = (
+    "context_length",
+    "context window",
+    "contextwindowexceeded",
+    "maximum context",
+    "context length",
+)
+_CONTENT_MARKERS = (
+    "content_filter",
+    "content_policy",
+    "content policy",
+    "contentpolicyviolation",
+    "safety system",
+    "responsible ai",
+)
+_AUTH_TYPES = ("no_db_connection", "authentication_error", "invalid_api_key")
+# A LiteLLM 500 that reports its upstream's stream as broken rather than the upstream as down.
+_RESET_MARKERS = ("connection reset", "connectionreseterror", "connection refused", "connecterror")
+_PROTOCOL_MARKERS = (
+    "payload is not completed",
+    "transferencodingerror",
+    "incomplete chunked read",
+    "jsondecodeerror",
+    "expecting ',' delimiter",
+    "expecting ':' delimiter",
+    "expecting value",
+    "unterminated string",
+    "malformed",
+)
+
+
+def _upstream_error(body: bytes) -> tuple[str, str, str]:
+    """(message, code, type) of an OpenAI-shaped error body, tolerating anything."""
     try:
         error = json.loads(body).get("error", {})
     except (ValueError, AttributeError):
-        return body.decode("utf-8", "replace")[:500], ""
+        return body.decode("utf-8", "replace")[:500], "", ""
     if not isinstance(error, dict):
-        return str(error)[:500], ""
-    return str(error.get("message", ""))[:500], str(error.get("code") or error.get("type") or "")
+        return str(error)[:500], "", ""
+    return str(error.get("message", ""))[:500], str(error.get("code") or ""), str(error.get("type") or "")
+
+
+def _has(text: str, markers: tuple[str, ...]) -> bool:
+    return any(marker in text for marker in markers)
 
 
 def from_status(status: int, body: bytes, headers: httpx.Headers, model: str) -> AgentAPIError:
-    """Maps an upstream HTTP error response to an :class:`AgentAPIError`.
-
-    429 -> RESOURCE_EXHAUSTED (UPSTREAM_RATE_LIMITED, or UPSTREAM_QUOTA_EXCEEDED
-    for ``insufficient_quota``); 401/403 -> INTERNAL (UPSTREAM_AUTH_FAILED);
-    404 or an unknown model -> NOT_FOUND (MODEL_NOT_FOUND); 400 context length ->
-    INVALID_ARGUMENT (CONTEXT_WINDOW_EXCEEDED); content policy ->
-    FAILED_PRECONDITION (CONTENT_FILTERED); 408/504 -> DEADLINE_EXCEEDED
-    (UPSTREAM_TIMEOUT); other 5xx -> UNAVAILABLE (UPSTREAM_UNAVAILABLE).
-    """
-    message, code = _upstream_message(body)
-    lowered = f"{message} {code}".lower()
+    """Maps an upstream HTTP error response (or an in-stream error event, given
+    the status it names) to an :class:`AgentAPIError`; see the module table."""
+    message, code, kind = _upstream_error(body)
+    lowered = f"{message} {code} {kind}".lower()
     meta = {"model": model, "upstream_status": str(status)}
+    if (
+        "insufficient_quota" in lowered
+        or "billing_hard_limit" in lowered
+        or (status == 429 and _has(lowered, _QUOTA_MARKERS))
+    ):
+        message = message or "the upstream account's quota is exhausted"
+        return AgentAPIError("RESOURCE_EXHAUSTED", "UPSTREAM_QUOTA_EXCEEDED", message, meta)
     if status == 429:
-        if "insufficient_quota" in lowered or "quota" in code.lower():
-            return AgentAPIError("RESOURCE_EXHAUSTED", "UPSTREAM_QUOTA_EXCEEDED", message, meta)
-        retry_after = _retry_after(headers)
-        return AgentAPIError("RESOURCE_EXHAUSTED", "UPSTREAM_RATE_LIMITED", message, meta, retry_after_s=retry_after)
-    if status in (401, 403):
+        return AgentAPIError(
+            "RESOURCE_EXHAUSTED",
+            "UPSTREAM_RATE_LIMITED",
+            message or "the upstream is rate limiting",
+            meta,
+            retry_after_s=retry_after(headers),
+        )
+    if status in (401, 403) or kind in _AUTH_TYPES:
+        log.critical(
+            "the upstream rejected agentapi's credentials (HTTP %s: %s): check AGENTAPI_LLM_API_KEY "
+            "and the LiteLLM proxy's keys",
+            status,
+            message,
+        )
         return AgentAPIError("INTERNAL", "UPSTREAM_AUTH_FAILED", "the upstream rejected agentapi's credentials", meta)
-    if "context_length" in lowered or "context window" in lowered or "maximum context" in lowered:
+    if _has(lowered, _CONTEXT_MARKERS):
         return AgentAPIError("INVALID_ARGUMENT", "CONTEXT_WINDOW_EXCEEDED", message, meta)
-    if "content_filter" in lowered or "content_policy" in lowered or "content policy" in lowered:
+    if _has(lowered, _CONTENT_MARKERS):
         return AgentAPIError("FAILED_PRECONDITION", "CONTENT_FILTERED", message, meta)
     if status == 404 or (
         "model" in lowered and ("not found" in lowered or "does not exist" in lowered or "invalid model" in lowered)
@@ -51,38 +133,61 @@ def from_status(status: int, body: bytes, headers: httpx.Headers, model: str) ->
     if status in (408, 504):
         return AgentAPIError("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT", message or "the upstream timed out", meta)
     if status >= 500:
+        if _has(lowered, _PROTOCOL_MARKERS) and not _has(lowered, _RESET_MARKERS):
+            return AgentAPIError("UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", message or "malformed upstream stream", meta)
         return AgentAPIError("UNAVAILABLE", "UPSTREAM_UNAVAILABLE", message or "the upstream failed", meta)
     return AgentAPIError(
         "INVALID_ARGUMENT", "UPSTREAM_BAD_REQUEST", message or "the upstream rejected the request", meta
     )
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, ``retry-after`` (seconds or an
+    HTTP date) or LiteLLM's ``llm_provider-retry-after``; None when absent or unreadable."""
+    for name in _RETRY_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                continue
+        else:
+            if name == "retry-after-ms":
+                seconds /= 1000
+        if seconds == seconds:  # not NaN
+            return min(max(0.0, seconds), 24 * 3600.0)
+    return None
 
 
 def from_transport(exc: httpx.HTTPError, model: str, started: bool) -> AgentAPIError:
     """Maps a transport failure: timeouts -> DEADLINE_EXCEEDED (UPSTREAM_TIMEOUT);
-    refused or reset before the stream began -> UNAVAILABLE (UPSTREAM_UNAVAILABLE);
-    a broken stream after it began -> UNAVAILABLE (UPSTREAM_PROTOCOL_ERROR)."""
+    refused, or reset at any point -> UNAVAILABLE (UPSTREAM_UNAVAILABLE); a body
+    cut short or not SSE after the stream began -> UNAVAILABLE (UPSTREAM_PROTOCOL_ERROR)."""
     meta = {"model": model}
+    name = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
-        return AgentAPIError("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT", "the upstream timed out", meta)
-    if started:
-        return AgentAPIError(
-            "UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", f"the upstream stream broke: {type(exc).__name__}", meta
-        )
-    return AgentAPIError(
-        "UNAVAILABLE", "UPSTREAM_UNAVAILABLE", f"cannot reach the upstream: {type(exc).__name__}", meta
-    )
+        return AgentAPIError("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT", f"the upstream timed out ({name})", meta)
+    if not started or isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError)):
+        return AgentAPIError("UNAVAILABLE", "UPSTREAM_UNAVAILABLE", f"cannot reach the upstream: {name}", meta)
+    return AgentAPIError("UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", f"the upstream stream broke: {name}: {exc}", meta)
 
 
 def protocol_error(model: str, detail: str) -> AgentAPIError:
     """UNAVAILABLE (UPSTREAM_PROTOCOL_ERROR) for a malformed or truncated stream."""
     return AgentAPIError(
         "UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", f"malformed upstream stream: {detail}", {"model": model}
+    )
+
+
+def content_filtered(model: str) -> AgentAPIError:
+    """FAILED_PRECONDITION (CONTENT_FILTERED) for a stream the provider's filter cut."""
+    return AgentAPIError(
+        "FAILED_PRECONDITION",
+        "CONTENT_FILTERED",
+        "the provider's content filter stopped the reply",
+        {"model": model},
     )

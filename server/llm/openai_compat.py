@@ -30,6 +30,7 @@ class _Stream:
 
     async def __aiter__(self) -> AsyncIterator[ChatChunk]:
         done = False
+        filtered = False
         try:
             async for sse in EventSource(self._response).aiter_sse():
                 if sse.data == "[DONE]":
@@ -41,19 +42,32 @@ class _Stream:
                     payload = json.loads(sse.data)
                 except ValueError as exc:
                     raise errors.protocol_error(self._model, "a chunk is not JSON") from exc
+                if not isinstance(payload, dict):
+                    raise errors.protocol_error(self._model, "a chunk is not a JSON object")
                 if "error" in payload:
-                    error = (
-                        payload["error"] if isinstance(payload["error"], dict) else {"message": str(payload["error"])}
-                    )
-                    status = int(error.get("code") or 500) if str(error.get("code", "")).isdigit() else 500
-                    raise errors.from_status(
-                        status, json.dumps({"error": error}).encode(), httpx.Headers(), self._model
-                    )
-                yield parse_chunk(payload)
+                    raise _stream_error(payload["error"], self._model)
+                try:
+                    chunk = parse_chunk(payload)
+                except (AttributeError, TypeError, ValueError, KeyError) as exc:
+                    raise errors.protocol_error(self._model, f"a chunk has an unexpected shape ({exc})") from exc
+                filtered = filtered or chunk.finish_reason == "content_filter"
+                yield chunk
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, self._model, started=True) from exc
         if not done:
             raise errors.protocol_error(self._model, "the stream ended without [DONE]")
+        if filtered:  # the provider cut the reply: not a success, whatever was streamed
+            raise errors.content_filtered(self._model)
+
+
+def _stream_error(error: object, model: str) -> Exception:
+    """The typed error for an in-stream ``{"error": ...}`` event (a LiteLLM proxy
+    sends one when its upstream fails after the response began)."""
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    code = str(error.get("code", ""))
+    status = int(code) if code.isdigit() and 400 <= int(code) < 600 else 500
+    return errors.from_status(status, json.dumps({"error": error}).encode(), httpx.Headers(), model)
 
 
 def _float(value: object) -> float | None:

@@ -2,16 +2,60 @@
 
 from __future__ import annotations
 
+import contextvars
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from server.domain.errors import AgentAPIError
+
+log = logging.getLogger(__name__)
+
+# Seconds to open a MySQL connection, and to wait for a pooled one: when the
+# database is gone, requests fail fast with UNAVAILABLE instead of queueing.
+CONNECT_TIMEOUT_S = 5
+POOL_TIMEOUT_S = 10
+_commits: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("agentapi_commits", default=None)
+
+
+def track_commits() -> list[int]:
+    """Starts counting the commits made from here on in this context (this RPC's
+    task); ``counter[0]`` is how many succeeded. The idempotency layer uses it
+    to tell a request that changed nothing from one that did."""
+    counter = [0]
+    _commits.set(counter)
+    return counter
+
+
+class _TrackedSession(AsyncSession):
+    """An AsyncSession whose commits are counted (see :func:`track_commits`)."""
+
+    async def commit(self) -> None:
+        await super().commit()
+        counter = _commits.get()
+        if counter is not None:
+            counter[0] += 1
+
+
+def _fix_aiomysql_bytes() -> None:
+    """aiomysql 0.3 escapes bytes parameters with PyMySQL's
+    ``escape_bytes_prefixed``, which PyMySQL 1.2 replaced by a string (see
+    PyMySQL issue #1274), so binding any bytes (a LONGBLOB) raises TypeError.
+    Puts back the function it stood for."""
+    try:
+        from aiomysql import connection
+        from pymysql.converters import escape_bytes
+    except ImportError:  # no MySQL driver installed
+        return
+    if not callable(connection.escape_bytes_prefixed):
+        connection.escape_bytes_prefixed = escape_bytes
 
 
 def ensure_sqlite_dir(url: str) -> None:
@@ -38,7 +82,18 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, pool_recycle=3600)
+    _fix_aiomysql_bytes()
+    # pool_pre_ping replaces connections that died with the server, so the
+    # service recovers by itself when the database comes back.
+    return create_async_engine(
+        url,
+        pool_size=20,
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        pool_timeout=POOL_TIMEOUT_S,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )
 
 
 class Database:
@@ -47,31 +102,42 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=_TrackedSession)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """Yields a session; driver errors leave it as domain errors (see :func:`translate`)."""
-        async with self._sessions() as session:
-            try:
-                yield session
-            except DBAPIError as exc:
-                await session.rollback()
-                raise translate(exc) from exc
+        try:
+            async with self._sessions() as session:
+                try:
+                    yield session
+                except (DBAPIError, PoolTimeoutError) as exc:
+                    try:
+                        await session.rollback()
+                    except (DBAPIError, PoolTimeoutError, OSError):
+                        pass  # the connection is gone; the pool discards it
+                    raise translate(exc) from exc
+        except (DBAPIError, PoolTimeoutError) as exc:  # closing a session on a dead connection
+            raise translate(exc) from exc
 
     async def dispose(self) -> None:
         """Closes every pooled connection."""
         await self.engine.dispose()
 
 
-def translate(exc: DBAPIError) -> AgentAPIError:
+def translate(exc: DBAPIError | PoolTimeoutError) -> AgentAPIError:
     """Maps a driver error to ALREADY_EXISTS (duplicate key: MySQL 1062, SQLite
-    UNIQUE), UNAVAILABLE (connection lost) or INTERNAL."""
+    UNIQUE), UNAVAILABLE (DATABASE_UNAVAILABLE: connection refused or lost, no
+    pooled connection free, SQLite busy) or INTERNAL."""
+    if isinstance(exc, PoolTimeoutError) or not isinstance(exc, DBAPIError):
+        return AgentAPIError("UNAVAILABLE", "DATABASE_UNAVAILABLE", "the database is unavailable; retry later")
     if isinstance(exc, IntegrityError):
         text = str(exc.orig)
         if "1062" in text or "UNIQUE constraint failed" in text or "Duplicate entry" in text:
             return AgentAPIError("ALREADY_EXISTS", "ALREADY_EXISTS", "the resource already exists")
         return AgentAPIError("FAILED_PRECONDITION", "INTEGRITY_ERROR", "the change conflicts with stored data")
-    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+    if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
+        log.warning("database unavailable: %s", exc.orig if exc.orig is not None else exc)
         return AgentAPIError("UNAVAILABLE", "DATABASE_UNAVAILABLE", "the database is unavailable; retry later")
+    log.error("database error", exc_info=exc)
     return AgentAPIError("INTERNAL", "DATABASE_ERROR", "a database error occurred")

@@ -37,12 +37,30 @@ state. Directives are removed from the text before it is echoed.
                            A malformed directive gives a 400 "bad directive".
 ``[[error:STATUS@MODEL]]`` The same, only for requests naming MODEL (so a
                            fallback model answers).
+``[[error:quota]]``        OpenAI's provider quota error: 429 with type and
+                           code ``insufficient_quota`` and no Retry-After.
+``[[error:content_filter]]`` OpenAI's content policy error: 400 with code
+                           ``content_policy_violation``.
+``[[retry_after:S]]``      The Retry-After value (seconds, or an HTTP date)
+                           sent with ``[[error:429]]`` (default ``1``).
 ``[[slow:MS]]``            Sleep MS milliseconds before each delta
                            (non-streaming: MS x deltas before replying).
 ``[[drop_after:N]]``       Send the first (role) chunk and N more chunks, then
                            close the connection abruptly (no finish chunk, no
                            [DONE]).
                            Non-streaming: half the body, then close.
+``[[reset_after:N]]``      Like drop_after, but the connection is reset (TCP
+                           RST, as a crashed peer or a middlebox does).
+``[[stall:MS]]``           Say nothing for MS milliseconds before the response
+                           starts (no status line, no headers).
+``[[stall:MS@N]]``         Stream the role chunk and N more chunks, then say
+                           nothing for MS milliseconds, then go on.
+``[[malformed:N]]``        Stream the role chunk and N more chunks, then an
+                           event whose data is not JSON, then the rest.
+``[[finish:REASON]]``      End with this ``finish_reason`` (e.g.
+                           ``content_filter``, ``length``).
+``[[empty]]``              A stream (or completion) with no content at all:
+                           the role chunk, then ``finish_reason`` ``stop``.
 
 If the last message has role ``tool``, the reply is ``Tool result: <content>``
 and tool directives are ignored (so tool round trips end); the other
@@ -58,7 +76,9 @@ completion_tokens = deltas sent (words, or argument fragments).
 Bookkeeping (thread-safe): ``requests`` lists every request to ``/v1/...`` as
 ``{"method", "path", "headers" (lower-cased), "body" (parsed JSON or None)}``;
 ``open_streams`` is the number of SSE responses in progress; ``disconnects``
-counts clients that went away before a stream finished.
+counts clients that went away before a stream finished (stalls included), and
+``disconnect_times`` holds the ``time.monotonic()`` of each, as the upstream
+noticed it.
 """
 
 from __future__ import annotations
@@ -68,6 +88,7 @@ import json
 import logging
 import re
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -94,6 +115,18 @@ _CONTEXT_MESSAGE = (
     "This model's maximum context length is 8192 tokens. However, your messages "
     "resulted in 9000 tokens. Please reduce the length of the messages."
 )
+_QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more information "
+    "on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
+_CONTENT_POLICY_MESSAGE = (
+    "Your request was rejected as a result of our safety system. Your prompt may contain text that is "
+    "not allowed by our safety system."
+)
+
+
+# What [[malformed:N]] sends: an SSE event whose data is cut-off JSON.
+_GARBAGE = b'data: {"choices": [{"delta"\n\n'
 
 
 class _DroppedConnection(Exception):
@@ -112,9 +145,12 @@ logging.getLogger("uvicorn.error").addFilter(_HideDrops())
 # Directives
 # --------------------------------------------------------------------------- #
 
-_DIRECTIVE = re.compile(r"\[\[(tool|error|slow|drop_after):")
+_DIRECTIVE = re.compile(
+    r"\[\[(tool|error|slow|drop_after|reset_after|stall|malformed|finish|retry_after|empty)(:|\]\])"
+)
 _TOOL_NAME = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*")
 _VALUE = re.compile(r"\s*([^\]\s]+)\s*\]\]")
+_BARE = ("empty",)  # directives that take no value
 
 
 @dataclass
@@ -127,6 +163,13 @@ class Script:
     error_model: str | None = None
     slow_ms: int = 0
     drop_after: int | None = None
+    reset_after: int | None = None
+    stall_ms: int = 0
+    stall_after: int | None = None  # None: before the response starts
+    malformed_after: int | None = None
+    finish_reason: str | None = None
+    retry_after: str = "1"
+    empty: bool = False
 
 
 def parse_directives(text: str) -> Script:
@@ -135,6 +178,12 @@ def parse_directives(text: str) -> Script:
     while m := _DIRECTIVE.search(text, pos):
         rest.append(text[pos : m.start()])
         kind, i = m.group(1), m.end()
+        if (m.group(2) == "]]") != (kind in _BARE):
+            raise ValueError(f"malformed {kind} directive at {m.start()}")
+        if kind == "empty":
+            script.empty = True
+            pos = i
+            continue
         if kind == "tool":
             name = _TOOL_NAME.match(text, i)
             if not name:
@@ -149,6 +198,8 @@ def parse_directives(text: str) -> Script:
             pos = end.end()
             continue
         value = _VALUE.match(text, i)
+        if kind == "retry_after":  # an HTTP date has spaces
+            value = re.compile(r"\s*([^\]]+?)\s*\]\]").match(text, i)
         if not value:
             raise ValueError(f"malformed {kind} directive at {m.start()}")
         v = value.group(1)
@@ -157,8 +208,19 @@ def parse_directives(text: str) -> Script:
             script.error_model = model or None
         elif kind == "slow":
             script.slow_ms = int(v)
-        else:
+        elif kind == "drop_after":
             script.drop_after = int(v)
+        elif kind == "reset_after":
+            script.reset_after = int(v)
+        elif kind == "stall":
+            ms, _, after = v.partition("@")
+            script.stall_ms, script.stall_after = int(ms), int(after) if after else None
+        elif kind == "malformed":
+            script.malformed_after = int(v)
+        elif kind == "finish":
+            script.finish_reason = v
+        else:
+            script.retry_after = v
         pos = value.end()
     rest.append(text[pos:])
     script.text = " ".join("".join(rest).split())
@@ -174,17 +236,25 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _error_response(spec: str, message: str | None = None) -> JSONResponse:
-    """OpenAI-style error for ``[[error:SPEC]]`` (SPEC is a status or ``context``)."""
+def _error_response(spec: str, message: str | None = None, retry_after: str = "1") -> JSONResponse:
+    """OpenAI-style error for ``[[error:SPEC]]`` (SPEC is a status, ``context``,
+    ``quota`` or ``content_filter``)."""
     if spec == "context":
         status, kind, code = 400, "invalid_request_error", "context_length_exceeded"
         message = message or _CONTEXT_MESSAGE
+    elif spec == "quota":
+        status, kind, code = 429, "insufficient_quota", "insufficient_quota"
+        message = message or _QUOTA_MESSAGE
+    elif spec == "content_filter":
+        status, kind, code = 400, "invalid_request_error", "content_policy_violation"
+        message = message or _CONTENT_POLICY_MESSAGE
     else:
         status = int(spec)
         kind, code = _ERROR_KINDS.get(status, ("server_error", "server_error"))
         message = message or f"Scripted upstream error {status}"
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return JSONResponse(body, status, headers={"retry-after": "1"} if status == 429 else None)
+    rate_limited = status == 429 and spec != "quota"
+    return JSONResponse(body, status, headers={"retry-after": retry_after} if rate_limited else None)
 
 
 def _split(s: str, parts: int) -> list[str]:
@@ -207,6 +277,7 @@ class UpstreamState:
         self._requests: list[dict[str, Any]] = []
         self._open_streams = 0
         self._disconnects = 0
+        self._disconnect_times: list[float] = []
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -223,20 +294,28 @@ class UpstreamState:
         with self._lock:
             return self._disconnects
 
+    @property
+    def disconnect_times(self) -> list[float]:
+        with self._lock:
+            return list(self._disconnect_times)
+
     def reset(self) -> None:
         """Forget recorded requests and zero ``disconnects``."""
         with self._lock:
             self._requests.clear()
             self._disconnects = 0
+            self._disconnect_times.clear()
 
     def _record(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self._requests.append(entry)
 
-    def _add(self, open_streams: int = 0, disconnects: int = 0) -> None:
+    def _add(self, open_streams: int = 0, disconnects: int = 0, at: float | None = None) -> None:
         with self._lock:
             self._open_streams += open_streams
             self._disconnects += disconnects
+            if disconnects:
+                self._disconnect_times.append(at if at is not None else time.monotonic())
 
 
 class _Completion:
@@ -263,6 +342,9 @@ class _Completion:
         else:
             self.text = tool_reply if tool_reply is not None else f"Echo: {script.text}"
             self.finish_reason = "stop"
+        if script.empty:
+            self.text, self.tool_calls, self.finish_reason = "", [], "stop"
+        self.finish_reason = script.finish_reason or self.finish_reason
 
     def deltas(self) -> list[dict[str, Any]]:
         """Deltas after the role chunk: words, or tool headers + fragments."""
@@ -316,11 +398,23 @@ class _Completion:
         }
 
 
-class _ScriptedResponse(Response):
-    """Raw ASGI response that can stream, go slow, and drop the connection."""
+def _reset(send: Send) -> None:
+    """Resets the connection under ``send`` (TCP RST: SO_LINGER 0, then abort)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        raise _DroppedConnection()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
-    def __init__(self, state: UpstreamState, completion: _Completion, script: Script, stream: bool):
+
+class _ScriptedResponse(Response):
+    """Raw ASGI response that can stream, go slow, stall, reset and drop the connection."""
+
+    def __init__(self, state: UpstreamState, completion: _Completion, script: Script, stream: bool, raw_send: Send):
         self.state, self.c, self.script, self.stream = state, completion, script, stream
+        self.raw_send = raw_send
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.stream:
@@ -329,27 +423,45 @@ class _ScriptedResponse(Response):
             await self._complete(send)
 
     async def _complete(self, send: Send) -> None:
-        await asyncio.sleep(self.script.slow_ms * len(self.c.deltas()) / 1000)
+        await asyncio.sleep((self.script.slow_ms * len(self.c.deltas()) + self.script.stall_ms) / 1000)
         body = json.dumps(self.c.completion()).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        if self.script.drop_after is not None:
+        if self.script.drop_after is not None or self.script.reset_after is not None:
             await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+            if self.script.reset_after is not None:
+                _reset(self.raw_send)
+                return
             raise _DroppedConnection()
         await send({"type": "http.response.body", "body": body})
 
     async def _stream(self, receive: Receive, send: Send) -> None:
         gone = asyncio.Event()
+        gone_at: list[float] = []
 
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
+            gone_at.append(time.monotonic())
             gone.set()
+
+        async def pause(seconds: float) -> None:
+            try:
+                await asyncio.wait_for(gone.wait(), seconds)
+            except TimeoutError:
+                pass
+
+        def left() -> None:
+            self.state._add(disconnects=1, at=gone_at[0] if gone_at else None)
 
         watcher = asyncio.create_task(watch())
         self.state._add(open_streams=1)
-        c, delay = self.c, self.script.slow_ms / 1000
+        c, script, delay = self.c, self.script, self.script.slow_ms / 1000
         try:
+            if script.stall_ms and script.stall_after is None:
+                await pause(script.stall_ms / 1000)
+                if gone.is_set():
+                    return left()
             headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             deltas = c.deltas()
@@ -359,24 +471,32 @@ class _ScriptedResponse(Response):
             chunks = [c.chunk(first)] + [c.chunk(d) for d in deltas]
             for n, data in enumerate(chunks):
                 if n > 0 and delay:
-                    try:
-                        await asyncio.wait_for(gone.wait(), delay)
-                    except TimeoutError:
-                        pass
+                    await pause(delay)
+                if n > 0 and script.stall_ms and script.stall_after == n - 1:
+                    await pause(script.stall_ms / 1000)
                 if gone.is_set():
-                    self.state._add(disconnects=1)
-                    return
-                if self.script.drop_after is not None and n > self.script.drop_after:
+                    return left()
+                if script.drop_after is not None and n > script.drop_after:
                     raise _DroppedConnection()
+                if script.reset_after is not None and n > script.reset_after:
+                    _reset(self.raw_send)
+                    return
+                if script.malformed_after is not None and n == script.malformed_after + 1:
+                    await send({"type": "http.response.body", "body": _GARBAGE, "more_body": True})
                 await send({"type": "http.response.body", "body": data, "more_body": True})
-            if self.script.drop_after is not None:
+            if script.drop_after is not None:
                 raise _DroppedConnection()
+            if script.reset_after is not None:
+                _reset(self.raw_send)
+                return
             await asyncio.sleep(0)  # let the watcher see a disconnect that raced the last delta
             if gone.is_set():
-                self.state._add(disconnects=1)
-                return
+                return left()
             watcher.cancel()  # completing the response also wakes receive()
-            tail = c.chunk({}, c.finish_reason)
+            tail = b""
+            if script.malformed_after is not None and script.malformed_after + 1 >= len(chunks):
+                tail += _GARBAGE
+            tail += c.chunk({}, c.finish_reason)
             if c.include_usage:
                 n_sent = len(deltas) + (0 if c.text is not None else 1)
                 tail += c.chunk(None, usage=c.usage(n_sent))
@@ -385,6 +505,15 @@ class _ScriptedResponse(Response):
         finally:
             watcher.cancel()
             self.state._add(open_streams=-1)
+
+
+class _App(Starlette):
+    """Starlette that passes uvicorn's own ``send`` on in the scope, so a
+    response can reach the connection's transport (to reset it)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["scripted.raw_send"] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(state: UpstreamState | None = None) -> Starlette:
@@ -421,13 +550,14 @@ def create_app(state: UpstreamState | None = None) -> Starlette:
         try:
             script = parse_directives(_text_of(users[-1].get("content")) if users else "")
             if script.error is not None and script.error_model in (None, body.get("model")):
-                return _error_response(script.error)
+                return _error_response(script.error, retry_after=script.retry_after)
         except ValueError as e:
             return _error_response("400", f"bad directive: {e}")
         last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
         tool_reply = f"Tool result: {_text_of(last.get('content'))}" if last.get("role") == "tool" else None
         completion = _Completion(body, script, tool_reply)
-        return _ScriptedResponse(state, completion, script, bool(body.get("stream")))
+        raw_send = request.scope["scripted.raw_send"]
+        return _ScriptedResponse(state, completion, script, bool(body.get("stream")), raw_send)
 
     async def get_requests(request: Request) -> Response:
         return JSONResponse(state.requests)
@@ -436,7 +566,7 @@ def create_app(state: UpstreamState | None = None) -> Starlette:
         state.reset()
         return JSONResponse({"ok": True})
 
-    app = Starlette(
+    app = _App(
         routes=[
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -494,6 +624,11 @@ class ScriptedUpstream:
     def disconnects(self) -> int:
         """Number of streams whose client disconnected before the end."""
         return self.state.disconnects
+
+    @property
+    def disconnect_times(self) -> list[float]:
+        """``time.monotonic()`` of each disconnect, when the upstream saw it."""
+        return self.state.disconnect_times
 
     def reset(self) -> None:
         """Clear recorded requests and the disconnect count."""

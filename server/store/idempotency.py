@@ -1,0 +1,123 @@
+"""Queries over ``idempotency_records`` (and the recovery of interrupted replies).
+
+Like the other repositories they never commit: the domain owns the transaction.
+Every state change is a conditional UPDATE or DELETE whose row count says who
+won, so two replicas racing on one key cannot both believe they own it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.store.models import IdempotencyRecordRow, MessageRow
+
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+_R = IdempotencyRecordRow
+
+
+class IdempotencyRepository:
+    """Queries over ``idempotency_records``, keyed by (tenant_id, key)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, row: IdempotencyRecordRow) -> None:
+        """Queues the insert of a new record (the primary key makes a second one fail)."""
+        self.session.add(row)
+
+    async def get(self, tenant_id: str, key: str) -> IdempotencyRecordRow | None:
+        """The record, read from the database (never from the session's identity map)."""
+        query = select(_R).where(_R.tenant_id == tenant_id, _R.key == key).execution_options(populate_existing=True)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def finish(
+        self,
+        tenant_id: str,
+        key: str,
+        runner_id: str,
+        response: bytes | None,
+        error: dict[str, Any] | None,
+        now: datetime,
+    ) -> bool:
+        """Stores the outcome of the in-progress record this runner owns; False if it is not that any more."""
+        result = await self.session.execute(
+            update(_R)
+            .where(_R.tenant_id == tenant_id, _R.key == key, _R.state == IN_PROGRESS, _R.runner_id == runner_id)
+            .values(state=COMPLETED, response=response, error=error, update_time=now)
+        )
+        return bool(result.rowcount)
+
+    async def release(self, tenant_id: str, key: str, runner_id: str) -> bool:
+        """Deletes the in-progress record this runner owns, so a retry runs afresh."""
+        result = await self.session.execute(
+            delete(_R).where(
+                _R.tenant_id == tenant_id, _R.key == key, _R.state == IN_PROGRESS, _R.runner_id == runner_id
+            )
+        )
+        return bool(result.rowcount)
+
+    async def take_over(
+        self, tenant_id: str, key: str, runner_id: str, stale_before: datetime, now: datetime, expire: datetime
+    ) -> bool:
+        """Claims an in-progress record untouched since ``stale_before`` (its
+        runner died), if nobody else did first: the winner's update makes it fresh."""
+        result = await self.session.execute(
+            update(_R)
+            .where(
+                _R.tenant_id == tenant_id,
+                _R.key == key,
+                _R.state == IN_PROGRESS,
+                _R.update_time < stale_before,
+            )
+            .values(runner_id=runner_id, update_time=now, create_time=now, expire_time=expire)
+        )
+        return bool(result.rowcount)
+
+    async def delete_expired(self, tenant_id: str, key: str, now: datetime) -> bool:
+        """Deletes this record if it has expired."""
+        result = await self.session.execute(
+            delete(_R).where(_R.tenant_id == tenant_id, _R.key == key, _R.expire_time <= now)
+        )
+        return bool(result.rowcount)
+
+    async def release_runner(self, runner_id: str, before: datetime) -> int:
+        """Deletes the in-progress records a runner that restarted claimed before ``before``. Returns how many."""
+        result = await self.session.execute(
+            delete(_R).where(_R.state == IN_PROGRESS, _R.runner_id == runner_id, _R.update_time < before)
+        )
+        return int(result.rowcount or 0)
+
+    async def release_stale(self, before: datetime) -> int:
+        """Deletes in-progress records untouched since ``before`` (their runner is gone)."""
+        result = await self.session.execute(delete(_R).where(_R.state == IN_PROGRESS, _R.update_time < before))
+        return int(result.rowcount or 0)
+
+    async def purge(self, now: datetime) -> int:
+        """Deletes records past their retention. Returns how many."""
+        result = await self.session.execute(delete(_R).where(_R.expire_time <= now))
+        return int(result.rowcount or 0)
+
+
+class InterruptedReplies:
+    """Marks assistant replies left IN_PROGRESS by a dead process as FAILED."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def fail(
+        self, error: dict[str, Any], now: datetime, runner_id: str | None = None, before: datetime | None = None
+    ) -> int:
+        """Fails the in-progress replies of ``runner_id``, or those created before
+        ``before``; content and usage so far are kept. Returns how many."""
+        query = update(MessageRow).where(MessageRow.status == IN_PROGRESS)
+        if runner_id is not None:
+            query = query.where(MessageRow.runner_id == runner_id)
+        if before is not None:
+            query = query.where(MessageRow.create_time < before)
+        result = await self.session.execute(query.values(status="failed", error=error, update_time=now))
+        return int(result.rowcount or 0)
