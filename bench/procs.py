@@ -118,7 +118,7 @@ def start_agentapi(
         "AGENTAPI_HTTP_ADDR": f"127.0.0.1:{http_port}",
         "AGENTAPI_RUNNER_ID": f"bench-{name}",
     }
-    cmd = [sys.executable, *(wrapper or []), "-m", "server.cli", "serve", "--migrate"]
+    cmd = [sys.executable, *(wrapper or ["-m"]), "server.cli", "serve", "--migrate"]
     proc = _spawn(f"agentapi-{name}", cmd, logs, env)
     proc.ports.update(grpc=grpc_port, http=http_port)
     return proc

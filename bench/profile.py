@@ -101,6 +101,20 @@ def print_cprofile(path: Path, top: int, turns: int) -> None:
     print(f"profile: {path}")
 
 
+def thread_times(pid: int) -> dict[int, tuple[str, float, float]]:
+    """CPU seconds of each thread of ``pid``, by thread id, with the thread's name (kernel comm)."""
+    import psutil
+
+    out = {}
+    for thread in psutil.Process(pid).threads():
+        try:
+            name = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        out[thread.id] = (name if thread.id != pid else f"{name} (main)", thread.user_time, thread.system_time)
+    return out
+
+
 def model_of(workload: str, deltas: int) -> str:
     if workload.endswith("ttft"):
         return "paced-1"
@@ -143,7 +157,7 @@ async def main_async(args: argparse.Namespace) -> None:
         db_url = mariadb.create("profile")
     stamp = time.strftime("%Y%m%dT%H%M%S")
     cprofile_out = CACHE / f"profile-{stamp}-{args.db}-{args.workload}.prof"
-    wrapper = ["-m", "cProfile", "-o", str(cprofile_out)] if args.profiler == "cprofile" else None
+    wrapper = ["-m", "bench.cprof", str(cprofile_out)] if args.profiler == "cprofile" else None
     agentapi = procs.start_agentapi(
         "profile", logs, db_url, f"http://127.0.0.1:{upstream.ports['http']}/v1", "k", wrapper
     )
@@ -184,10 +198,12 @@ async def main_async(args: argparse.Namespace) -> None:
             spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             await asyncio.sleep(0.5)
         cpu_before = procs.cpu_seconds(agentapi.pid)
+        threads_before = thread_times(agentapi.pid)
         started = time.perf_counter()
         result = await drive(arm, args.workload, args.concurrency, args.seconds, args.deltas)
         wall = time.perf_counter() - started
         cpu = procs.cpu_seconds(agentapi.pid) - cpu_before
+        threads_after = thread_times(agentapi.pid)
         async with httpx.AsyncClient() as control:
             after = (await control.get(f"http://127.0.0.1:{upstream.ports['http']}/_stats")).json()
         result["upstream_requests"] = after["requests"] - before["requests"]
@@ -196,6 +212,16 @@ async def main_async(args: argparse.Namespace) -> None:
         result["agentapi_cores"] = round(cpu / wall, 3)
         result["agentapi_cpu_ms_per_turn"] = round(cpu / max(1, int(result["turns"])) * 1000, 3)  # type: ignore[call-overload]
         print(result)
+        print(f"agentapi threads, CPU ms per turn, user + system ({len(threads_after)} threads):")
+        user: collections.Counter[str] = collections.Counter()
+        system: collections.Counter[str] = collections.Counter()
+        for tid, (name, u, s) in threads_after.items():
+            _, u0, s0 = threads_before.get(tid, (name, 0.0, 0.0))
+            user[name] += u - u0
+            system[name] += s - s0
+        count = max(1, int(result["turns"]))  # type: ignore[call-overload]
+        for name in sorted(user, key=lambda n: -(user[n] + system[n]))[:6]:
+            print(f"  {user[name] / count * 1000:8.3f} + {system[name] / count * 1000:8.3f}  {name}")
         turns = int(result["turns"])  # type: ignore[call-overload]
         if spy is not None:
             _, err = await asyncio.to_thread(spy.communicate)

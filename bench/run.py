@@ -77,6 +77,7 @@ class Plan:
     session_uses: int = 8
     memory_streams: int = 200
     memory_settle_s: float = 1.0
+    memory_warm_turns: int = 10
     ttft_model: str = "paced-1"
     ttft_warm: int = 5
     ttft_rounds: int = 200
@@ -106,19 +107,20 @@ FULL = Plan()
 QUICK = Plan(
     deltas=16,
     memory_streams=10,
-    memory_settle_s=0.2,
+    memory_settle_s=0.1,
+    memory_warm_turns=3,
     ttft_warm=2,
     ttft_rounds=4,
     itl_streams=6,
-    itl_warm_s=0.3,
-    itl_window_s=0.5,
+    itl_warm_s=0.2,
+    itl_window_s=0.4,
     itl_drain_s=3.0,
     capacity_levels=[5],
     capacity_ramp_s=0.2,
-    capacity_window_s=0.4,
+    capacity_window_s=0.3,
     throughput_levels=[4],
     throughput_ramp_s=0.1,
-    throughput_window_s=0.4,
+    throughput_window_s=0.3,
     cpu_iterations=50,
 )
 
@@ -359,8 +361,8 @@ class Bench:
             for arm_name, process in cases:
                 arm = self.arms[arm_name]
                 warm_model = f"instant-{plan.deltas}"
-                await arm.prepare(warm_model, 10)
-                for _ in range(10):
+                await arm.prepare(warm_model, plan.memory_warm_turns)
+                for _ in range(plan.memory_warm_turns):
                     await arm.stream(warm_model)
                 await arm.prepare("hold", n)
                 gc.collect()
