@@ -3,12 +3,14 @@ the agent's default model, and the next model answers, before any delta only."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
 from agentapi import v1 as pb
 from tests.helpers import all_messages, create_agent, create_session, error_reason, stream_turn, user
-from tests.stack import Stack
+from tests.stack import Stack, start_stack
 
 
 @pytest.mark.parametrize(
@@ -71,3 +73,24 @@ async def test_exhausted_fallbacks_fail_with_the_last_error(stack: Stack, key: s
         ("scripted-b", "UPSTREAM_UNAVAILABLE"),
         ("scripted-b", "UPSTREAM_UNAVAILABLE"),
     ]
+
+
+async def test_a_model_that_times_out_falls_back(database_url: str, litellm: Any, key: str) -> None:
+    """An attempt that sends nothing within the attempt timeout is UPSTREAM_TIMEOUT,
+    and the next model answers; the stalled request is closed, not left open."""
+    impatient = await start_stack(
+        database_url, f"{litellm.base_url}/v1", litellm.master_key, attempt_timeout_s=0.5, retry_attempts=1
+    )
+    try:
+        agent = await create_agent(impatient, key, fallback_models=["scripted-b"])
+        session = await create_session(impatient, agent.id)
+        events = await stream_turn(impatient, session.id, user("wake up [[stall:5000/scripted-a]]"))
+    finally:
+        await impatient.stop()
+    final = events[-1].assistant_message
+    assert final.status == pb.MESSAGE_STATUS_COMPLETED and final.model == "scripted-b"
+    assert [(a.model, a.error_reason) for a in final.attempts] == [
+        ("scripted-a", "UPSTREAM_TIMEOUT"),
+        ("scripted-b", ""),
+    ]
+    assert 400 <= final.attempts[0].duration_ms < 5000

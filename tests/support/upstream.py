@@ -55,6 +55,8 @@ state. Directives are removed from the text before it is echoed.
                            starts (no status line, no headers).
 ``[[stall:MS@N]]``         Stream the role chunk and N more chunks, then say
                            nothing for MS milliseconds, then go on.
+``[[stall:MS/MODEL]]``     Either stall (``MS`` or ``MS@N``), only for
+                           requests naming MODEL (so a fallback model answers).
 ``[[malformed:N]]``        Stream the role chunk and N more chunks, then an
                            event whose data is not JSON, then the rest.
 ``[[finish:REASON]]``      End with this ``finish_reason`` (e.g.
@@ -166,6 +168,7 @@ class Script:
     reset_after: int | None = None
     stall_ms: int = 0
     stall_after: int | None = None  # None: before the response starts
+    stall_model: str = ""  # only requests naming this model stall; "" means all
     malformed_after: int | None = None
     finish_reason: str | None = None
     retry_after: str = "1"
@@ -213,7 +216,8 @@ def parse_directives(text: str) -> Script:
         elif kind == "reset_after":
             script.reset_after = int(v)
         elif kind == "stall":
-            ms, _, after = v.partition("@")
+            spec, _, script.stall_model = v.partition("/")
+            ms, _, after = spec.partition("@")
             script.stall_ms, script.stall_after = int(ms), int(after) if after else None
         elif kind == "malformed":
             script.malformed_after = int(v)
@@ -551,6 +555,8 @@ def create_app(state: UpstreamState | None = None) -> Starlette:
             script = parse_directives(_text_of(users[-1].get("content")) if users else "")
             if script.error is not None and script.error_model in (None, body.get("model")):
                 return _error_response(script.error, retry_after=script.retry_after)
+            if script.stall_model and script.stall_model != body.get("model"):
+                script.stall_ms = 0
         except ValueError as e:
             return _error_response("400", f"bad directive: {e}")
         last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
