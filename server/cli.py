@@ -27,20 +27,28 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--migrate", action="store_true", help="apply migrations before serving")
     commands.add_parser("migrate", parents=[common], help="apply database migrations")
     commands.add_parser(
-        "purge", parents=[common], help="delete soft-deleted agents and idempotency records past their expire_time"
+        "purge",
+        parents=[common],
+        help="delete soft-deleted agents and conversations, and idempotency records, past their expire_time",
     )
     return parser
 
 
-async def _purge(config: Config) -> tuple[int, int]:
+async def _purge(config: Config) -> tuple[int, int, int]:
     from server.domain.agents import AgentService
+    from server.domain.conversations import ConversationService
     from server.domain.idempotency import purge_expired
     from server.domain.pagination import PageTokens
     from server.store.db import Database
 
     db = Database(config.database_url)
     try:
-        return await AgentService(db, PageTokens(b"")).purge(), await purge_expired(db)
+        tokens = PageTokens(b"")
+        return (
+            await AgentService(db, tokens).purge(),
+            await ConversationService(db, tokens).purge(),
+            await purge_expired(db),
+        )
     finally:
         await db.dispose()
 
@@ -59,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"migrated {config.database_url}")
         return 0
     if args.command == "purge":
-        agents, records = asyncio.run(_purge(config))
-        print(f"purged {agents} expired agents")
+        agents, conversations, records = asyncio.run(_purge(config))
+        print(f"purged {agents} expired agents and {conversations} expired conversations")
         logging.getLogger("agentapi").info("purged %d expired idempotency records", records)
         return 0
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -13,6 +14,9 @@ from google.protobuf import field_mask_pb2, json_format
 
 from agentapi import errors
 from agentapi import v1 as pb
+from server.domain.conversations import ConversationService
+from server.domain.pagination import PageTokens
+from server.store.db import Database
 from tests.helpers import (
     all_messages,
     create_agent,
@@ -286,3 +290,30 @@ async def test_history_budget_keeps_the_newest_messages(stack: Stack, upstream: 
     reply = events[-1].assistant_message
     assert reply.prompt_messages.last == reply.sequence - 1
     assert reply.prompt_messages.first == reply.sequence - len(prompt)
+
+
+async def test_purge_removes_expired_conversations_with_their_ledger(offline_stack: Stack) -> None:
+    session = await create_session(offline_stack, model="agentapi-offline")
+    await stream_turn(offline_stack, session.id, user("soon forgotten"))
+    keep = await create_session(offline_stack, model="agentapi-offline")
+    await offline_stack.conversations.DeleteConversation(
+        pb.DeleteConversationRequest(conversation_id=session.conversation_id), metadata=AUTH
+    )
+    db = Database(offline_stack.config.database_url)
+    try:
+        service = ConversationService(db, PageTokens(b""))
+        assert await service.purge() == 0, "nothing expires before its expire_time"
+        assert await service.purge(datetime.now(UTC).replace(tzinfo=None) + timedelta(days=31)) >= 1
+    finally:
+        await db.dispose()
+    for gone in (
+        offline_stack.conversations.GetConversation(
+            pb.GetConversationRequest(conversation_id=session.conversation_id), metadata=AUTH
+        ),
+        offline_stack.sessions.GetSession(pb.GetSessionRequest(session_id=session.id), metadata=AUTH),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await gone
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    still = await offline_stack.sessions.GetSession(pb.GetSessionRequest(session_id=keep.id), metadata=AUTH)
+    assert still.session.id == keep.id
