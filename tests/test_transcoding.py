@@ -284,3 +284,26 @@ def test_assign_sets_repeated_nested_and_typed_fields() -> None:
     assert caught.value.http_status == 400 and caught.value.body["error"]["param"] == "role"
     with pytest.raises(KeyError):
         transcode.assign(agent, "tools", ["x"], "tools")  # a repeated message is not a query parameter
+
+
+async def test_new_session_and_conversation_rpcs_over_http(offline_stack: Stack) -> None:
+    async with offline_stack.http() as http:
+        session = (await http.post("/v1/sessions", json={"overrides": {"model": OFFLINE}})).json()["session"]
+        conversation_id = session["conversationId"]
+        patched = await http.patch(
+            f"/v1/conversations/{conversation_id}", params={"updateMask": "title"}, json={"title": "over http"}
+        )
+        assert patched.status_code == 200 and patched.json()["conversation"]["title"] == "over http"
+        turn = {"messages": [{"role": "ROLE_USER", "content": "hi"}]}
+        assert (await http.post(f"/v1/sessions/{session['id']}:sendMessage", json=turn)).status_code == 200
+        listed = (await http.get(f"/v1/conversations/{conversation_id}/sessions")).json()
+        assert [s["id"] for s in listed["sessions"]] == [session["id"]]
+        exported = await http.get(f"/v1/sessions/{session['id']}:export", params={"format": "EXPORT_FORMAT_JSONL"})
+        assert exported.json()["contentType"] == "application/jsonl"
+        assert json.loads(exported.json()["content"].splitlines()[0])["messages"][-1]["content"] == "You said: hi"
+        ended = (await http.post(f"/v1/sessions/{session['id']}:end", json={})).json()["session"]
+        assert ended["status"] == "SESSION_STATUS_ENDED"
+        refused = await http.post(f"/v1/sessions/{session['id']}:sendMessage", json=turn)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "session_ended"
+        filtered = await http.get(f"/v1/sessions/{session['id']}/messages", params={"filter": 'role = "user"'})
+        assert [m["content"] for m in filtered.json()["messages"]] == ["hi"]
