@@ -124,12 +124,12 @@ async def start_grpc(config: Config) -> GrpcServer:
     runner_id = config.effective_runner_id
     stale_after_s = config.max_turn_duration_s + config.shutdown_grace_s + STALE_MARGIN_S
     idempotency = IdempotencyStore(db, runner_id, config.idempotency_retention_s, stale_after_s)
-    recovery = Recovery(db, runner_id, idempotency, stale_after_s)
+    interceptor = ApiInterceptor(Authenticator(db, config.effective_master_key, config.api_tokens))
+    recovery = Recovery(db, runner_id, idempotency, stale_after_s, live_since=interceptor.live_since)
     try:  # before serving, so that no turn of this process can be taken for a lost one
         await recovery.at_startup()
     except AgentAPIError as exc:
         log.warning("crash recovery postponed, the database is unavailable: %s", exc)
-    interceptor = ApiInterceptor(Authenticator(db, config.effective_master_key, config.api_tokens))
     server = grpc.aio.server(
         # The first is the outermost: it authenticates, then idempotency runs as the caller.
         interceptors=[interceptor, IdempotencyInterceptor(idempotency)],

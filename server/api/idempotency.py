@@ -217,14 +217,13 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
     async def _settle(self, claim: Claim, responses: list[bytes], exc: BaseException | None, wrote: bool) -> None:
         """Stores the outcome, or releases the key of a request that changed
         nothing and may succeed on a retry. Shielded from the caller's
-        cancellation; a database failure here is logged, never raised over the
-        call's own outcome."""
+        cancellation; a database failure here is logged (the store retries
+        it), never raised over the call's own outcome."""
         error = None if exc is None else _error_record(exc)
         release = exc is not None and not wrote and (error is None or error["code"] in RELEASE_CODES)
-        work = self.store.release(claim) if release else self.store.finish(claim, responses, error)
         try:
-            await asyncio.shield(work)
+            await asyncio.shield(self.store.settle(claim, responses, error, release))
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.warning("could not %s idempotency key %r", "release" if release else "store", claim.key, exc_info=True)
+        except Exception as failure:
+            log.warning("could not settle idempotency key %r yet: %s", claim.key, failure)

@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -23,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from server.api.status import to_status
 from server.domain.auth import Authenticator
-from server.domain.common import Principal
+from server.domain.common import Principal, utcnow
 from server.domain.errors import AgentAPIError
 from server.store.db import translate
 
@@ -78,7 +79,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
         self.draining = False
-        self._calls: set[asyncio.Task[Any]] = set()
+        self._calls: dict[asyncio.Task[Any], datetime] = {}
         self._stopped: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -87,6 +88,11 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
     def in_flight(self) -> int:
         """Calls being served."""
         return len(self._calls)
+
+    def live_since(self) -> datetime:
+        """When the oldest call in flight started (naive UTC), or now: rows this
+        process wrote before then belong to no call of it any more."""
+        return min(self._calls.values(), default=utcnow())
 
     def drain(self) -> None:
         """Refuses new calls from now on (UNAVAILABLE, SHUTTING_DOWN)."""
@@ -119,13 +125,13 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
             raise shutting_down()
         task = asyncio.current_task()
         if task is not None:
-            self._calls.add(task)
+            self._calls[task] = utcnow()
             self._idle.clear()
         return task
 
     def _leave(self, task: asyncio.Task[Any] | None) -> None:
         if task is not None:
-            self._calls.discard(task)
+            self._calls.pop(task, None)
             self._stopped.discard(task)
         if not self._calls:
             self._idle.set()

@@ -123,6 +123,7 @@ class IdempotencyStore:
         self.runner_id = runner_id
         self.retention = timedelta(seconds=retention_s)
         self.stale_after = timedelta(seconds=stale_after_s)
+        self._deferred: dict[Claim, tuple[list[bytes], dict[str, Any] | None, bool]] = {}
 
     async def begin(self, principal: Principal, key: str, method: str, digest: str) -> Claim | Outcome:
         """Claims ``key`` for this request, or returns the outcome to replay.
@@ -178,21 +179,39 @@ class IdempotencyStore:
                     return Claim(tenant_id, key)
         raise in_flight(key)
 
-    async def finish(self, claim: Claim, responses: list[bytes], error: dict[str, Any] | None) -> None:
-        """Stores the outcome of a claimed request, for replays."""
-        async with self.db.session() as session:
-            stored = await IdempotencyRepository(session).finish(
-                claim.tenant_id, claim.key, self.runner_id, encode_responses(responses), error, utcnow()
-            )
-            await session.commit()
+    async def settle(
+        self, claim: Claim, responses: list[bytes], error: dict[str, Any] | None, release: bool = False
+    ) -> None:
+        """Stores the outcome of a claimed request for replays or, with
+        ``release``, deletes its record so that a retry runs. When the
+        database refuses, the outcome is kept in memory and retried by
+        :meth:`settle_deferred` (until then the key answers IN_FLIGHT), and the
+        error is raised."""
+        try:
+            async with self.db.session() as session:
+                repo = IdempotencyRepository(session)
+                if release:
+                    await repo.release(claim.tenant_id, claim.key, self.runner_id)
+                    stored = True
+                else:
+                    stored = await repo.finish(
+                        claim.tenant_id, claim.key, self.runner_id, encode_responses(responses), error, utcnow()
+                    )
+                await session.commit()
+        except Exception:
+            self._deferred[claim] = (responses, error, release)
+            raise
+        self._deferred.pop(claim, None)
         if not stored:
             log.warning("idempotency key %r was released while its request ran; its outcome is not stored", claim.key)
 
-    async def release(self, claim: Claim) -> None:
-        """Deletes a claimed record, so that a retry runs the request."""
-        async with self.db.session() as session:
-            await IdempotencyRepository(session).release(claim.tenant_id, claim.key, self.runner_id)
-            await session.commit()
+    async def settle_deferred(self) -> int:
+        """Retries the outcomes the database refused. Returns how many are now stored."""
+        settled = 0
+        for claim, (responses, error, release) in list(self._deferred.items()):
+            await self.settle(claim, responses, error, release)
+            settled += 1
+        return settled
 
     async def recover(self, started: datetime) -> int:
         """At start-up: releases the records this runner held when it died
@@ -201,17 +220,6 @@ class IdempotencyStore:
             released = await IdempotencyRepository(session).release_runner(self.runner_id, started)
             await session.commit()
         return released
-
-    async def sweep(self, now: datetime | None = None) -> tuple[int, int]:
-        """Releases stale in-progress records (their runner is gone) and purges
-        expired ones. Returns (released, purged)."""
-        now = now or utcnow()
-        async with self.db.session() as session:
-            repo = IdempotencyRepository(session)
-            released = await repo.release_stale(now - self.stale_after)
-            purged = await repo.purge(now)
-            await session.commit()
-        return released, purged
 
 
 async def purge_expired(db: Database, now: datetime | None = None) -> int:

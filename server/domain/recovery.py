@@ -1,27 +1,34 @@
-"""Crash recovery: replies and idempotency keys left behind by a dead process.
+"""Crash recovery: replies and idempotency keys left behind by a dead process,
+or by a request whose last write the database lost.
 
 A turn inserts its assistant reply IN_PROGRESS with the ``runner_id`` of the
 process running it, and stores a terminal state at the end. A process killed
-in between (SIGKILL, OOM, power) leaves the row IN_PROGRESS for ever, so:
+in between (SIGKILL, OOM, power) leaves the row IN_PROGRESS for ever, and so
+does a turn whose terminal write failed because the database went away (the
+caller got UNAVAILABLE; the session would stay busy). So:
 
 * at start-up, a process fails the replies its own runner id left IN_PROGRESS
-  (it cannot be running them: it just started), keeping the partial content,
-  with the error ``{code: UNAVAILABLE, reason: INTERRUPTED}``, and releases the
-  idempotency keys it held;
-* periodically, any process fails IN_PROGRESS replies older than the longest a
-  turn may run plus the shutdown grace and a margin (their replica never came
-  back), releases stale idempotency keys and purges expired ones.
+  before it started (it cannot be running them), keeping what was stored, with
+  the error ``{code: UNAVAILABLE, reason: INTERRUPTED}``, and releases the
+  idempotency keys it held then;
+* every few seconds it does the same for its replies older than its oldest
+  call in flight (``live_since``): no call of this process can own them any
+  more; and stores the idempotency outcomes the database refused earlier;
+* periodically, any process fails IN_PROGRESS replies of any runner older than
+  the longest a turn may run plus the shutdown grace and a margin (their
+  replica never came back) and purges expired idempotency records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from server.domain.common import utcnow
 from server.domain.errors import AgentAPIError
-from server.domain.idempotency import IdempotencyStore
+from server.domain.idempotency import IdempotencyStore, purge_expired
 from server.store.db import Database
 from server.store.idempotency import InterruptedReplies
 
@@ -30,10 +37,12 @@ log = logging.getLogger(__name__)
 INTERRUPTED = {
     "code": "UNAVAILABLE",
     "reason": "INTERRUPTED",
-    "message": "the server running this turn stopped before the reply finished; the partial reply is kept",
+    "message": "the server running this turn stopped before the reply finished; the stored part is kept",
 }
 # Allowance for clock skew between replicas and for a terminal write in progress.
 STALE_MARGIN_S = 60.0
+# Seconds between two reclaims of this runner's own abandoned rows.
+RECLAIM_INTERVAL_S = 2.0
 
 
 class Recovery:
@@ -45,70 +54,90 @@ class Recovery:
         idempotency: the idempotency store (its keys are recovered too).
         stale_after_s: age after which an IN_PROGRESS reply's process is taken
             to be gone (max turn duration + shutdown grace + margin).
+        live_since: the start (naive UTC) of this process's oldest call in
+            flight, or now when there is none (``ApiInterceptor.live_since``).
     """
 
-    def __init__(self, db: Database, runner_id: str, idempotency: IdempotencyStore, stale_after_s: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        runner_id: str,
+        idempotency: IdempotencyStore,
+        stale_after_s: float,
+        live_since: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.db = db
         self.runner_id = runner_id
         self.idempotency = idempotency
         self.stale_after = timedelta(seconds=stale_after_s)
+        self.live_since = live_since
         self.started = utcnow()
         self.recovered = False
 
     @property
     def interval_s(self) -> float:
-        """Seconds between two sweeps: a quarter of the staleness age, 1 s to 60 s."""
+        """Seconds between two sweeps of every runner's rows: a quarter of the staleness age, 1 s to 60 s."""
         return min(60.0, max(1.0, self.stale_after.total_seconds() / 4))
 
-    async def at_startup(self) -> int:
-        """Fails the replies this runner left IN_PROGRESS before this process
-        started and releases its idempotency keys of then (so it is safe to
-        retry while serving). Returns how many replies were failed."""
+    async def reclaim(self, before: datetime, startup: bool = False) -> tuple[int, int]:
+        """Fails this runner's IN_PROGRESS replies created before ``before``;
+        then, at start-up, releases its idempotency keys claimed before then,
+        and otherwise stores the outcomes the database refused earlier (see
+        :meth:`IdempotencyStore.settle`). Returns (replies failed, keys settled)."""
         async with self.db.session() as session:
             failed = await InterruptedReplies(session).fail(
-                INTERRUPTED, utcnow(), runner_id=self.runner_id, before=self.started
+                INTERRUPTED, utcnow(), runner_id=self.runner_id, before=before
             )
             await session.commit()
-        released = await self.idempotency.recover(self.started)
-        self.recovered = True
+        released = await (self.idempotency.recover(before) if startup else self.idempotency.settle_deferred())
         if failed or released:
             log.warning(
-                "recovered from an interrupted run of %s: %d replies marked INTERRUPTED, %d idempotency keys released",
+                "%s: %d unfinished replies marked INTERRUPTED, %d idempotency keys released",
                 self.runner_id,
                 failed,
                 released,
             )
+        return failed, released
+
+    async def at_startup(self) -> int:
+        """Reclaims what this runner left before this process started (safe to
+        retry while serving). Returns how many replies were failed."""
+        failed, _ = await self.reclaim(self.started, startup=True)
+        self.recovered = True
         return failed
 
     async def sweep(self, now: datetime | None = None) -> int:
-        """Fails IN_PROGRESS replies of any runner older than the staleness age,
-        releases stale idempotency keys and purges expired ones. Returns how
-        many replies were failed."""
+        """Fails IN_PROGRESS replies of any runner older than the staleness age
+        and purges expired idempotency records (a stale in-progress key is
+        taken over by the next request that uses it). Returns how many
+        replies were failed."""
         now = now or utcnow()
         async with self.db.session() as session:
             failed = await InterruptedReplies(session).fail(INTERRUPTED, now, before=now - self.stale_after)
             await session.commit()
-        released, purged = await self.idempotency.sweep(now)
-        if failed or released or purged:
+        purged = await purge_expired(self.db, now)
+        if failed or purged:
             log.warning(
-                "sweep: %d abandoned replies marked INTERRUPTED, %d idempotency keys released, %d expired purged",
-                failed,
-                released,
-                purged,
+                "sweep: %d abandoned replies marked INTERRUPTED, %d expired idempotency records purged", failed, purged
             )
         return failed
 
     async def run(self) -> None:
-        """Sweeps every :attr:`interval_s` until cancelled (first finishing
-        :meth:`at_startup` if the database was down then); a failed sweep is
-        logged and retried at the next interval."""
+        """Until cancelled: reclaims this runner's abandoned rows every
+        :data:`RECLAIM_INTERVAL_S` (finishing :meth:`at_startup` first if the
+        database was down then) and sweeps every :attr:`interval_s`. A failure
+        (the database is down) is logged and retried next time."""
+        last_sweep = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(RECLAIM_INTERVAL_S)
             try:
                 if not self.recovered:
                     await self.at_startup()
-                await self.sweep()
+                await self.reclaim(self.live_since())
+                if asyncio.get_running_loop().time() - last_sweep >= self.interval_s:
+                    last_sweep = asyncio.get_running_loop().time()
+                    await self.sweep()
             except AgentAPIError as exc:
-                log.warning("recovery sweep failed: %s", exc)
+                log.warning("recovery failed, will retry: %s", exc)
             except Exception:
-                log.exception("recovery sweep failed")
+                log.exception("recovery failed, will retry")

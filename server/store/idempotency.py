@@ -92,11 +92,6 @@ class IdempotencyRepository:
         )
         return int(result.rowcount or 0)
 
-    async def release_stale(self, before: datetime) -> int:
-        """Deletes in-progress records untouched since ``before`` (their runner is gone)."""
-        result = await self.session.execute(delete(_R).where(_R.state == IN_PROGRESS, _R.update_time < before))
-        return int(result.rowcount or 0)
-
     async def purge(self, now: datetime) -> int:
         """Deletes records past their retention. Returns how many."""
         result = await self.session.execute(delete(_R).where(_R.expire_time <= now))

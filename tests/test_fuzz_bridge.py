@@ -1,0 +1,168 @@
+"""Fuzzing the JSON bridge: schemathesis generates valid and invalid requests
+for every operation of ``/openapi.json``, and hypothesis generates chat
+completion bodies and headers for ``/v1/chat/completions`` (which the document
+does not describe). Nothing may answer 500 (or any 5xx: the offline model
+cannot fail upstream), and nothing may be lost: every turn the bridge reported
+is stored, and no reply is left in progress.
+
+Bounded in time: a few examples per operation and mode, no shrinking database,
+all against a dedicated agentapi on its own SQLite file (the fuzzer creates,
+updates and deletes freely).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import string
+from pathlib import Path
+from typing import Any
+
+import httpx
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from server.store.migrate import upgrade
+from tests.stack import MASTER_KEY, start_stack
+
+EXAMPLES_PER_OPERATION = 6
+CHAT_EXAMPLES = 60
+HEADERS = {"Authorization": f"Bearer {MASTER_KEY}"}
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def fuzz_openapi(document: dict[str, Any], base_url: str) -> tuple[int, list[str], list[dict[str, Any]]]:
+    """Runs every operation in both modes. Returns (requests made, 5xx failures, sendMessage replies)."""
+    schema = schemathesis.openapi.from_dict(document)
+    failures: list[str] = []
+    replies: list[dict[str, Any]] = []
+    calls = 0
+    session = requests.Session()
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for mode in schemathesis.GenerationMode:
+
+            @FUZZ_SETTINGS
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def run(case: schemathesis.Case) -> None:
+                nonlocal calls
+                calls += 1
+                response = case.call(base_url=base_url, session=session, headers=HEADERS, timeout=30)
+                if response.status_code >= 500:
+                    failures.append(
+                        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
+                    )
+                elif response.status_code == 200 and case.path.endswith(":sendMessage"):
+                    replies.append(response.json())
+
+            run()
+    return calls, failures, replies
+
+
+JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+)
+ROLES = st.sampled_from(["user", "system", "developer", "assistant", "tool", "robot", ""])
+MESSAGE = st.fixed_dictionaries(
+    {"role": ROLES},
+    optional={
+        "content": st.text(max_size=40)
+        | st.none()
+        | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)}), max_size=2)
+        | JSON_VALUES,
+        "tool_call_id": st.text(max_size=10),
+        "name": st.text(max_size=10),
+    },
+)
+CHAT_BODY = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.sampled_from(["agentapi-offline", "agent:none", "", "other"]) | JSON_VALUES,
+        "messages": st.lists(MESSAGE, max_size=3) | JSON_VALUES,
+        "stream": st.booleans() | JSON_VALUES,
+        "temperature": st.floats(-1, 3, allow_nan=False) | JSON_VALUES,
+        "max_tokens": st.integers(-5, 100) | JSON_VALUES,
+        "tools": JSON_VALUES,
+        "stream_options": st.just({"include_usage": True}) | JSON_VALUES,
+    },
+)
+HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=300)
+CHAT_HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "Idempotency-Key": HEADER_TEXT | st.text(alphabet=string.ascii_letters, min_size=1, max_size=8),
+        "X-Session-Id": HEADER_TEXT,
+    },
+)
+
+
+def fuzz_chat(base_url: str) -> tuple[list[str], list[str]]:
+    """Returns (5xx failures, session ids of completed non-streamed turns)."""
+    failures: list[str] = []
+    sessions: list[str] = []
+    session = requests.Session()
+
+    @settings(FUZZ_SETTINGS, max_examples=CHAT_EXAMPLES)
+    @given(body=CHAT_BODY, headers=CHAT_HEADERS, raw=st.booleans())
+    def run(body: dict[str, Any], headers: dict[str, str], raw: bool) -> None:
+        data = json.dumps(body).encode() if not raw else json.dumps(body)[:-1].encode()  # raw: cut-off JSON
+        encoded = {k: v.encode("latin-1") for k, v in headers.items()}
+        response = session.post(
+            f"{base_url}/v1/chat/completions", data=data, headers={**HEADERS, **encoded}, timeout=30
+        )
+        if response.status_code >= 500:
+            failures.append(f"{body!r} {headers!r} -> {response.status_code}: {response.text[:300]}")
+        elif response.status_code == 200 and not body.get("stream"):
+            sessions.append(response.headers["x-session-id"])
+
+    run()
+    return failures, sessions
+
+
+async def test_fuzz_the_bridge(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}"
+    await asyncio.to_thread(upgrade, url)
+    stack = await start_stack(url, runner_id="fuzz")
+    try:
+        async with httpx.AsyncClient(base_url=stack.bridge_url) as client:
+            document = (await client.get("/openapi.json")).json()
+        calls, failures, replies = await asyncio.to_thread(fuzz_openapi, document, stack.bridge_url)
+        chat_failures, chat_sessions = await asyncio.to_thread(fuzz_chat, stack.bridge_url)
+        print(f"\nfuzzed {calls} operation requests and {CHAT_EXAMPLES} chat completions")
+        assert not failures + chat_failures, "\n".join(failures + chat_failures)
+        assert calls >= len(document["paths"])
+
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as connection:
+                ids = {row[0] for row in await connection.execute(text("SELECT id FROM messages"))}
+                unfinished = (
+                    await connection.execute(text("SELECT COUNT(*) FROM messages WHERE status = 'in_progress'"))
+                ).scalar_one()
+                for session_id in chat_sessions:
+                    count = (
+                        await connection.execute(
+                            text("SELECT COUNT(*) FROM messages WHERE session_id = :s AND role = 'assistant'"),
+                            {"s": session_id},
+                        )
+                    ).scalar_one()
+                    assert count >= 1, f"session {session_id} answered 200 but stored no reply"
+        finally:
+            await engine.dispose()
+        for reply in replies:
+            stored = [reply["message"]["id"], *(m["id"] for m in reply.get("inputMessages", []))]
+            assert set(stored) <= ids, "a turn answered 200 is not stored"
+        assert unfinished == 0, "a reply was left in progress"
+    finally:
+        await stack.stop()
