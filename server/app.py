@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 import signal
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -79,6 +80,14 @@ def make_backend(config: Config) -> ChatBackend:
     )
 
 
+def runner_id_for(config: Config, port: int) -> str:
+    """``Config.effective_runner_id``, with the bound port in place of a ``:0``
+    (a picked port is no stable identity, and two such servers must differ)."""
+    if config.runner_id or not config.grpc_addr.endswith(":0"):
+        return config.effective_runner_id
+    return f"{socket.gethostname()}/{config.grpc_addr.rsplit(':', 1)[0]}:{port}"
+
+
 @dataclass
 class GrpcServer:
     """A started gRPC server with its resources; ``port`` is the bound port."""
@@ -121,20 +130,21 @@ async def start_grpc(config: Config) -> GrpcServer:
     secret = hashlib.sha256(b"agentapi-page-token:" + config.effective_master_key.encode()).digest()
     tokens = PageTokens(secret)
     catalog = Catalog(backend, ttl_s=config.catalog_ttl_s)
-    runner_id = config.effective_runner_id
     stale_after_s = config.max_turn_duration_s + config.shutdown_grace_s + STALE_MARGIN_S
-    idempotency = IdempotencyStore(db, runner_id, config.idempotency_retention_s, stale_after_s)
+    idempotency = IdempotencyStore(db, config.effective_runner_id, config.idempotency_retention_s, stale_after_s)
     interceptor = ApiInterceptor(Authenticator(db, config.effective_master_key, config.api_tokens))
-    recovery = Recovery(db, runner_id, idempotency, stale_after_s, live_since=interceptor.live_since)
-    try:  # before serving, so that no turn of this process can be taken for a lost one
-        await recovery.at_startup()
-    except AgentAPIError as exc:
-        log.warning("crash recovery postponed, the database is unavailable: %s", exc)
     server = grpc.aio.server(
         # The first is the outermost: it authenticates, then idempotency runs as the caller.
         interceptors=[interceptor, IdempotencyInterceptor(idempotency)],
         options=[("grpc.so_reuseport", 0)],
     )
+    port = server.add_insecure_port(config.grpc_addr)
+    runner_id = idempotency.runner_id = runner_id_for(config, port)
+    recovery = Recovery(db, runner_id, idempotency, stale_after_s, live_since=interceptor.live_since)
+    try:  # before serving, so that no turn of this process can be taken for a lost one
+        await recovery.at_startup()
+    except AgentAPIError as exc:
+        log.warning("crash recovery postponed, the database is unavailable: %s", exc)
     pb.add_AgentServiceServicer_to_server(AgentServicer(AgentService(db, tokens), catalog), server)
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
     sessions = SessionService(db, tokens)
@@ -162,7 +172,6 @@ async def start_grpc(config: Config) -> GrpcServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(config.grpc_addr)
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

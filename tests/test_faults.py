@@ -13,6 +13,7 @@ two-process tests in tests/test_idempotency.py.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import time
 import uuid
@@ -306,3 +307,11 @@ async def test_http_client_going_away_closes_the_upstream_request(
         assert reply.status == pb.MESSAGE_STATUS_CANCELLED and reply.content.startswith("Echo: ")
     print(f"\nupstream closed after the HTTP client left: {', '.join(f'{s * 1000:.1f} ms' for s in latencies)}")
     assert min(latencies) < CLOSE_WITHIN_S, latencies
+
+
+async def test_retry_after_as_an_http_date(routes: dict[str, Stack]) -> None:
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    _, _, error = await run_turn(routes["direct"], f"[[error:429]] [[retry_after:{when}]]")
+    assert error is not None
+    delay = errors.from_rpc_error(error).retry_delay_s
+    assert delay is not None and 25 <= delay <= 31

@@ -409,3 +409,63 @@ def _hash(request: Any) -> str:
     return request_hash(
         "/agentapi.v1.ConversationService/CreateConversation", request.SerializeToString(deterministic=True)
     )
+
+
+async def test_submit_tool_outputs_replays(stack: Stack, key: str, upstream: ScriptedUpstream) -> None:
+    session = await create_session(stack, (await create_agent(stack, key)).id)
+    events = await stream(stack, session.id, 'weather [[tool:get_weather {"city": "Oslo"}]]', new_key())
+    call_id = events[-1].assistant_message.tool_calls[0].id
+    marker, idem = uuid.uuid4().hex, new_key()
+    request = pb.SubmitToolOutputsRequest(
+        session_id=session.id, tool_outputs=[pb.ToolOutput(tool_call_id=call_id, output=f"sunny {marker}")]
+    )
+    first = [e async for e in stack.sessions.SubmitToolOutputs(request, metadata=keyed(idem))]
+    again = [e async for e in stack.sessions.SubmitToolOutputs(request, metadata=keyed(idem))]
+    assert first[-1].assistant_message.status == pb.MESSAGE_STATUS_COMPLETED
+    assert again[-1].assistant_message == first[-1].assistant_message
+    assert [e.input_message for e in again if e.HasField("input_message")] == [
+        e.input_message for e in first if e.HasField("input_message")
+    ]
+    tool_turns = [
+        r for r in upstream.requests if r["path"].endswith("/chat/completions") and marker in str(r["body"]["messages"])
+    ]
+    assert len(tool_turns) == 1
+
+
+async def test_cancelled_keyed_turn_replays_what_was_stored(stack: Stack, key: str, upstream: ScriptedUpstream) -> None:
+    """The caller went away mid-stream: the turn is stored CANCELLED, and a retry
+    with the key replays it (input, the deltas streamed, then CANCELLED) rather
+    than storing the user's message a second time."""
+    session = await create_session(stack, (await create_agent(stack, key)).id)
+    marker, idem = uuid.uuid4().hex, new_key()
+    content = f"cancel {marker} one two three four five six [[slow:200]]"
+    call = stack.sessions.SendStreamingMessage(
+        pb.SendStreamingMessageRequest(session_id=session.id, messages=[user(content)]), metadata=keyed(idem)
+    )
+    async for event in call:
+        if event.HasField("delta"):
+            break
+    call.cancel()
+    for _ in range(300):  # until the server has stored the outcome of the cancelled call
+        replay: list[pb.SendStreamingMessageResponse] = []
+        retry = stack.sessions.SendStreamingMessage(
+            pb.SendStreamingMessageRequest(session_id=session.id, messages=[user(content)]), metadata=keyed(idem)
+        )
+        try:
+            async for event in retry:
+                replay.append(event)
+        except grpc.aio.AioRpcError as exc:
+            if error_reason(exc) == "CANCELLED":
+                break
+            assert error_reason(exc) == "IDEMPOTENCY_REQUEST_IN_FLIGHT"
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the cancelled call's outcome was never stored")
+    assert replay[0].input_message.content == content
+    assert replay[1].delta.content.startswith("Echo: ")
+    stored = await all_messages(stack, session.id)
+    assert [(m.role, m.status) for m in stored] == [
+        (pb.ROLE_USER, pb.MESSAGE_STATUS_COMPLETED),
+        (pb.ROLE_ASSISTANT, pb.MESSAGE_STATUS_CANCELLED),
+    ]
+    assert upstream_calls(upstream, marker) == 1
