@@ -4,6 +4,7 @@ stubs, all in the test's event loop and on free loopback ports."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +89,9 @@ class Stack:
         self.http_server = uvicorn.Server(
             uvicorn.Config(create_app(target), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
         )
-        self.http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # uvicorn 0.54 installs its SIGINT/SIGTERM handlers in capture_signals();
+        # a test process runs several servers, so none may take the signals.
+        self.http_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         self.http_task = asyncio.create_task(self.http_server.serve())
         while not self.http_server.started:
             await asyncio.sleep(0.01)
