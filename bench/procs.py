@@ -190,10 +190,10 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU seconds of a process and (by default) its children."""
     total = 0.0
-    for process in _tree(pid):
+    for process in _tree(pid) if children else _tree(pid)[:1]:
         try:
             times = process.cpu_times()
             total += times.user + times.system
@@ -217,6 +217,7 @@ class CpuMeter:
     """CPU seconds of our processes, and of everything else on the machine, over a window."""
 
     def __init__(self, pids: dict[str, int]) -> None:
+        """``pids`` by name; ``bench`` (the load generator, parent of the others) counts without its children."""
         self.pids = pids
         self.start: dict[str, float] = {}
         self.total_start = 0.0
@@ -234,7 +235,7 @@ class CpuMeter:
         )
 
     def begin(self) -> None:
-        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.start = {name: cpu_seconds(pid, name != "bench") for name, pid in self.pids.items()}
         self.total_start = self._machine()
         self.wall_start = time.perf_counter()
 
@@ -242,7 +243,7 @@ class CpuMeter:
         """Cores used (CPU seconds per wall second) by each process, by all of
         them, and by the rest of the machine (``other``: other users' load)."""
         wall = time.perf_counter() - self.wall_start
-        used = {name: (cpu_seconds(pid) - self.start[name]) / wall for name, pid in self.pids.items()}
+        used = {name: (cpu_seconds(pid, name != "bench") - self.start[name]) / wall for name, pid in self.pids.items()}
         machine = (self._machine() - self.total_start) / wall
         used["other"] = max(0.0, machine - sum(used.values()))
         return {k: round(v, 3) for k, v in used.items()} | {"wall_s": round(wall, 2)}

@@ -236,6 +236,27 @@ def table(results: dict[str, Any]) -> str:
             f"| {name} | {f1} | {added} | {fl} | {il} | {ia} | {el} | {lg} | {_fmt(streams)} | "
             f"{_fmt(tps, 1)}{f' (c={level})' if tps else ''} | {_fmt(mem, 1)} |"
         )
+    low = {name: next((r for r in runs if r["streams"] == min(cap.get("levels") or [0])), None)
+           for name, runs in (cap.get("arms") or {}).items()}  # fmt: skip
+    if any(low.values()):
+        level = min(cap.get("levels") or [0])
+        base = low.get("A") or {}
+        lines += [
+            "",
+            f"At {level} concurrent streams (closed loop, the capacity phase's first level), ms; added = arm minus A:",
+            "",
+            "| arm | TTFT p50 / p99 | added TTFT p50 / p99 | ITL p50 / p99 / max | added ITL p50 / p99 | cores used |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in low.items():
+            if not r:
+                continue
+            t = " / ".join(_fmt(_q(r, "ttft_ms", p)) for p in ("p50", "p99"))
+            ta = " / ".join(_fmt(_sub(_q(r, "ttft_ms", p), _q(base, "ttft_ms", p))) for p in ("p50", "p99"))
+            i = " / ".join(_fmt(_q(r, "itl_ms", p)) for p in ("p50", "p99", "max"))
+            ia = " / ".join(_fmt(_sub(_q(r, "itl_ms", p), _q(base, "itl_ms", p))) for p in ("p50", "p99"))
+            cores = ", ".join(f"{k} {v:.2f}" for k, v in r.get("cores", {}).items() if k != "wall_s")
+            lines.append(f"| {name} | {t} | {ta} | {i} | {ia} | {cores} |")
     if thr.get("arms"):
         levels = thr.get("levels", [])
         lines += ["", "Non-streamed turns/s (e2e p99 ms) by concurrency:", "",
@@ -302,7 +323,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
             if s:
                 stats.append(s)
         if stats:
-            ax.bxp(stats, vert=False, showfliers=True, flierprops={"marker": "o", "markersize": 4})
+            ax.bxp(stats, orientation="horizontal", showfliers=True, flierprops={"marker": "o", "markersize": 4})
             ax.set_xscale("log")
             ax.invert_yaxis()
         ax.set_title(title)

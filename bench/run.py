@@ -154,6 +154,16 @@ def stats_ms(samples: list[float], cdf: bool = False) -> dict[str, Any]:
     return out
 
 
+def _clean(summary: dict[str, Any]) -> bool:
+    """No error, no lost or reordered delta, no gap over 40 ms."""
+    return (
+        summary["turns"] > 0
+        and summary["errors"] == 0
+        and summary["lost_or_reordered"] == 0
+        and summary["gaps_over_40ms"] == 0
+    )
+
+
 def summarize(window: Window, cdf: bool = False) -> dict[str, Any]:
     counted = window.counted
     ok = [t for t in counted if t.ok]
@@ -257,6 +267,11 @@ class Bench:
         self.pids = {name: proc.pid for name, proc in self.procs.items()}
         self.pids["litellm"] = self.litellm._proc.pid
         self.pids["bench"] = os.getpid()
+        # MariaDB is not ours, but its CPU belongs to the MariaDB arms: read it, so "other" is other users.
+        for process in psutil.process_iter(["name"]):
+            if process.info["name"] in ("mariadbd", "mysqld"):
+                self.pids["mariadb"] = process.pid
+                break
 
     def _sqlite(self, name: str) -> str:
         return f"sqlite+aiosqlite:///{self.logs / f'{name}.db'}"
@@ -316,6 +331,8 @@ class Bench:
         names = [arm.process, "upstream", "bench"]
         if arm.name.startswith("C'"):
             names.append("litellm")
+        if arm.db == "mariadb" and "mariadb" in self.pids:
+            names.append("mariadb")
         return names
 
     async def upstream_stats(self) -> dict[str, Any]:
@@ -489,12 +506,15 @@ class Bench:
 
                 summary = await self.measure(arm, run)
                 summary["streams"] = n
-                clean = (
-                    summary["turns"] > 0
-                    and summary["errors"] == 0
-                    and summary["lost_or_reordered"] == 0
-                    and summary["gaps_over_40ms"] == 0
-                )
+                clean = _clean(summary)
+                if not clean:
+                    # Other users share this machine: a level fails only if a second try fails too.
+                    first = summary
+                    summary = await self.measure(arm, run)
+                    summary["streams"] = n
+                    summary["first_try"] = {k: first[k] for k in ("max_gap_ms", "gaps_over_40ms", "errors",
+                                            "lost_or_reordered", "ttft_ms", "cores", "client_loop_lag_ms")}  # fmt: skip
+                    clean = _clean(summary)
                 summary["clean"] = clean
                 if name == "A":
                     baseline[n] = summary
