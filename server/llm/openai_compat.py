@@ -33,10 +33,13 @@ class _Stream:
         filtered = False
         try:
             async for sse in EventSource(self._response).aiter_sse():
+                # Read on to the end of the body after [DONE] (it ends right
+                # there): a response read to its end returns its connection to
+                # httpx's pool, where breaking off would close it and make the
+                # next turn pay for a new TCP connection.
                 if sse.data == "[DONE]":
                     done = True
-                    break
-                if not sse.data:
+                if done or not sse.data:
                     continue
                 try:
                     payload = json.loads(sse.data)
