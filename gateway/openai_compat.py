@@ -26,19 +26,28 @@ def bad_request(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, openai_error(400, message, "INVALID_REQUEST", param))
 
 
-def _text(content: Any, param: str) -> str:
-    """Content as text: a string, or the text parts of a content-part list."""
+def _content(content: Any, param: str) -> tuple[str, list[pb.ContentPart]]:
+    """Content as (text, parts): a string, or a list of ``text`` and
+    ``image_url`` content parts (the text parts are also joined into the text)."""
     if content is None:
-        return ""
+        return "", []
     if isinstance(content, str):
-        return content
+        return content, []
     if isinstance(content, list):
         parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise bad_request("only text content parts are supported", param)
-            parts.append(str(part.get("text", "")))
-        return "".join(parts)
+        for index, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                parts.append(pb.ContentPart(type="text", text=str(part.get("text", ""))))
+            elif kind == "image_url":
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else image
+                if not isinstance(url, str):
+                    raise bad_request("an image_url part needs image_url.url", f"{param}[{index}].image_url")
+                parts.append(pb.ContentPart(type="image_url", image_url=url))
+            else:
+                raise bad_request("content parts must be text or image_url", f"{param}[{index}].type")
+        return "".join(p.text for p in parts), parts
     raise bad_request("content must be a string or a list of content parts", param)
 
 
@@ -51,9 +60,11 @@ def input_messages(messages: Any) -> list[pb.InputMessage]:
         param = f"messages[{index}]"
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise bad_request("each message needs a role: system, developer, user, assistant or tool", f"{param}.role")
+        text, parts = _content(message.get("content"), f"{param}.content")
         converted = pb.InputMessage(
             role=ROLES[message["role"]],
-            content=_text(message.get("content"), f"{param}.content"),
+            content=text,
+            content_parts=parts,
             tool_call_id=str(message.get("tool_call_id") or ""),
             name=str(message.get("name") or ""),
         )

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import openai
 import pytest
 
 from agentapi import v1 as pb
-from tests.helpers import all_messages, create_agent, sent_upstream
-from tests.stack import Stack, free_port, start_stack
+from tests.helpers import all_messages, create_agent, create_session, field_violations, sent_upstream
+from tests.stack import AUTH, Stack, free_port, start_stack
 from tests.support.upstream import ScriptedUpstream
 
 
@@ -160,3 +161,40 @@ async def test_upstream_down_stores_user_message_and_failed_reply(sqlite_url: st
             ]
     finally:
         await down.stop()
+
+
+async def test_content_parts_with_an_image_are_stored_and_forwarded(stack: Stack, upstream: ScriptedUpstream) -> None:
+    image = "data:image/png;base64,iVBORw0KGgo="
+    content = [{"type": "text", "text": "describe this"}, {"type": "image_url", "image_url": {"url": image}}]
+    raw = await stack.openai().chat.completions.with_raw_response.create(
+        model="scripted-a", messages=[{"role": "user", "content": content}]
+    )
+    assert raw.parse().choices[0].message.content == "Echo: describe this"
+    sent = [r["body"] for r in upstream.requests if r["path"].endswith("/chat/completions")][-1]
+    assert sent["messages"][-1]["content"] == content
+    stored = (await all_messages(stack, raw.headers["x-session-id"]))[0]
+    assert stored.content == "describe this"
+    assert [(p.type, p.text, p.image_url) for p in stored.content_parts] == [
+        ("text", "describe this", ""),
+        ("image_url", "", image),
+    ]
+    assert stored.token_count > 85, "an image part counts as 85 tokens on top of the text"
+
+
+async def test_bad_content_parts_are_named(stack: Stack) -> None:
+    session = await create_session(stack, model="scripted-a")
+    bad = pb.InputMessage(
+        role=pb.ROLE_USER,
+        content_parts=[pb.ContentPart(type="audio"), pb.ContentPart(type="image_url", image_url="ftp://x")],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.sessions.SendMessage(pb.SendMessageRequest(session_id=session.id, messages=[bad]), metadata=AUTH)
+    assert set(field_violations(caught.value)) == {
+        "messages[0].content_parts[0].type",
+        "messages[0].content_parts[1].image_url",
+    }
+    with pytest.raises(openai.BadRequestError) as rejected:
+        await stack.openai().chat.completions.create(
+            model="scripted-a", messages=[{"role": "user", "content": [{"type": "input_audio"}]}]
+        )
+    assert rejected.value.body["param"] == "messages[0].content[0].type"

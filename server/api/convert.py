@@ -242,6 +242,7 @@ def message(row: MessageRow) -> pb.Message:
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         token_count=row.token_count,
+        content_parts=[content_part(p) for p in row.content_parts or ()],
     )
     if row.prompt_last_sequence:
         result.prompt_messages.first = row.prompt_first_sequence
@@ -259,6 +260,21 @@ def input_message(message: pb.InputMessage) -> InputMessage:
         tool_call_id=message.tool_call_id,
         tool_calls=[json_format.MessageToDict(c, preserving_proto_field_name=True) for c in message.tool_calls],
         name=message.name,
+        content_parts=[content_part_to_json(p) for p in message.content_parts],
+    )
+
+
+def content_part_to_json(part: pb.ContentPart) -> dict[str, Any]:
+    """A content part in OpenAI's shape."""
+    if part.type == "image_url":
+        return {"type": "image_url", "image_url": {"url": part.image_url}}
+    return {"type": part.type, "text": part.text}
+
+
+def content_part(part: dict[str, Any]) -> pb.ContentPart:
+    """An OpenAI content part as a proto."""
+    return pb.ContentPart(
+        type=part.get("type", ""), text=part.get("text", ""), image_url=(part.get("image_url") or {}).get("url", "")
     )
 
 

@@ -8,7 +8,8 @@ few percent, an accepted approximation here. Other models are estimated at
 one token per 4 characters, rounded up: OpenAI's published rule of thumb,
 which is within about 20% for English on the Claude, Gemini and Llama
 tokenizers. Each message adds ``MESSAGE_OVERHEAD`` tokens for its role and
-separators, as in OpenAI's cookbook.
+separators, as in OpenAI's cookbook, and each image part ``IMAGE_TOKENS``
+(OpenAI's low-detail price; a high-detail image costs more upstream).
 
 Each message's count is stored with it (``messages.token_count``) when it is
 written, so a turn sums stored counts instead of re-tokenizing the history.
@@ -30,6 +31,8 @@ from typing import Any, Protocol
 import tiktoken
 
 MESSAGE_OVERHEAD = 4
+# An image part, counted as OpenAI's low-detail image: a fixed 85 tokens.
+IMAGE_TOKENS = 85
 _OPENAI_FAMILY = re.compile(r"^(?:[\w.-]+/)?(?:gpt-|chatgpt-|o\d|text-embedding-|davinci|babbage)")
 
 
@@ -49,7 +52,13 @@ def count_text(text: str, model: str) -> int:
 
 def count_message(message: dict[str, Any], model: str) -> int:
     """Tokens of one OpenAI-shaped message: content, name, tool calls and overhead."""
-    total = MESSAGE_OVERHEAD + count_text(message.get("content") or "", model)
+    content = message.get("content") or ""
+    if isinstance(content, list):  # content parts
+        total = MESSAGE_OVERHEAD + sum(
+            count_text(part.get("text", ""), model) if part.get("type") == "text" else IMAGE_TOKENS for part in content
+        )
+    else:
+        total = MESSAGE_OVERHEAD + count_text(content, model)
     total += count_text(message.get("name") or "", model)
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}

@@ -74,6 +74,15 @@ class InputMessage:
     tool_call_id: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     name: str = ""
+    # OpenAI content parts ({"type": "text", "text"} or {"type": "image_url", "image_url": {"url"}}).
+    content_parts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """``content``, or the text parts joined when the content came as parts."""
+        if not self.content_parts:
+            return self.content
+        return "".join(part.get("text", "") for part in self.content_parts if part.get("type") == "text")
 
 
 @dataclass
@@ -107,10 +116,18 @@ def validate_inputs(inputs: Sequence[InputMessage], options: Settings, path: str
         field_path = f"{path}[{index}]"
         if message.role not in INPUT_ROLES:
             violations.add(f"{field_path}.role", "must be user, tool, system or assistant")
-        elif message.role in ("user", "system") and not message.content.strip():
+        elif message.role in ("user", "system") and not message.text.strip() and not message.content_parts:
             violations.add(f"{field_path}.content", "must not be empty")
         elif message.role == "tool" and not message.tool_call_id:
             violations.add(f"{field_path}.tool_call_id", "is required for a tool message")
+        for part_index, part in enumerate(message.content_parts):
+            part_path = f"{field_path}.content_parts[{part_index}]"
+            if part.get("type") == "image_url":
+                url = str((part.get("image_url") or {}).get("url", ""))
+                if not url.startswith(("https://", "http://", "data:")):
+                    violations.add(f"{part_path}.image_url", "must be an http(s) or data: URL")
+            elif part.get("type") != "text":
+                violations.add(f"{part_path}.type", "must be text or image_url")
     if inputs and inputs[-1].role not in ("user", "tool"):
         violations.add(f"{path}[{len(inputs) - 1}].role", "the last message must be from the user or a tool")
     validate_settings(options, "options", violations)
@@ -119,7 +136,7 @@ def validate_inputs(inputs: Sequence[InputMessage], options: Settings, path: str
 
 def to_openai(row: MessageRow) -> dict[str, Any]:
     """A stored message in OpenAI's chat ``messages`` shape."""
-    message: dict[str, Any] = {"role": row.role, "content": row.content}
+    message: dict[str, Any] = {"role": row.role, "content": row.content_parts or row.content}
     if row.tool_calls:
         message["tool_calls"] = row.tool_calls
         message["content"] = row.content or None
@@ -135,6 +152,7 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
     values: dict[str, Any] = {
         "content": "",
         "tool_calls": None,
+        "content_parts": None,
         "tool_call_id": "",
         "name": "",
         "model": "",
@@ -296,7 +314,8 @@ class TurnRunner:
                     sequence,
                     message.role,
                     now,
-                    content=message.content,
+                    content=message.text,
+                    content_parts=message.content_parts or None,
                     tool_calls=message.tool_calls or None,
                     tool_call_id=message.tool_call_id,
                     name=message.name,

@@ -72,6 +72,7 @@ from agentapi.v1.conversation_service_pb2_grpc import (
     add_ConversationServiceServicer_to_server as add_ConversationServiceServicer_to_server,
 )
 from agentapi.v1.message_pb2 import (
+    ContentPart as ContentPart,
     FunctionCall as FunctionCall,
     InputMessage as InputMessage,
     MESSAGE_STATUS_CANCELLED as MESSAGE_STATUS_CANCELLED,
@@ -210,6 +211,7 @@ __all__ = [
     "BUDGET_PERIOD_UNSPECIFIED",
     "Budget",
     "BudgetPeriod",
+    "ContentPart",
     "Conversation",
     "ConversationServiceServicer",
     "ConversationServiceStub",

@@ -118,6 +118,7 @@ class Message(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     PROMPT_MESSAGES_FIELD_NUMBER: _builtins.int
+    CONTENT_PARTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     session_id: _builtins.str
@@ -182,6 +183,12 @@ class Message(_message.Message):
         into its prompt (the windowed history and the turn's inputs).
         """
 
+    @_builtins.property
+    def content_parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentPart]:
+        """The content as parts (text and images), when it was sent that way;
+        `content` then holds the text parts joined.
+        """
+
     def __init__(
         self,
         *,
@@ -207,14 +214,45 @@ class Message(_message.Message):
         attempts: _abc.Iterable[Global___ModelAttempt] | None = ...,
         token_count: _builtins.int = ...,
         prompt_messages: Global___SequenceRange | None = ...,
+        content_parts: _abc.Iterable[Global___ContentPart] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "metadata", b"metadata", "prompt_messages", b"prompt_messages", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "metadata", b"metadata", "model", b"model", "name", b"name", "prompt_messages", b"prompt_messages", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "content_parts", b"content_parts", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "metadata", b"metadata", "model", b"model", "name", b"name", "prompt_messages", b"prompt_messages", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class ContentPart(_message.Message):
+    """One part of a message's content, in OpenAI's content-part shape."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    IMAGE_URL_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """`text` or `image_url`."""
+    text: _builtins.str
+    """For `text`: the text."""
+    image_url: _builtins.str
+    """For `image_url`: the image's URL (`https:` or a `data:` URL)."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        text: _builtins.str = ...,
+        image_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_url", b"image_url", "text", b"text", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContentPart: _TypeAlias = ContentPart  # noqa: Y015
 
 @_typing.final
 class SequenceRange(_message.Message):
@@ -377,6 +415,7 @@ class InputMessage(_message.Message):
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    CONTENT_PARTS_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """ROLE_USER, ROLE_TOOL, ROLE_SYSTEM, or ROLE_ASSISTANT (to import history)."""
     content: _builtins.str
@@ -389,6 +428,12 @@ class InputMessage(_message.Message):
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """For ROLE_ASSISTANT history: the tool calls it made."""
 
+    @_builtins.property
+    def content_parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentPart]:
+        """Content as parts (text and images), for upstreams that take them;
+        replaces `content` when set.
+        """
+
     def __init__(
         self,
         *,
@@ -397,10 +442,11 @@ class InputMessage(_message.Message):
         tool_call_id: _builtins.str = ...,
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         name: _builtins.str = ...,
+        content_parts: _abc.Iterable[Global___ContentPart] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "name", b"name", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_parts", b"content_parts", "name", b"name", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
