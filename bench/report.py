@@ -172,8 +172,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     memory = phases.get("memory", {})
     rows = []
     for name in ("C sqlite", "C mariadb +0ms", "D mariadb"):
-        value = (memory.get(name) or {}).get("kb_per_stream")
-        rows.append(_row(f"{name}: RSS per idle open stream", value, "KB", "<= 50", _le(value, 50)))
+        entry = memory.get(name) or {}
+        value = entry.get("kb_per_stream")
+        note = f"{entry.get('held')} streams held, {entry.get('failed')} turns failed" if entry else ""
+        rows.append(_row(f"{name}: RSS per idle open stream", value, "KB", "<= 50", _le(value, 50), note))
     rows.append(_row("B (LiteLLM): RSS per idle open stream", (memory.get("B") or {}).get("kb_per_stream"), "KB", "",
                      None))  # fmt: skip
     target(8, "resident memory per idle open stream", rows)
@@ -195,6 +197,8 @@ def table(results: dict[str, Any]) -> str:
         f"Run {run.get('date')} ({run.get('mode')}), {run.get('duration_s')} s, "
         f"commit {env.get('git_commit', '')[:10]} ({env.get('source', '')}), "
         f"{env.get('cpus')} CPUs, load average at start {env.get('load_avg_at_start')}",
+        "",
+        *(f"Incident: {i['what']}" for i in results.get("incidents", [])),
         "",
         "| # | target | measured | limit | verdict |",
         "|---|---|---|---|---|",
