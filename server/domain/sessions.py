@@ -113,6 +113,12 @@ class SessionView:
         return effective_settings(self.agent, self.overrides)
 
 
+# Agent revisions never change once written, so every turn of a session can
+# share one copy instead of reading it again (a bounded, first-in-first-out cache).
+_REVISION_CACHE_SIZE = 4096
+_REVISIONS: dict[tuple[str, int], AgentFields] = {}
+
+
 class SessionService:
     """Creates, reads, ends and lists sessions and lists their messages."""
 
@@ -221,10 +227,18 @@ class SessionService:
             raise not_found("session", session_id)
         if not row.agent_id:
             return SessionView(row, None)
+        revision_key = (row.agent_id, row.agent_revision or 1)
+        cached = _REVISIONS.get(revision_key)
+        if cached is not None:
+            return SessionView(row, cached)
         agents = AgentRepository(session)
-        pinned = await agents.revision(row.agent_id, row.agent_revision or 1)
+        pinned = await agents.revision(*revision_key)
         if pinned is not None:
-            return SessionView(row, AgentFields(**pinned.settings))
+            fields_ = AgentFields(**pinned.settings)
+            if len(_REVISIONS) >= _REVISION_CACHE_SIZE:
+                _REVISIONS.pop(next(iter(_REVISIONS)))
+            _REVISIONS[revision_key] = fields_
+            return SessionView(row, fields_)
         agent = await agents.get(row.agent_id)
         return SessionView(row, fields_of(agent) if agent else None)
 
