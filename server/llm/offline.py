@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from server.domain.errors import AgentAPIError
+from server.domain.history import count_text
 from server.llm.types import ChatChunk, ChatRequest, ModelInfo, TokenUsage, ToolCallFragment
 
 OFFLINE_MODEL = "agentapi-offline"
@@ -29,8 +30,9 @@ _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
 def estimate_tokens(text: str) -> int:
-    """One token per 4 characters, rounded up: the documented offline estimate."""
-    return (len(text) + 3) // 4
+    """One token per 4 characters, rounded up: the documented estimate for
+    models outside the OpenAI family (server/domain/history.py)."""
+    return count_text(text, OFFLINE_MODEL)
 
 
 def _text(message: dict[str, Any]) -> str:
