@@ -70,6 +70,31 @@ def patch_sqlalchemy(totals: collections.Counter[str], counts: collections.Count
             wrap(name)
 
 
+def patch_core_update() -> None:
+    """What if the terminal UPDATE were one prebuilt Core statement with bound parameters (no ORM-enabled
+    UPDATE, no session synchronisation, one cached compilation)? Replaces ``TurnRunner._store_reply`` in
+    this process only."""
+    from sqlalchemy import bindparam
+
+    from server.domain import turns
+    from server.store.models import MessageRow
+
+    table = MessageRow.__table__
+    statement = (
+        table.update()
+        .where(table.c.id == bindparam("_id"))
+        .values({name: bindparam(f"v_{name}") for name in turns.TERMINAL_COLUMNS})
+    )
+
+    async def _store_reply(self: Any, reply: Any) -> None:
+        params = {f"v_{name}": getattr(reply, name) for name in turns.TERMINAL_COLUMNS}
+        async with self.db.session() as db:
+            await (await db.connection()).execute(statement, {"_id": reply.id, **params})
+            await db.commit()
+
+    turns.TurnRunner._store_reply = _store_reply
+
+
 def patch_reuse() -> None:
     """What if agentapi kept reading after ``[DONE]`` to the end of the response
     (so httpx can return the connection to its pool)? Recompiles, in this
@@ -116,6 +141,8 @@ async def main_async(args: argparse.Namespace) -> None:
         principal = Principal("default", admin=True)
         if "reuse" in args.what_if:
             patch_reuse()
+        if "core-update" in args.what_if:
+            patch_core_update()
         totals: collections.Counter[str] = collections.Counter()
         counts: collections.Counter[str] = collections.Counter()
         stage_cpu: dict[str, list[float]] = collections.defaultdict(list)
@@ -196,9 +223,9 @@ def main() -> int:
         "--what-if",
         action="append",
         default=[],
-        choices=("reuse", "gc"),
+        choices=("reuse", "gc", "core-update"),
         help="patch this process to measure a proposed change: reuse (upstream keep-alive), gc (gc.freeze()"
-        " after warm-up and --gc-threshold)",
+        " after warm-up and --gc-threshold), core-update (the terminal UPDATE as one prebuilt Core statement)",
     )
     parser.add_argument("--gc-threshold", type=int, nargs=3, default=(700, 10, 10))
     parser.add_argument("--ref", help="measure this commit (a snapshot) instead of the working tree")
