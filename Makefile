@@ -48,13 +48,14 @@ bench-ttft: $(STAMP) litellm
 
 # Issue 7's benchmark: every arm interleaved in one run on this machine (needs MariaDB at
 # 127.0.0.1:3306); writes bench/results/<date>.{json,png,md} and prints the table. ~10 min.
+# The bench extra (matplotlib, psutil, pyinstrument) is installed into .venv when pyproject.toml changes.
 bench: $(STAMP) litellm
-	$(BIN)/pip install -q -e '.[bench]'
+	test $(VENV)/.bench-installed -nt pyproject.toml || ($(BIN)/pip install -q -e '.[bench]' && touch $(VENV)/.bench-installed)
 	$(BIN)/python -m bench.run
 
 # The same harness with small counts, under 60 s: proves every arm works, asserts nothing about speed.
 bench-quick: $(STAMP) litellm
-	$(BIN)/pip install -q -e '.[bench]'
+	test $(VENV)/.bench-installed -nt pyproject.toml || ($(BIN)/pip install -q -e '.[bench]' && touch $(VENV)/.bench-installed)
 	$(BIN)/python -m bench.run --quick
 
 clean:

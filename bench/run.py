@@ -105,22 +105,22 @@ class Plan:
 
 FULL = Plan()
 QUICK = Plan(
-    deltas=16,
+    deltas=8,
     memory_streams=10,
     memory_settle_s=0.1,
     memory_warm_turns=3,
     ttft_warm=2,
     ttft_rounds=4,
     itl_streams=6,
-    itl_warm_s=0.2,
-    itl_window_s=0.4,
+    itl_warm_s=0.15,
+    itl_window_s=0.3,
     itl_drain_s=3.0,
     capacity_levels=[5],
-    capacity_ramp_s=0.2,
-    capacity_window_s=0.3,
+    capacity_ramp_s=0.15,
+    capacity_window_s=0.25,
     throughput_levels=[4],
     throughput_ramp_s=0.1,
-    throughput_window_s=0.3,
+    throughput_window_s=0.25,
     cpu_iterations=50,
 )
 
