@@ -152,9 +152,13 @@ async def main_async(args: argparse.Namespace) -> None:
             view = await sessions.create(principal, "", "", Settings(model=model), {})
             session_ids.append(view.row.id)
 
+        walls: dict[str, float] = {}
+        ttft_wall: list[float] = []
+
         async def turn(session_id: str) -> list[tuple[str, float]]:
             """One turn; CPU clock marks at the first input event, the first delta and the final event."""
             marks = [("start", clock())]
+            walls["start"] = time.perf_counter()
             inputs = [InputMessage(role="user", content="Write sixty-four words about benchmarks.")]
             last_delta = None
             async for event in runner.run(principal, session_id, inputs, Settings()):
@@ -164,6 +168,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 elif event.kind == "delta":
                     if last_delta is None:
                         marks.append(("first delta", now))
+                        walls["first delta"] = time.perf_counter()
                     last_delta = now
                 elif event.kind == "final":
                     if last_delta is not None:
@@ -186,6 +191,8 @@ async def main_async(args: argparse.Namespace) -> None:
         started_cpu, started_wall = clock(), time.perf_counter()
         for index in range(args.turns):
             marks = await turn(session_ids[(index + args.warm) // 8 % len(session_ids)])
+            if "first delta" in walls:
+                ttft_wall.append(walls.pop("first delta") - walls["start"])
             for (_, t0), (name, t1) in zip(marks, marks[1:], strict=False):
                 stage_cpu[name].append(t1 - t0)
         cpu = clock() - started_cpu
@@ -200,6 +207,9 @@ async def main_async(args: argparse.Namespace) -> None:
         for name, values in stage_cpu.items():
             s = stats_ms(values)
             print(f"  {name:14} {s['mean']:7.3f}   p50 {s['p50']:.3f}  p99 {s['p99']:.3f}")
+        if ttft_wall:
+            s = stats_ms(ttft_wall)
+            print(f"  wall time from run() to the first delta: p50 {s['p50']:.3f}  p99 {s['p99']:.3f} ms")
         print("  inside AsyncSession calls (main thread), by kind:")
         for kind, total in totals.most_common():
             print(f"    {kind:28} {total / n * 1000:7.3f} ms/turn  ({counts[kind] / n:.1f} calls/turn)")
