@@ -221,6 +221,12 @@ class Bench:
         if not ok:
             raise SystemExit(f"bench needs the LiteLLM venv: {reason} (make litellm)")
         plan = self.plan
+        try:
+            self.mariadb_variables = self.mariadb.variables()
+        except Exception as exc:  # pymysql's OperationalError and friends
+            raise SystemExit(
+                f"bench needs MariaDB/MySQL at {procs.MYSQL_SERVER_URL} (AGENTAPI_BENCH_MYSQL_URL): {exc}"
+            ) from None
         upstream = procs.start_upstream(self.logs, plan.pace_ms, plan.deltas)
         self.procs["upstream"] = upstream
         self.upstream_url = f"http://127.0.0.1:{upstream.ports['http']}"
@@ -646,7 +652,7 @@ def environment(bench: Bench) -> dict[str, Any]:
         "cpus": psutil.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "mariadb": bench.mariadb.variables(),
+        "mariadb": getattr(bench, "mariadb_variables", {}),
         "git_commit": os.environ.get("BENCH_SOURCE_REF") or _git("rev-parse", "HEAD"),
         "source": "snapshot of the commit (git archive), with the working tree's bench/"
         if os.environ.get("BENCH_SOURCE_REF")
