@@ -240,6 +240,32 @@ def table(results: dict[str, Any]) -> str:
             f"| {name} | {f1} | {added} | {fl} | {il} | {ia} | {el} | {lg} | {_fmt(streams)} | "
             f"{_fmt(tps, 1)}{f' (c={level})' if tps else ''} | {_fmt(mem, 1)} |"
         )
+    b_added = {p: _sub(_q(_arm(ttft, "B"), "ttft_ms", p), _q(a1, "ttft_ms", p)) for p in ("p50", "p99")}
+    b_tps = best_throughput(thr, "B")[0] if "B" in thr.get("arms", {}) else None
+    b_streams = (cap.get("max_clean", {}).get("B") or {}).get("streams")
+    b_mem = (memory.get("B") or {}).get("kb_per_stream")
+    lines += [
+        "",
+        "Ratios to LiteLLM (B): added TTFT at 1 stream (lower is better), best non-streamed turns/s, "
+        "clean concurrent streams, memory per idle stream (lower is better):",
+        "",
+        "| arm | added TTFT p50 / p99 vs B's | turns/s vs B | streams vs B | memory vs B |",
+        "|---|---|---|---|---|",
+    ]
+    for name in results.get("arms", {}):
+        if name in ("A", "B"):
+            continue
+        t1 = _arm(ttft, name)
+        added = " / ".join(
+            _fmt(_ratio(_sub(_q(t1, "ttft_ms", p), _q(a1, "ttft_ms", p)), b_added[p])) for p in ("p50", "p99")
+        )
+        tps = best_throughput(thr, name)[0] if name in thr.get("arms", {}) else None
+        streams = (cap.get("max_clean", {}).get(name) or {}).get("streams")
+        mem = (memory.get(name) or {}).get("kb_per_stream")
+        lines.append(
+            f"| {name} | {added} | {_fmt(_ratio(tps, b_tps))} | {_fmt(_ratio(streams, b_streams))} | "
+            f"{_fmt(_ratio(mem, b_mem))} |"
+        )
     low = {name: next((r for r in runs if r["streams"] == min(cap.get("levels") or [0])), None)
            for name, runs in (cap.get("arms") or {}).items()}  # fmt: skip
     if any(low.values()):
