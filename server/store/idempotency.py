@@ -109,10 +109,19 @@ class InterruptedReplies:
     ) -> int:
         """Fails the in-progress replies of ``runner_id``, or those created before
         ``before``; content and usage so far are kept. Returns how many."""
-        query = update(MessageRow).where(MessageRow.status == IN_PROGRESS)
+        # Find the rows with a plain (non-locking) read, then update them by
+        # primary key. A ranged UPDATE over the status index would take
+        # next-key locks on MariaDB and deadlock (1213) with turns inserting
+        # their messages at the same moment; the usual sweep finds nothing and
+        # so locks nothing at all.
+        found = select(MessageRow.id).where(MessageRow.status == IN_PROGRESS)
         if runner_id is not None:
-            query = query.where(MessageRow.runner_id == runner_id)
+            found = found.where(MessageRow.runner_id == runner_id)
         if before is not None:
-            query = query.where(MessageRow.create_time < before)
+            found = found.where(MessageRow.create_time < before)
+        ids = list((await self.session.execute(found)).scalars())
+        if not ids:
+            return 0
+        query = update(MessageRow).where(MessageRow.id.in_(ids), MessageRow.status == IN_PROGRESS)
         result = await self.session.execute(query.values(status="failed", error=error, update_time=now))
         return int(result.rowcount or 0)
