@@ -30,7 +30,7 @@ import httpx
 
 from bench import procs
 from bench.loadgen import AgentapiProcess, Arm, BridgeArm, GrpcArm
-from bench.run import CACHE, run_snapshot
+from bench.run import CACHE, rerun_at_ref
 
 SITECUSTOMIZE = """
 import os
@@ -139,10 +139,7 @@ def main() -> int:
     parser.add_argument("--ref", help="measure this commit (a snapshot) instead of the working tree")
     args = parser.parse_args()
     if args.ref:
-        argv = list(sys.argv[1:])
-        index = argv.index("--ref")
-        del argv[index : index + 2]
-        return run_snapshot(args.ref, argv, module="bench.memtrace")
+        return rerun_at_ref(args.ref, "bench.memtrace")
     asyncio.run(main_async(args))
     return 0
 

@@ -30,7 +30,7 @@ import httpx
 
 from bench import procs
 from bench.loadgen import AgentapiProcess, Arm, BridgeArm, GrpcArm, closed_loop
-from bench.run import CACHE, run_snapshot, stats_ms
+from bench.run import CACHE, rerun_at_ref, stats_ms
 
 # Sample buckets, first match wins (checked against every frame of a sample).
 BUCKETS = (
@@ -261,13 +261,7 @@ def main() -> int:
     parser.add_argument("--ref", help="profile this commit (a snapshot) instead of the working tree")
     args = parser.parse_args()
     if args.ref:
-        argv = [a for a in sys.argv[1:]]
-        index = argv.index("--ref") if "--ref" in argv else -1
-        if index >= 0:
-            del argv[index : index + 2]
-        else:
-            argv = [a for a in argv if not a.startswith("--ref=")]
-        return run_snapshot(args.ref, argv, module="bench.profile")
+        return rerun_at_ref(args.ref, "bench.profile")
     asyncio.run(main_async(args))
     return 0
 

@@ -742,6 +742,21 @@ def check_quick(path: Path) -> int:
     return 1 if problems else 0
 
 
+def rerun_at_ref(ref: str, module: str) -> int:
+    """Runs ``module`` again with this process's arguments, less ``--ref REF``
+    (or ``--ref=REF``), against a snapshot of ``ref`` (see :func:`run_snapshot`)."""
+    argv: list[str] = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--ref":
+            skip = True
+        elif not arg.startswith("--ref="):
+            argv.append(arg)
+    return run_snapshot(ref, argv, module=module)
+
+
 def run_snapshot(ref: str, argv: list[str], module: str = "bench.run") -> int:
     """Runs the bench against ``ref``'s server, gateway and client code (a git
     archive under bench/.cache/), with this checkout's bench/ copied over it: a

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from bench import procs
-from bench.run import CACHE, run_snapshot, stats_ms
+from bench.run import CACHE, rerun_at_ref, stats_ms
 
 clock = time.thread_time
 
@@ -241,10 +241,7 @@ def main() -> int:
     parser.add_argument("--ref", help="measure this commit (a snapshot) instead of the working tree")
     args = parser.parse_args()
     if args.ref:
-        argv = list(sys.argv[1:])
-        index = argv.index("--ref")
-        del argv[index : index + 2]
-        return run_snapshot(args.ref, argv, module="bench.turncost")
+        return rerun_at_ref(args.ref, "bench.turncost")
     asyncio.run(main_async(args))
     return 0
 
