@@ -3,6 +3,7 @@ the agent's default model, and the next model answers, before any delta only."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -75,16 +76,28 @@ async def test_exhausted_fallbacks_fail_with_the_last_error(stack: Stack, key: s
     ]
 
 
-async def test_a_model_that_times_out_falls_back(database_url: str, litellm: Any, key: str) -> None:
+@pytest.mark.parametrize("via", ["litellm", "direct"])
+async def test_a_model_that_times_out_falls_back(
+    database_url: str, litellm: Any, upstream: Any, key: str, via: str
+) -> None:
     """An attempt that sends nothing within the attempt timeout is UPSTREAM_TIMEOUT,
-    and the next model answers; the stalled request is closed, not left open."""
-    impatient = await start_stack(
-        database_url, f"{litellm.base_url}/v1", litellm.master_key, attempt_timeout_s=0.5, retry_attempts=1
+    and the next model answers. Talking to the upstream directly, the stalled
+    request is seen closed at once, not left open until the turn ends (LiteLLM
+    does not pass on a close before the upstream answers)."""
+    base_url, api_key = (
+        (f"{litellm.base_url}/v1", litellm.master_key) if via == "litellm" else (upstream.base_url, None)
     )
+    impatient = await start_stack(database_url, base_url, api_key, attempt_timeout_s=1.0, retry_attempts=1)
     try:
         agent = await create_agent(impatient, key, fallback_models=["scripted-b"])
         session = await create_session(impatient, agent.id)
-        events = await stream_turn(impatient, session.id, user("wake up [[stall:5000/scripted-a]]"))
+        started = time.monotonic()
+        # scripted-a sends its headers and role chunk, then nothing, so the attempt is open when it
+        # times out; scripted-b answers slowly (six deltas, 150 ms apart), so the turn outlives it.
+        events = await stream_turn(
+            impatient, session.id, user("wake up now please right away [[stall:5000@0/scripted-a]] [[slow:150]]")
+        )
+        ended = time.monotonic()
     finally:
         await impatient.stop()
     final = events[-1].assistant_message
@@ -93,4 +106,7 @@ async def test_a_model_that_times_out_falls_back(database_url: str, litellm: Any
         ("scripted-a", "UPSTREAM_TIMEOUT"),
         ("scripted-b", ""),
     ]
-    assert 400 <= final.attempts[0].duration_ms < 5000
+    assert 900 <= final.attempts[0].duration_ms < 5000
+    if via == "direct":
+        closed = [t for t in upstream.disconnect_times if started < t]
+        assert closed and closed[0] < ended - 0.3, "the stalled request stayed open until the turn ended"

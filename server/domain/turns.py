@@ -406,15 +406,20 @@ class TurnRunner:
         TURN_DEADLINE_EXCEEDED) or UNAVAILABLE (UPSTREAM_EMPTY_COMPLETION)."""
         attempt_deadline = min(deadline, time.monotonic() + self.policy.attempt_timeout_s)
         head: list[ChatChunk] = []
+        # The attempt's own exit stack: a failed attempt closes its upstream
+        # request now, not when the whole turn ends; a good one hands it on.
+        attempt = AsyncExitStack()
         try:
             async with asyncio.timeout(attempt_deadline - time.monotonic()):
-                stream = await exits.enter_async_context(self.backend.stream(request))
+                stream = await attempt.enter_async_context(self.backend.stream(request))
                 chunks = aiter(stream)
                 async for chunk in chunks:
                     head.append(chunk)
                     if chunk.content or chunk.tool_calls:
+                        exits.push_async_exit(attempt.pop_all())
                         return chunks, head, stream
         except TimeoutError as exc:
+            await attempt.aclose()
             if attempt_deadline >= deadline:
                 raise _turn_deadline() from exc
             raise AgentAPIError(
@@ -423,6 +428,10 @@ class TurnRunner:
                 f"model {request.model!r} sent nothing for {self.policy.attempt_timeout_s:g} s",
                 {"model": request.model},
             ) from exc
+        except BaseException:
+            await attempt.aclose()
+            raise
+        await attempt.aclose()
         raise AgentAPIError(
             "UNAVAILABLE",
             "UPSTREAM_EMPTY_COMPLETION",
