@@ -10,7 +10,7 @@ from server.domain.common import Principal
 from server.domain.errors import AgentAPIError, FieldViolation, Violations, invalid_argument
 from server.domain.sessions import SessionService, SessionView, Settings
 from server.domain.tool_outputs import UNFINISHED
-from server.domain.turns import _PROMPT_EXCLUDED_STATUSES, InputMessage, TurnRunner, to_openai
+from server.domain.turns import InputMessage, TurnRunner, in_prompt, to_openai
 from server.store.db import Database
 from server.store.models import MessageRow
 from server.store.repositories import MessageRepository
@@ -22,7 +22,7 @@ def prompt_messages(view: SessionView, history: list[MessageRow]) -> list[dict[s
     """The session as OpenAI ``messages``, exactly as a next turn's prompt
     would hold it (before windowing): the system prompt, then every message
     but replies that failed or never finished."""
-    messages = [to_openai(m) for m in history if not (m.role == "assistant" and m.status in _PROMPT_EXCLUDED_STATUSES)]
+    messages = [to_openai(m) for m in history if in_prompt(m)]
     system_prompt = view.effective.system_prompt
     return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + messages
 

@@ -139,6 +139,11 @@ def validate_inputs(inputs: Sequence[InputMessage], options: Settings, path: str
     violations.raise_if_any()
 
 
+def in_prompt(row: MessageRow) -> bool:
+    """Whether a stored message goes back upstream: all but replies that failed or never finished."""
+    return not (row.role == "assistant" and row.status in _PROMPT_EXCLUDED_STATUSES)
+
+
 def to_openai(row: MessageRow) -> dict[str, Any]:
     """A stored message in OpenAI's chat ``messages`` shape."""
     message: dict[str, Any] = {"role": row.role, "content": row.content_parts or row.content}
@@ -374,7 +379,7 @@ class TurnRunner:
         output reserve, the system prompt, the tools and the new inputs).
         Raises INVALID_ARGUMENT (CONTEXT_WINDOW_EXCEEDED) when the inputs alone
         overflow the context window."""
-        usable = [m for m in history if not (m.role == "assistant" and m.status in _PROMPT_EXCLUDED_STATUSES)]
+        usable = [m for m in history if in_prompt(m)]
         if settings.history_token_budget is not None:
             return usable[window(usable, settings.history_token_budget) :]
         info = await self.catalog.find(settings.model)
