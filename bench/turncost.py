@@ -70,6 +70,35 @@ def patch_sqlalchemy(totals: collections.Counter[str], counts: collections.Count
             wrap(name)
 
 
+def count_round_trips(engine: Any, trips: collections.Counter[str]) -> None:
+    """Counts what the turn sends the database, by kind: statements by their
+    first word, pool checkouts (each a ping, with ``pool_pre_ping``), DBAPI
+    commits and rollbacks (resets on return included)."""
+    from sqlalchemy import event
+
+    sync = engine.sync_engine
+
+    @event.listens_for(sync, "before_cursor_execute")
+    def _statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        trips[statement.split(None, 1)[0].upper()] += 1
+
+    @event.listens_for(sync, "commit")
+    def _commit(conn: Any) -> None:
+        trips["COMMIT"] += 1
+
+    @event.listens_for(sync, "rollback")
+    def _rollback(conn: Any) -> None:
+        trips["ROLLBACK"] += 1
+
+    @event.listens_for(sync.pool, "checkout")
+    def _checkout(*args: Any) -> None:
+        trips["checkout (ping)"] += 1
+
+    @event.listens_for(sync.pool, "reset")
+    def _reset(*args: Any) -> None:
+        trips["reset on return"] += 1
+
+
 def patch_core_update() -> None:
     """What if the terminal UPDATE were one prebuilt Core statement with bound parameters (no ORM-enabled
     UPDATE, no session synchronisation, one cached compilation)? Replaces ``TurnRunner._store_reply`` in
@@ -188,6 +217,8 @@ async def main_async(args: argparse.Namespace) -> None:
         async with httpx.AsyncClient() as control:
             before = (await control.get(f"http://127.0.0.1:{upstream.ports['http']}/_stats")).json()
         patch_sqlalchemy(totals, counts)
+        trips: collections.Counter[str] = collections.Counter()
+        count_round_trips(db.engine, trips)
         started_cpu, started_wall = clock(), time.perf_counter()
         for index in range(args.turns):
             marks = await turn(session_ids[(index + args.warm) // 8 % len(session_ids)])
@@ -213,6 +244,7 @@ async def main_async(args: argparse.Namespace) -> None:
         print("  inside AsyncSession calls (main thread), by kind:")
         for kind, total in totals.most_common():
             print(f"    {kind:28} {total / n * 1000:7.3f} ms/turn  ({counts[kind] / n:.1f} calls/turn)")
+        print("  sent to the database per turn: " + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(trips.items())))
         print(f"  upstream connections opened per turn: {(after['connections'] - before['connections']) / n:.2f}")
         collections_run = [a["collections"] - b["collections"] for a, b in zip(gc_after, gc_before, strict=True)]
         print(f"  garbage collections per turn by generation: {[round(c / n, 2) for c in collections_run]}")

@@ -219,10 +219,13 @@ class SessionService:
             return await self.load(session, principal, session_id)
 
     @staticmethod
-    async def load(session: Any, principal: Principal, session_id: str) -> SessionView:
-        """Loads a session and its pinned agent revision inside an open database session."""
+    async def load(session: Any, principal: Principal, session_id: str, readonly: bool = False) -> SessionView:
+        """Loads a session and its pinned agent revision inside an open database
+        session; ``readonly`` reads the session as a plain row (cheaper, for a
+        caller that will not change it)."""
         session_id = require_uuid(session_id, "session_id", "INVALID_SESSION_ID")
-        row = await SessionRepository(session, principal.tenant_id).get(session_id)
+        repository = SessionRepository(session, principal.tenant_id)
+        row = await (repository.snapshot(session_id) if readonly else repository.get(session_id))
         if row is None:
             raise not_found("session", session_id)
         if not row.agent_id:

@@ -13,7 +13,7 @@ from server.domain.auth import secret_hash
 from server.domain.common import DEFAULT_TENANT, Principal, new_id, require_operator, require_uuid, utcnow
 from server.domain.errors import AgentAPIError, Violations, not_found
 from server.domain.pagination import PageTokens, page_size
-from server.store.accounts import ApiKeyRepository, TenantRepository
+from server.store.accounts import ApiKeyRepository, TenantRepository, tenant_cache
 from server.store.db import Database
 from server.store.models import ApiKeyRow, TenantRow
 
@@ -75,6 +75,7 @@ class TenantService:
                 await session.commit()
             except IntegrityError as exc:
                 raise _tenant_exists(fields.id) from exc
+        tenant_cache(self.db).forget(row.id)
         return row
 
     async def get(self, principal: Principal, tenant_id: str) -> TenantRow:
@@ -123,6 +124,7 @@ class TenantService:
                 setattr(row, key, value)
             row.update_time = utcnow()
             await session.commit()
+        tenant_cache(self.db).forget(row.id)
         return row
 
     async def delete(self, principal: Principal, tenant_id: str) -> TenantRow:
@@ -137,6 +139,7 @@ class TenantService:
                 raise not_found("tenant", tenant_id)
             row.delete_time = row.update_time = utcnow()
             await session.commit()
+        tenant_cache(self.db).forget(row.id)
         return row
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.catalog import Catalog
 from server.domain.common import Principal, new_id, utcnow
@@ -32,7 +33,7 @@ from server.domain.retry import RetryPolicy
 from server.domain.sessions import SessionService, Settings, validate_settings
 from server.domain.tool_outputs import reconcile
 from server.llm.types import ChatBackend, ChatChunk, ChatRequest, ChatStream, TokenUsage, ToolCallFragment
-from server.store.accounts import TenantRepository, UsageRepository
+from server.store.accounts import UsageRepository, tenant_cache
 from server.store.db import Database
 from server.store.models import MessageRow
 from server.store.repositories import MessageRepository
@@ -176,6 +177,11 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
         "error": None,
         "metadata_": {},
         "cost_usd": 0.0,
+        "attempts": None,
+        "token_count": 0,
+        "prompt_first_sequence": 0,
+        "prompt_last_sequence": 0,
+        "runner_id": "",
     }
     values.update(fields)
     return MessageRow(
@@ -288,8 +294,9 @@ class TurnRunner:
         budget_s = self.max_turn_duration_s if deadline_s is None else min(self.max_turn_duration_s, deadline_s)
         deadline = accepted + budget_s
         validate_inputs(inputs, options, inputs_path)
-        async with self.db.session() as db:
-            view = await SessionService.load(db, principal, session_id)
+        async with AsyncExitStack() as reads:
+            db = await reads.enter_async_context(self.db.session())
+            view = await SessionService.load(db, principal, session_id, readonly=True)
             if view.row.status == "ended":
                 raise AgentAPIError(
                     "FAILED_PRECONDITION",
@@ -333,7 +340,7 @@ class TurnRunner:
                 row.token_count = count_message(to_openai(row), settings.model)
                 rows.append(row)
             context = await self._window(history, rows, settings)
-            tenant = await TenantRepository(db).get(principal.tenant_id)
+            tenant = await tenant_cache(self.db).get(db, principal.tenant_id)
             if tenant is not None:
                 prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows)
                 await self.quota.check_budget(UsageRepository(db), tenant, prompt_tokens)
@@ -350,14 +357,12 @@ class TurnRunner:
                 prompt_first_sequence=(context or rows or [history[-1]])[0].sequence,
                 prompt_last_sequence=sequence,
             )
-            db.add_all([*rows, reply])
-            try:
-                await db.commit()
-            except IntegrityError as exc:
-                raise _busy(reply.session_id) from exc
-        for row in [*plan.repeated, *rows]:
-            yield TurnEvent("input", message=row)
+            # The INSERT and COMMIT run beside the upstream request (_stream
+            # holds every event back until they are done); the task takes
+            # over the database session.
+            stored = asyncio.ensure_future(self._store_inputs(reads.pop_all(), db, [*rows, reply]))
         prompt = [to_openai(m) for m in context] + [to_openai(m) for m in rows]
+        del history, context  # an open stream keeps only what it needs
         if settings.system_prompt:
             prompt.insert(0, {"role": "system", "content": settings.system_prompt})
         request = ChatRequest(
@@ -367,10 +372,26 @@ class TurnRunner:
             max_tokens=settings.max_output_tokens,
             tools=settings.tools,
         )
-        async for event in self._stream(request, settings.fallback_models, reply, accepted, deadline):
+        events = self._stream(
+            request, settings.fallback_models, reply, accepted, deadline, stored, [*plan.repeated, *rows]
+        )
+        async for event in events:
             if event.kind == "final" and tenant is not None:
                 await self.quota.record_tokens(tenant, reply.prompt_tokens + reply.completion_tokens)
             yield event
+
+    @staticmethod
+    async def _store_inputs(scope: AsyncExitStack, db: AsyncSession, messages: list[MessageRow]) -> None:
+        """INSERTs the turn's new messages and its IN_PROGRESS reply, and
+        commits; closes the session (``scope``) however it ends. Raises
+        ABORTED (SESSION_BUSY) when another turn took the sequence numbers,
+        UNAVAILABLE (DATABASE_UNAVAILABLE)."""
+        async with scope:
+            try:
+                await MessageRepository(db, messages[0].session_id).insert(messages)
+                await db.commit()
+            except IntegrityError as exc:
+                raise _busy(messages[0].session_id) from exc
 
     async def _window(self, history: list[MessageRow], rows: list[MessageRow], settings: Settings) -> list[MessageRow]:
         """The stored history that goes into the prompt: finished messages, the
@@ -445,12 +466,25 @@ class TurnRunner:
         )
 
     async def _stream(
-        self, request: ChatRequest, fallback_models: list[str], reply: MessageRow, accepted: float, deadline: float
+        self,
+        request: ChatRequest,
+        fallback_models: list[str],
+        reply: MessageRow,
+        accepted: float,
+        deadline: float,
+        stored: asyncio.Future[None],
+        inputs: list[Any],
     ) -> AsyncIterator[TurnEvent]:
         """Tries the model, then each fallback. Each model gets the policy's
         attempts, with backoff, for a retryable failure before the first delta;
-        once a delta is out there is no retry and no switch."""
+        once a delta is out there is no retry and no switch.
+
+        ``stored`` is the commit of the turn's messages, running meanwhile:
+        nothing (``inputs``' events first) is yielded before it succeeds; when
+        it fails, its error is raised and nothing else is stored."""
         accumulated = _Reply()
+        announced = False
+        store_error: AgentAPIError | None = None
         status = ""
         error: AgentAPIError | None = None
         first_delta_at: float | None = None
@@ -486,6 +520,12 @@ class TurnRunner:
                             continue
                         raise
                 streaming_since = started
+                # The durable write went on while the upstream answered; the
+                # caller sees nothing until it is done.
+                await stored
+                for row in inputs:
+                    yield TurnEvent("input", message=row)
+                announced = True
                 reply.upstream_request_id = stream.request_id or ""
                 header_cost = stream.cost_usd
                 pending = iter(head)
@@ -538,7 +578,12 @@ class TurnRunner:
             reply.token_count = count_message(to_openai(reply), reply.model)
             reply.update_time = utcnow()
             # Shielded: a cancelled caller must not stop the terminal state being stored.
-            await asyncio.shield(self._store_reply(reply))
+            store_error = await asyncio.shield(self._finish(stored, reply))
+        if store_error is not None:
+            raise store_error
+        if not announced:
+            for row in inputs:
+                yield TurnEvent("input", message=row)
         yield TurnEvent("final", message=reply, error=error)
 
     async def _cost(self, model: str, usage: TokenUsage | None, header_cost: float | None, reply: MessageRow) -> float:
@@ -551,6 +596,17 @@ class TurnRunner:
             return 0.0
         info = await self.catalog.find(model)
         return info.cost(reply.prompt_tokens, reply.completion_tokens) if info else 0.0
+
+    async def _finish(self, stored: asyncio.Future[None], reply: MessageRow) -> AgentAPIError | None:
+        """Waits for the turn's first commit, then stores the reply's terminal
+        state; returns the first commit's error instead (then there is no
+        reply row to update)."""
+        try:
+            await stored
+        except AgentAPIError as exc:
+            return exc
+        await self._store_reply(reply)
+        return None
 
     async def _store_reply(self, reply: MessageRow) -> None:
         values = {name: getattr(reply, name) for name in TERMINAL_COLUMNS}

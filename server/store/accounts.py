@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime
 from typing import Any
 
+from cachetools import TTLCache
 from sqlalchemy import String, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +28,43 @@ class TenantRepository:
         """Up to ``limit`` live tenants after the (create_time, id) cursor."""
         query = keyset(select(TenantRow).where(TenantRow.delete_time.is_(None)), TenantRow, after, limit)
         return list((await self.session.execute(query)).scalars())
+
+
+# Seconds a turn may use a tenant row read earlier: its limits change rarely,
+# and reading it costs a round trip on every turn. TenantService forgets a
+# tenant it changes at once; another process sees the change within this time.
+TENANT_CACHE_TTL_S = 1.0
+_TENANT_CACHES: weakref.WeakKeyDictionary[Any, TenantCache] = weakref.WeakKeyDictionary()
+
+
+class TenantCache:
+    """Tenant rows by id, each kept ``TENANT_CACHE_TTL_S`` seconds (cachetools'
+    TTLCache: bounded, expiring, well kept). Use :func:`tenant_cache` to share
+    one per database."""
+
+    def __init__(self, ttl_s: float = TENANT_CACHE_TTL_S) -> None:
+        self._rows: TTLCache[str, TenantRow | None] = TTLCache(maxsize=4096, ttl=ttl_s)
+
+    async def get(self, session: AsyncSession, tenant_id: str) -> TenantRow | None:
+        """The tenant (deleted or not; None when unknown), read at most ``ttl_s`` seconds ago."""
+        try:
+            return self._rows[tenant_id]
+        except KeyError:
+            row = self._rows[tenant_id] = await TenantRepository(session).get(tenant_id)
+            return row
+
+    def forget(self, tenant_id: str) -> None:
+        """Drops a tenant that this process changed, so its next turn reads it again."""
+        self._rows.pop(tenant_id, None)
+
+
+def tenant_cache(database: Any) -> TenantCache:
+    """The one :class:`TenantCache` of this database object (the turn runner and
+    the tenant service share it, so an update here is seen at once)."""
+    cache = _TENANT_CACHES.get(database)
+    if cache is None:
+        cache = _TENANT_CACHES[database] = TenantCache()
+    return cache
 
 
 class ApiKeyRepository:

@@ -7,10 +7,45 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, bindparam, delete, func, insert, inspect, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.store.models import AgentRevisionRow, AgentRow, ConversationRow, MessageRow, SessionRow
+
+
+def snapshot_columns(model: Any) -> list[Any]:
+    """The model's columns labelled with its attribute names (``metadata_``, not
+    ``metadata``), so a Core row reads like the ORM entity, without the
+    identity map and instance state that loading entities costs."""
+    return [attr.columns[0].label(attr.key) for attr in inspect(model).column_attrs]
+
+
+def insert_values(entity: Any) -> dict[str, Any]:
+    """A transient entity's values keyed by column name, for a Core INSERT:
+    the attributes it sets, else the column's Python-side default, else None
+    (every row of one INSERT must bind the same columns)."""
+    values = {}
+    for attr in inspect(type(entity)).column_attrs:
+        column = attr.columns[0]
+        if attr.key in entity.__dict__:
+            values[column.name] = entity.__dict__[attr.key]
+        elif column.default is not None:
+            default = column.default
+            values[column.name] = default.arg(None) if default.is_callable else default.arg
+        else:
+            values[column.name] = None
+    return values
+
+
+# The turn's hot path runs these prebuilt statements with bound parameters:
+# one compiled form each, cached by SQLAlchemy, and no unit of work.
+_SESSION_SNAPSHOT = select(*snapshot_columns(SessionRow)).where(SessionRow.__table__.c.id == bindparam("id"))
+_HISTORY_SNAPSHOT = (
+    select(*snapshot_columns(MessageRow))
+    .where(MessageRow.__table__.c.session_id == bindparam("session_id"))
+    .order_by(MessageRow.__table__.c.sequence)
+)
+_INSERT_MESSAGES = insert(MessageRow.__table__)
 
 
 def keyset(
@@ -142,6 +177,15 @@ class SessionRepository:
             return None
         return row
 
+    async def snapshot(self, session_id: str) -> Row[Any] | None:
+        """The tenant's session with this UUID as a read-only row (attributes
+        as on :class:`SessionRow`), or None."""
+        connection = await self.session.connection()
+        row = (await connection.execute(_SESSION_SNAPSHOT, {"id": session_id})).first()
+        if row is None or row.tenant_id != self.tenant_id:
+            return None
+        return row
+
     async def page(
         self, conversation_id: str, position: tuple[datetime, str] | None, limit: int, backward: bool = False
     ) -> list[SessionRow]:
@@ -171,10 +215,17 @@ class MessageRepository:
         self.session = session
         self.session_id = session_id
 
-    async def history(self) -> list[MessageRow]:
-        """Every message of the session, in sequence order."""
-        query = select(MessageRow).where(MessageRow.session_id == self.session_id).order_by(MessageRow.sequence)
-        return list((await self.session.execute(query)).scalars())
+    async def history(self) -> list[Row[Any]]:
+        """Every message of the session, in sequence order, as read-only rows
+        (attributes as on :class:`MessageRow`)."""
+        connection = await self.session.connection()
+        return list(await connection.execute(_HISTORY_SNAPSHOT, {"session_id": self.session_id}))
+
+    async def insert(self, messages: Sequence[MessageRow]) -> None:
+        """INSERTs transient messages in one statement; the entities stay
+        detached (a Core INSERT, without the unit of work's flush)."""
+        connection = await self.session.connection()
+        await connection.execute(_INSERT_MESSAGES, [insert_values(m) for m in messages])
 
     async def last_sequence(self) -> int:
         """The highest sequence number used so far; 0 for an empty session."""
