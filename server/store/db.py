@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -22,6 +23,12 @@ log = logging.getLogger(__name__)
 # database is gone, requests fail fast with UNAVAILABLE instead of queueing.
 CONNECT_TIMEOUT_S = 5
 POOL_TIMEOUT_S = 10
+# A pooled connection idle this long is pinged before use. One used more
+# recently is trusted: a ping on every checkout (pool_pre_ping) costs a round
+# trip, two per turn (bench/README.md); if the server restarted meanwhile, the
+# first statement fails (DATABASE_UNAVAILABLE) and SQLAlchemy invalidates the
+# whole pool, so the next request gets fresh connections.
+IDLE_PING_S = 5.0
 _commits: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("agentapi_commits", default=None)
 
 
@@ -83,17 +90,38 @@ def create_engine(url: str) -> AsyncEngine:
 
         return engine
     _fix_aiomysql_bytes()
-    # pool_pre_ping replaces connections that died with the server, so the
-    # service recovers by itself when the database comes back.
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=20,
         max_overflow=20,
-        pool_pre_ping=True,
         pool_recycle=3600,
         pool_timeout=POOL_TIMEOUT_S,
         connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Pings a connection at checkout when it sat in the pool ``IDLE_PING_S`` or
+    more (SQLAlchemy's documented custom pessimistic check: a failed ping raises
+    DisconnectionError and the pool connects afresh), so the service recovers
+    by itself when the database comes back."""
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def _checked_in(dbapi_connection, record):  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _checked_out(dbapi_connection, record, proxy):  # type: ignore[no-untyped-def]
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
+            return
+        try:
+            dbapi_connection.ping(False)
+        except Exception as exc:
+            raise DisconnectionError("the pooled connection is gone") from exc
 
 
 class Database:
