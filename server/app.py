@@ -8,6 +8,7 @@ import hashlib
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -51,6 +52,7 @@ from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend
 from server.store.db import Database
+from server.workers import bind_socket
 
 log = logging.getLogger("agentapi")
 
@@ -90,7 +92,9 @@ def runner_id_for(config: Config, port: int) -> str:
 
 @dataclass
 class GrpcServer:
-    """A started gRPC server with its resources; ``port`` is the bound port."""
+    """A started gRPC server with its resources; ``port`` is the bound port;
+    ``local_port`` a loopback port of this process alone (the bridge's target
+    when several workers share ``port``), or ``port``."""
 
     server: grpc.aio.Server
     port: int
@@ -101,6 +105,7 @@ class GrpcServer:
     interceptor: ApiInterceptor
     recovery: Recovery
     sweeper: asyncio.Task[None]
+    local_port: int = 0
 
     async def drain(self) -> None:
         """Reports NOT_SERVING and refuses new calls (UNAVAILABLE, SHUTTING_DOWN)."""
@@ -123,8 +128,13 @@ class GrpcServer:
         await self.db.dispose()
 
 
-async def start_grpc(config: Config) -> GrpcServer:
-    """Builds every layer and starts serving on ``config.grpc_addr`` (port 0 picks one)."""
+async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
+    """Builds every layer and starts serving on ``config.grpc_addr`` (port 0 picks one).
+
+    With ``config.workers`` > 1 the port is bound with SO_REUSEPORT, shared by
+    the workers; ``local_port`` also listens on a loopback port of its own
+    (``GrpcServer.local_port``), so that this process's bridge calls this
+    process's gRPC server rather than whichever worker the kernel picks."""
     db = Database(config.database_url)
     backend = make_backend(config)
     secret = hashlib.sha256(b"agentapi-page-token:" + config.effective_master_key.encode()).digest()
@@ -136,9 +146,10 @@ async def start_grpc(config: Config) -> GrpcServer:
     server = grpc.aio.server(
         # The first is the outermost: it authenticates, then idempotency runs as the caller.
         interceptors=[interceptor, IdempotencyInterceptor(idempotency)],
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", 1 if config.workers > 1 else 0)],
     )
     port = server.add_insecure_port(config.grpc_addr)
+    own_port = server.add_insecure_port("127.0.0.1:0") if local_port else port
     runner_id = idempotency.runner_id = runner_id_for(config, port)
     recovery = Recovery(db, runner_id, idempotency, stale_after_s, live_since=interceptor.live_since)
     try:  # before serving, so that no turn of this process can be taken for a lost one
@@ -177,11 +188,50 @@ async def start_grpc(config: Config) -> GrpcServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     catalog.start()
     sweeper = asyncio.create_task(recovery.run(), name="agentapi-recovery")
-    return GrpcServer(server, port, db, backend, health_servicer, catalog, interceptor, recovery, sweeper)
+    return GrpcServer(server, port, db, backend, health_servicer, catalog, interceptor, recovery, sweeper, own_port)
 
 
-async def serve(config: Config, only: str | None = None) -> None:
-    """Runs the gRPC server and/or the bridge until SIGTERM or SIGINT."""
+def announce(config: Config, grpc_port: int | None, http_port: int | None) -> None:
+    """Prints where agentapi listens (``None``: that server does not run), the upstream and the key."""
+    if grpc_port is not None:
+        print(f"agentapi gRPC listening on {config.grpc_addr.rsplit(':', 1)[0]}:{grpc_port}", flush=True)
+    if http_port is not None:
+        http = f"{config.http_addr.rsplit(':', 1)[0]}:{http_port}"
+        print(f"agentapi JSON bridge listening on http://{http} (OpenAI base URL: http://{http}/v1)", flush=True)
+    backend_name = config.llm_base_url or "the built-in offline model 'agentapi-offline'"
+    print(f"agentapi upstream: {backend_name}; database: {config.database_url}", flush=True)
+    print(f"agentapi event loop: {event_loop_name(config)}", flush=True)
+    if not config.master_key:
+        print(f"agentapi development master key: {config.effective_master_key}", flush=True)
+
+
+def _loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if config.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            return None
+        return uvloop.new_event_loop
+    return None
+
+
+def event_loop_name(config: Config) -> str:
+    """``uvloop``, or ``asyncio`` when so configured or uvloop is not installed."""
+    return "asyncio" if _loop_factory(config) is None else "uvloop"
+
+
+def run(config: Config, only: str | None = None, ready: Callable[[int | None, int | None], None] | None = None) -> None:
+    """Runs :func:`serve` on the configured event loop (``config.event_loop``)."""
+    with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
+        runner.run(serve(config, only, ready))
+
+
+async def serve(
+    config: Config, only: str | None = None, ready: Callable[[int | None, int | None], None] | None = None
+) -> None:
+    """Runs the gRPC server and/or the bridge until SIGTERM or SIGINT. Once both
+    serve, calls ``ready(grpc_port, http_port)`` (a worker tells its parent),
+    or else prints where they listen."""
     import uvicorn
 
     from gateway.app import create_app
@@ -190,21 +240,24 @@ async def serve(config: Config, only: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    shared = config.workers > 1  # the ports are shared with the other workers (SO_REUSEPORT)
     grpc_server = None
     http_server = None
+    http_port = None
     tasks = []
     if only in (None, "grpc"):
-        grpc_server = await start_grpc(config)
-        print(f"agentapi gRPC listening on {config.grpc_addr.rsplit(':', 1)[0]}:{grpc_server.port}", flush=True)
+        grpc_server = await start_grpc(config, local_port=shared and only is None)
     if only in (None, "http"):
-        host, port = config.http_addr.rsplit(":", 1)
-        grpc_target = config.grpc_addr if grpc_server is None else f"127.0.0.1:{grpc_server.port}"
+        sock = bind_socket(config.http_addr, reuse_port=shared)
+        http_port = sock.getsockname()[1]
+        grpc_target = config.grpc_addr if grpc_server is None else f"127.0.0.1:{grpc_server.local_port}"
         app = create_app(grpc_target)
+        host = config.http_addr.rsplit(":", 1)[0]
         http_server = uvicorn.Server(
             uvicorn.Config(
                 app,
                 host=host.strip("[]"),
-                port=int(port),
+                port=http_port,
                 log_level="warning",
                 lifespan="on",
                 timeout_graceful_shutdown=max(1, round(config.shutdown_grace_s)),
@@ -212,15 +265,17 @@ async def serve(config: Config, only: str | None = None) -> None:
         )
         # SIGTERM is ours (drain gRPC first): uvicorn must not take the handler.
         http_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-        tasks.append(asyncio.create_task(http_server.serve()))
-        print(
-            f"agentapi JSON bridge listening on http://{config.http_addr} (OpenAI base URL: http://{config.http_addr}/v1)",
-            flush=True,
-        )
-    backend_name = config.llm_base_url or "the built-in offline model 'agentapi-offline'"
-    print(f"agentapi upstream: {backend_name}; database: {config.database_url}", flush=True)
-    if not config.master_key:
-        print(f"agentapi development master key: {config.effective_master_key}", flush=True)
+        tasks.append(asyncio.create_task(http_server.serve(sockets=[sock])))
+        while not http_server.started and not tasks[0].done():
+            await asyncio.sleep(0.005)
+        if not http_server.started:
+            await tasks[0]
+            raise RuntimeError(f"the JSON bridge did not start on {config.http_addr}")
+    grpc_port = None if grpc_server is None else grpc_server.port
+    if ready is not None:
+        ready(grpc_port, http_port)
+    else:
+        announce(config, grpc_port, http_port)
     await stop.wait()
     # SIGTERM: report NOT_SERVING and refuse new calls at once; calls in flight
     # (the bridge's included) get the grace period, then are cancelled.

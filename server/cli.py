@@ -8,7 +8,7 @@ import asyncio
 import logging
 import sys
 
-from server.config import Config
+from server.config import EVENT_LOOPS, Config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-url", help="AGENTAPI_REDIS_URL (unset: rate limits count in process)")
     serve.add_argument("--only", choices=("grpc", "http"), help="run one of the two servers")
     serve.add_argument("--migrate", action="store_true", help="apply migrations before serving")
+    serve.add_argument(
+        "--workers", type=int, help="AGENTAPI_WORKERS: processes sharing the gRPC and bridge ports (default 1)"
+    )
+    serve.add_argument("--event-loop", choices=EVENT_LOOPS, help="AGENTAPI_EVENT_LOOP (default uvloop, when installed)")
     commands.add_parser("migrate", parents=[common], help="apply database migrations")
     commands.add_parser(
         "purge",
@@ -72,15 +76,19 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("agentapi").info("purged %d expired idempotency records", records)
         return 0
     try:
-        config.check()
+        config.check(args.only)
     except ValueError as exc:
         print(f"agentapi: {exc}", file=sys.stderr)
         return 2
-    if args.migrate:
+    if args.migrate:  # once, before any worker starts
         upgrade(config.database_url)
-    from server.app import serve
+    if config.workers > 1:
+        from server.workers import supervise
 
-    asyncio.run(serve(config, args.only))
+        return supervise(config, args.only)
+    from server.app import run
+
+    run(config, args.only)
     return 0
 
 

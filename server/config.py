@@ -46,6 +46,10 @@ class Config:
         attempt_timeout_s: longest wait for an attempt's first delta, in seconds
             (then UPSTREAM_TIMEOUT, and the next attempt or model).
         idempotency_retention_s: how long idempotency records are kept.
+        workers: processes serving the same gRPC and bridge ports (SO_REUSEPORT);
+            each is its own runner (``<runner id>/w<index>``). 1 serves in
+            this process.
+        event_loop: ``uvloop`` (when installed, else asyncio's) or ``asyncio``.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -67,6 +71,8 @@ class Config:
     retry_max_backoff_s: float = 2.0
     attempt_timeout_s: float = 30.0
     idempotency_retention_s: float = 24 * 3600.0
+    workers: int = 1
+    event_loop: str = "uvloop"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -82,6 +88,7 @@ class Config:
             "grpc_addr": env.get("AGENTAPI_GRPC_ADDR") or "127.0.0.1:50051",
             "http_addr": env.get("AGENTAPI_HTTP_ADDR") or "127.0.0.1:8080",
             "runner_id": env.get("AGENTAPI_RUNNER_ID") or "",
+            "event_loop": env.get("AGENTAPI_EVENT_LOOP") or "uvloop",
         }
         for name, type_ in _NUMERIC_SETTINGS.items():
             raw = env.get(f"AGENTAPI_{name.upper()}")
@@ -100,14 +107,30 @@ class Config:
         """The master key, or the development key when none is configured."""
         return self.master_key or DEV_MASTER_KEY
 
-    def check(self) -> None:
-        """Raises ValueError when a non-loopback address would use the development key."""
+    def check(self, only: str | None = None) -> None:
+        """Raises ValueError when a non-loopback address would use the development
+        key, for an unknown event loop, and when several workers would listen on
+        a picked port (``:0``): workers share one known port. ``only`` is
+        ``serve --only`` (the other server's address is not checked for that)."""
+        if self.event_loop not in EVENT_LOOPS:
+            raise ValueError(f"unknown event loop {self.event_loop!r}: choose one of {', '.join(EVENT_LOOPS)}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, not {self.workers}")
+        if self.workers > 1:
+            for name, addr in (("grpc", self.grpc_addr), ("http", self.http_addr)):
+                if only in (None, name) and addr.rsplit(":", 1)[-1] == "0":
+                    raise ValueError(
+                        f"{self.workers} workers share one port: {addr} would give each its own, set a fixed port"
+                    )
         if self.master_key:
             return
         for addr in (self.grpc_addr, self.http_addr):
             host = addr.rsplit(":", 1)[0].strip("[]")
             if not _is_loopback(host):
                 raise ValueError(f"refusing to listen on {addr} with the development key: set AGENTAPI_MASTER_KEY")
+
+
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 # Numeric settings read from AGENTAPI_<NAME> (for example AGENTAPI_RETRY_ATTEMPTS=3).
@@ -122,6 +145,7 @@ _NUMERIC_SETTINGS: dict[str, type] = {
     "retry_max_backoff_s": float,
     "attempt_timeout_s": float,
     "idempotency_retention_s": float,
+    "workers": int,
 }
 
 
