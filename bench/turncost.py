@@ -70,33 +70,27 @@ def patch_sqlalchemy(totals: collections.Counter[str], counts: collections.Count
             wrap(name)
 
 
-def count_round_trips(engine: Any, trips: collections.Counter[str]) -> None:
-    """Counts what the turn sends the database, by kind: statements by their
-    first word, pool checkouts, DBAPI
-    commits and rollbacks (resets on return included)."""
-    from sqlalchemy import event
+def count_round_trips(trips: collections.Counter[str]) -> None:
+    """Counts the commands the turn sends MariaDB, by kind (each one round
+    trip): queries by their first word (COMMIT and ROLLBACK included, resets on
+    return too), and pings. Wraps aiomysql's ``Connection._execute_command``."""
+    try:
+        from aiomysql import connection
+    except ImportError:
+        return
+    from pymysql.constants import COMMAND
 
-    sync = engine.sync_engine
+    original = connection.Connection._execute_command
 
-    @event.listens_for(sync, "before_cursor_execute")
-    def _statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        trips[statement.split(None, 1)[0].upper()] += 1
+    async def counted(self: Any, command: int, sql: Any) -> Any:
+        if command == COMMAND.COM_QUERY:
+            text = bytes(sql).decode(errors="replace") if isinstance(sql, (bytes, bytearray)) else str(sql)
+            trips[text.split(None, 1)[0].upper() if text.strip() else "?"] += 1
+        else:
+            trips["PING" if command == COMMAND.COM_PING else f"command {command}"] += 1
+        return await original(self, command, sql)
 
-    @event.listens_for(sync, "commit")
-    def _commit(conn: Any) -> None:
-        trips["COMMIT"] += 1
-
-    @event.listens_for(sync, "rollback")
-    def _rollback(conn: Any) -> None:
-        trips["ROLLBACK"] += 1
-
-    @event.listens_for(sync.pool, "checkout")
-    def _checkout(*args: Any) -> None:
-        trips["checkout"] += 1
-
-    @event.listens_for(sync.pool, "reset")
-    def _reset(*args: Any) -> None:
-        trips["reset on return"] += 1
+    connection.Connection._execute_command = counted
 
 
 def patch_core_update() -> None:
@@ -218,7 +212,7 @@ async def main_async(args: argparse.Namespace) -> None:
             before = (await control.get(f"http://127.0.0.1:{upstream.ports['http']}/_stats")).json()
         patch_sqlalchemy(totals, counts)
         trips: collections.Counter[str] = collections.Counter()
-        count_round_trips(db.engine, trips)
+        count_round_trips(trips)
         started_cpu, started_wall = clock(), time.perf_counter()
         for index in range(args.turns):
             marks = await turn(session_ids[(index + args.warm) // 8 % len(session_ids)])
@@ -244,7 +238,8 @@ async def main_async(args: argparse.Namespace) -> None:
         print("  inside AsyncSession calls (main thread), by kind:")
         for kind, total in totals.most_common():
             print(f"    {kind:28} {total / n * 1000:7.3f} ms/turn  ({counts[kind] / n:.1f} calls/turn)")
-        print("  sent to the database per turn: " + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(trips.items())))
+        sent = ", ".join(f"{kind} {count / n:.2f}" for kind, count in sorted(trips.items()))
+        print(f"  MariaDB commands (round trips) per turn: {sent}")
         print(f"  upstream connections opened per turn: {(after['connections'] - before['connections']) / n:.2f}")
         collections_run = [a["collections"] - b["collections"] for a, b in zip(gc_after, gc_before, strict=True)]
         print(f"  garbage collections per turn by generation: {[round(c / n, 2) for c in collections_run]}")
