@@ -105,9 +105,16 @@ def start_dbproxy(logs: Path, delays_ms: list[float]) -> Proc:
 
 
 def start_agentapi(
-    name: str, logs: Path, database_url: str, llm_base_url: str, llm_api_key: str, wrapper: list[str] | None = None
+    name: str,
+    logs: Path,
+    database_url: str,
+    llm_base_url: str,
+    llm_api_key: str,
+    wrapper: list[str] | None = None,
+    workers: int = 1,
 ) -> Proc:
-    """``agentapi serve --migrate`` (gRPC and the bridge in one process, as shipped)."""
+    """``agentapi serve --migrate`` (gRPC and the bridge in one process, as
+    shipped; ``workers`` > 1: that many processes sharing both ports)."""
     grpc_port, http_port = free_port(), free_port()
     env = os.environ.copy() | {
         "AGENTAPI_DATABASE_URL": database_url,
@@ -117,6 +124,7 @@ def start_agentapi(
         "AGENTAPI_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "AGENTAPI_HTTP_ADDR": f"127.0.0.1:{http_port}",
         "AGENTAPI_RUNNER_ID": f"bench-{name}",
+        "AGENTAPI_WORKERS": str(workers),
     }
     cmd = [sys.executable, *(wrapper or ["-m"]), "server.cli", "serve", "--migrate"]
     proc = _spawn(f"agentapi-{name}", cmd, logs, env)

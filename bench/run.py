@@ -68,6 +68,10 @@ CACHE = HOME / "bench" / ".cache"
 GAP_LIMIT_S = 0.040
 
 
+# agentapi processes started with ``--workers`` (AGENTAPI_WORKERS) above 1.
+WORKERS = {"mariadb-w2": 2}
+
+
 @dataclass
 class Plan:
     """How much of each phase to run."""
@@ -253,9 +257,12 @@ class Bench:
             "mariadb": (self.mariadb.create("direct"), *direct),
             "mariadb-proxy0": (self.mariadb.create("proxy0", dbproxy.ports["delay0"]), *direct),
             "mariadb-sync5": (self.mariadb.create("sync5", dbproxy.ports["delay5"]), *direct),
+            "mariadb-w2": (self.mariadb.create("w2"), *direct),
         }
         for name, (db_url, llm_url, llm_key) in specs.items():
-            self.procs[f"agentapi-{name}"] = procs.start_agentapi(name, self.logs, db_url, llm_url, llm_key)
+            self.procs[f"agentapi-{name}"] = procs.start_agentapi(
+                name, self.logs, db_url, llm_url, llm_key, workers=WORKERS.get(name, 1)
+            )
         # The LiteLLM proxy's port is known once it runs: its agentapi pair starts then.
         thread.join()
         if litellm_error:
@@ -345,6 +352,8 @@ class Bench:
                     "agentapi-mariadb-proxy0", "mariadb", agentapi=a["mariadb-proxy0"]),
             GrpcArm("C mariadb +5ms", "as C mariadb, every COMMIT held 5 ms (slow disk sync)",
                     "agentapi-mariadb-sync5", "mariadb", agentapi=a["mariadb-sync5"]),
+            GrpcArm("C mariadb w2", "as C mariadb, `agentapi serve --workers 2` (two processes, one port)",
+                    "agentapi-mariadb-w2", "mariadb", agentapi=a["mariadb-w2"]),
         ]  # fmt: skip
         self.arms = {arm.name: arm for arm in arms}
 
