@@ -13,6 +13,8 @@ agentapi's session settings):
                          delta k is written at t0 + k * pace, t0 being the
                          request's arrival, so the first comes at once and
                          lateness never accumulates.
+``late`` / ``late-N``    as ``paced-N``, but delta k at t0 + (k + 1) * pace:
+                         the first token takes one pace, as a real model's takes time.
 ``instant``              every delta in one write (``stream: true``), or an
                          instant ``chat.completion`` (``stream: false``).
 ``hold``                 the role chunk, then nothing until ``POST /_release``
@@ -148,7 +150,7 @@ class Connection(asyncio.Protocol):
         elif path.startswith("/v1/models") and method == b"GET":
             data = [
                 {"id": m, "object": "model", "created": CREATED, "owned_by": "bench"}
-                for m in ("paced", "instant", "hold")
+                for m in ("paced", "late", "instant", "hold")
             ]
             self._reply("200 OK", {"object": "list", "data": data})
         elif path.startswith("/_stats"):
@@ -214,6 +216,9 @@ class Connection(asyncio.Protocol):
         elif name == "hold":
             self.stats.held.add(self)
             self.timer = self.loop.call_later(120, self._release)
+        elif name == "late":
+            self.t0 += self.server.pace
+            self.timer = self.loop.call_at(self.t0, self._next)
         else:
             self._next()
 
