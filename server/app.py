@@ -200,7 +200,13 @@ def announce(config: Config, grpc_port: int | None, http_port: int | None) -> No
         print(f"agentapi JSON bridge listening on http://{http} (OpenAI base URL: http://{http}/v1)", flush=True)
     backend_name = config.llm_base_url or "the built-in offline model 'agentapi-offline'"
     print(f"agentapi upstream: {backend_name}; database: {config.database_url}", flush=True)
-    print(f"agentapi event loop: {event_loop_name(config)}", flush=True)
+    loop_name = event_loop_name(config)
+    print(f"agentapi event loop: {loop_name}", flush=True)
+    if loop_name == "uvloop" and config.database_url.startswith("mysql"):
+        log.warning(
+            "uvloop with aiomysql: a MySQL connection that drops fails its request INTERNAL rather than"
+            " UNAVAILABLE / DATABASE_UNAVAILABLE (aio-libs/aiomysql#966); AGENTAPI_EVENT_LOOP=asyncio avoids it"
+        )
     if not config.master_key:
         print(f"agentapi development master key: {config.effective_master_key}", flush=True)
 
@@ -216,8 +222,10 @@ def _loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | N
 
 
 def event_loop_name(config: Config) -> str:
-    """``uvloop``, or ``asyncio`` when so configured or uvloop is not installed."""
-    return "asyncio" if _loop_factory(config) is None else "uvloop"
+    """The event loop ``run`` uses: ``asyncio``, or ``uvloop`` when configured and installed."""
+    if config.event_loop != "uvloop":
+        return "asyncio"
+    return "uvloop" if _loop_factory(config) else "asyncio (uvloop is not installed: pip install 'agentapi[uvloop]')"
 
 
 def run(config: Config, only: str | None = None, ready: Callable[[int | None, int | None], None] | None = None) -> None:

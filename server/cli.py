@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, help="AGENTAPI_WORKERS: processes sharing the gRPC and bridge ports (default 1)"
     )
-    serve.add_argument("--event-loop", choices=EVENT_LOOPS, help="AGENTAPI_EVENT_LOOP (default uvloop, when installed)")
+    serve.add_argument("--event-loop", choices=EVENT_LOOPS, help="AGENTAPI_EVENT_LOOP (default asyncio)")
     commands.add_parser("migrate", parents=[common], help="apply database migrations")
     commands.add_parser(
         "purge",

@@ -49,7 +49,9 @@ class Config:
         workers: processes serving the same gRPC and bridge ports (SO_REUSEPORT);
             each is its own runner (``<runner id>/w<index>``). 1 serves in
             this process.
-        event_loop: ``uvloop`` (when installed, else asyncio's) or ``asyncio``.
+        event_loop: ``asyncio`` (the default) or ``uvloop`` (when installed; with
+            aiomysql, a MySQL connection that drops fails a request INTERNAL
+            rather than UNAVAILABLE under uvloop, aio-libs/aiomysql#966).
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -72,7 +74,7 @@ class Config:
     attempt_timeout_s: float = 30.0
     idempotency_retention_s: float = 24 * 3600.0
     workers: int = 1
-    event_loop: str = "uvloop"
+    event_loop: str = "asyncio"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -88,7 +90,7 @@ class Config:
             "grpc_addr": env.get("AGENTAPI_GRPC_ADDR") or "127.0.0.1:50051",
             "http_addr": env.get("AGENTAPI_HTTP_ADDR") or "127.0.0.1:8080",
             "runner_id": env.get("AGENTAPI_RUNNER_ID") or "",
-            "event_loop": env.get("AGENTAPI_EVENT_LOOP") or "uvloop",
+            "event_loop": env.get("AGENTAPI_EVENT_LOOP") or "asyncio",
         }
         for name, type_ in _NUMERIC_SETTINGS.items():
             raw = env.get(f"AGENTAPI_{name.upper()}")
@@ -130,7 +132,7 @@ class Config:
                 raise ValueError(f"refusing to listen on {addr} with the development key: set AGENTAPI_MASTER_KEY")
 
 
-EVENT_LOOPS = ("uvloop", "asyncio")
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 # Numeric settings read from AGENTAPI_<NAME> (for example AGENTAPI_RETRY_ATTEMPTS=3).

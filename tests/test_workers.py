@@ -262,10 +262,10 @@ def test_workers_refuse_a_port_already_taken(sqlite_url: str) -> None:
 
 
 def test_config_workers_and_event_loop() -> None:
-    env = {"AGENTAPI_WORKERS": "3", "AGENTAPI_EVENT_LOOP": "asyncio"}
+    env = {"AGENTAPI_WORKERS": "3", "AGENTAPI_EVENT_LOOP": "uvloop"}
     config = Config.from_env(env)
-    assert (config.workers, config.event_loop) == (3, "asyncio")
-    assert Config.from_env({}).event_loop == "uvloop"
+    assert (config.workers, config.event_loop) == (3, "uvloop")
+    assert Config.from_env({}).event_loop == "asyncio"
     assert Config.from_env(env, workers=1).workers == 1
     with pytest.raises(ValueError, match="share one port"):
         Config(workers=2, http_addr="127.0.0.1:0").check()
