@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -99,7 +99,6 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     ports: tuple[int | None, int | None] | None = None
-    started: float = field(default_factory=time.monotonic)
 
 
 def _port_in_use(addr: str) -> str | None:
