@@ -85,6 +85,13 @@ def test_page_tokens_are_bound_to_parameters_and_signed() -> None:
         PageTokens(b"other").decode(token, {"show_deleted": False})
 
 
+@pytest.mark.parametrize("token", ["abc.\u00e9\u00e9", "\u00e9.\u00e9", "....", "x" * 300])
+def test_a_malformed_page_token_is_invalid_argument(token: str) -> None:
+    with pytest.raises(AgentAPIError) as caught:
+        PageTokens(b"secret").decode(token, {})
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+
+
 def test_non_loopback_address_needs_a_master_key() -> None:
     with pytest.raises(ValueError):
         Config(grpc_addr="0.0.0.0:50051").check()

@@ -140,7 +140,8 @@ class PageTokens:
             [FieldViolation("page_token", "use the next_page_token of a call with the same parameters")],
             reason="INVALID_PAGE_TOKEN",
         )
-        if not hmac.compare_digest(mac, self._mac(body.encode())):
+        # Bytes: compare_digest refuses non-ASCII str, and a token is caller input.
+        if not hmac.compare_digest(mac.encode(), self._mac(body.encode()).encode()):
             raise bad
         payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         if payload.get("p") != self._digest(params):
