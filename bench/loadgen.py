@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from agentapi import v1 as pb
 
@@ -294,6 +295,10 @@ class HttpClient:
 # --------------------------------------------------------------------------- #
 
 
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+
+
 class SessionPool:
     """Sessions of one agentapi process for one model. A session serves one turn
     at a time and is retired after ``uses`` turns, so prompts carry a short,
@@ -307,8 +312,18 @@ class SessionPool:
         self.created_late = 0
 
     async def _create(self) -> list[Any]:
+        """Creates a session, retrying UNAVAILABLE for up to a minute as a client
+        should: an arm overloaded by the phase before (SQLite at 100 open-loop
+        streams) can still be draining its backlog when the next phase begins."""
         request = pb.CreateSessionRequest(session=pb.Session(overrides=pb.SessionSettings(model=self.model)))
-        created = await self.stub.CreateSession(request, metadata=self.metadata)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_unavailable),
+            wait=wait_random_exponential(multiplier=0.2, max=5),
+            stop=stop_after_delay(60),
+            reraise=True,
+        ):
+            with attempt:
+                created = await self.stub.CreateSession(request, metadata=self.metadata)
         return [created.session.id, self.uses]
 
     async def fill(self, count: int, parallel: int = 8) -> None:
