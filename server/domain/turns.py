@@ -361,10 +361,10 @@ class TurnRunner:
             # holds every event back until they are done); the task takes
             # over the database session.
             stored = asyncio.ensure_future(self._store_inputs(reads.pop_all(), db, [*rows, reply]))
-            if self.db.url.startswith("sqlite"):
-                # SQLite has one writer and commits locally: nothing to hide, and
-                # a read session waiting on the write lock while the upstream
-                # request opens held pool connections under overload (bench itl).
+            if self.db.local_writer:
+                # Nothing to hide behind the upstream request, and a session
+                # waiting on SQLite's write lock meanwhile held pool
+                # connections under overload (bench itl phase).
                 await asyncio.shield(stored)
         prompt = [to_openai(m) for m in context] + [to_openai(m) for m in rows]
         del history, context  # an open stream keeps only what it needs

@@ -148,6 +148,9 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
+        # SQLite: one local writer, whose COMMIT is cheap and serialised; a
+        # server database commits over the network and can overlap other work.
+        self.local_writer = make_url(url).get_backend_name() == "sqlite"
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=_TrackedSession)
 
     @asynccontextmanager
