@@ -44,10 +44,15 @@ _STOPPED_BY_SIGNAL = (0, -signal.SIGTERM, -signal.SIGINT)
 def bind_socket(addr: str, reuse_port: bool, backlog: int = 2048) -> socket.socket:
     """A listening TCP socket on ``host:port`` (``[v6]:port`` too). With
     ``reuse_port`` other sockets with SO_REUSEPORT (the other workers) can
-    bind the same port; without it, such a group makes the bind fail."""
+    bind the same port; without it, such a group makes the bind fail.
+
+    The protocol is named (IPPROTO_TCP) because asyncio sets TCP_NODELAY only
+    on sockets that say so: with proto 0, Nagle held each SSE event behind the
+    response headers until the client's delayed ACK, 40 ms a response."""
     host, port = addr.rsplit(":", 1)
     host = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
