@@ -12,6 +12,7 @@ functions with the most samples, by own time and by inclusive time.
 Workloads: ``ttft`` one streamed turn at a time (the 1-stream TTFT phase);
 ``stream`` N concurrent 64-delta streams (closed loop); ``unary`` N concurrent
 non-streamed turns; ``bridge-ttft`` / ``bridge-unary`` the same through the JSON bridge.
+``--via litellm`` puts the LiteLLM proxy between agentapi and the upstream (arm C').
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import httpx
 
 from bench import procs
 from bench.loadgen import AgentapiProcess, Arm, BridgeArm, GrpcArm, closed_loop
-from bench.run import CACHE, rerun_at_ref, stats_ms
+from bench.run import CACHE, HOME, rerun_at_ref, stats_ms
 
 # Sample buckets, first match wins (checked against every frame of a sample).
 BUCKETS = (
@@ -158,9 +159,15 @@ async def main_async(args: argparse.Namespace) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     cprofile_out = CACHE / f"profile-{stamp}-{args.db}-{args.workload}.prof"
     wrapper = ["-m", "bench.cprof", str(cprofile_out)] if args.profiler == "cprofile" else None
-    agentapi = procs.start_agentapi(
-        "profile", logs, db_url, f"http://127.0.0.1:{upstream.ports['http']}/v1", "k", wrapper
-    )
+    llm_url, llm_key = f"http://127.0.0.1:{upstream.ports['http']}/v1", "k"
+    litellm = None
+    if args.via == "litellm":
+        from tests.support.litellm_proxy import LiteLLMProxy
+
+        litellm = LiteLLMProxy(llm_url, master_key="sk-bench-litellm", venv=HOME / ".venv-litellm")
+        litellm.start(timeout=120)
+        llm_url, llm_key = f"{litellm.base_url}/v1", litellm.master_key
+    agentapi = procs.start_agentapi("profile", logs, db_url, llm_url, llm_key, wrapper)
     client = None
     turns = 0
     try:
@@ -234,6 +241,8 @@ async def main_async(args: argparse.Namespace) -> None:
         if client is not None:
             await client.close()
         agentapi.stop(timeout=60)
+        if litellm is not None:
+            litellm.stop()
         upstream.stop()
         mariadb.drop_all()
     if args.profiler == "cprofile":
@@ -248,6 +257,7 @@ def main() -> int:
         choices=("ttft", "stream", "unary", "bridge-ttft", "bridge-stream", "bridge-unary"),
         default="ttft",
     )
+    parser.add_argument("--via", choices=("direct", "litellm"), default="direct", help="agentapi's upstream")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--deltas", type=int, default=64)
