@@ -4,6 +4,7 @@ readings of each process."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -255,3 +256,20 @@ class CpuMeter:
         machine = (self._machine() - self.total_start) / wall
         used["other"] = max(0.0, machine - sum(used.values()))
         return {k: round(v, 3) for k, v in used.items()} | {"wall_s": round(wall, 2)}
+
+
+async def wait_quiet(limit_s: float, below_cores: float = 0.3, sample_s: float = 0.25) -> tuple[float, float]:
+    """Waits until the whole machine used fewer than ``below_cores`` over one
+    ``sample_s`` sample, or ``limit_s`` passed. An overloaded arm's server (or
+    the LiteLLM proxy) keeps working through its backlog after the load
+    generator gave up on it; without this that work lands in the next arm's
+    window. Returns (seconds waited, cores used in the last sample)."""
+    started = time.perf_counter()
+    used = 0.0
+    while limit_s > 0:
+        before = CpuMeter._machine()
+        await asyncio.sleep(sample_s)
+        used = (CpuMeter._machine() - before) / sample_s
+        if used < below_cores or time.perf_counter() - started >= limit_s:
+            break
+    return round(time.perf_counter() - started, 2), round(used, 3)

@@ -99,6 +99,7 @@ class Plan:
     throughput_ramp_s: float = 0.4
     throughput_window_s: float = 2.0
     cpu_iterations: int = 2000
+    quiet_limit_s: float = 15.0  # the longest wait for the machine to go quiet before a window
 
     @property
     def stream_model(self) -> str:
@@ -128,6 +129,7 @@ QUICK = Plan(
     throughput_ramp_s=0.1,
     throughput_window_s=0.25,
     cpu_iterations=50,
+    quiet_limit_s=0.0,
 )
 
 
@@ -393,6 +395,7 @@ class Bench:
         """Runs one window with the client's GC off, and adds CPU, loop lag and upstream pacing."""
         if "litellm" in self._processes(arm) or arm.process == "litellm":
             await asyncio.to_thread(self.ensure_litellm)
+        waited_s, busy_cores = await procs.wait_quiet(self.plan.quiet_limit_s)
         meter = procs.CpuMeter({n: self.pids[n] for n in self._processes(arm)})
         upstream_before = await self.upstream_stats()  # also resets the upstream's lateness figures
         gc.collect()
@@ -407,6 +410,7 @@ class Bench:
             gc.enable()
         summary = summarize(window, cdf)
         summary["cores"] = cores
+        summary["quiet_wait"] = {"waited_s": waited_s, "machine_cores_at_start": busy_cores}
         turns = max(1, len(window.turns))
         cpu_s = cores[arm.process] * cores["wall_s"]
         summary["sut_cpu_ms_per_turn"] = round(cpu_s / turns * 1000, 3)
