@@ -447,9 +447,10 @@ class Bench:
                 await asyncio.sleep(plan.memory_settle_s)
                 before = procs.rss_bytes(self.pids[process])
                 tasks = [asyncio.create_task(arm.stream("hold")) for _ in range(n)]
-                # Until every stream is held, or none was added for 3 s (a failed turn never arrives).
+                # Until every stream is held, or none was added for 10 s (a failed turn never arrives).
+                # Not less: on a slow day a fresh LiteLLM held its first stream, then none for 3 s.
                 held, last_change, deadline = -1, time.monotonic(), time.monotonic() + 60
-                while time.monotonic() < deadline and time.monotonic() - last_change < 3:
+                while time.monotonic() < deadline and time.monotonic() - last_change < 10:
                     now_held = (await control.get(f"{self.upstream_url}/_stats")).json()["held_streams"]
                     if now_held != held:
                         held, last_change = now_held, time.monotonic()
