@@ -5,7 +5,8 @@
   time-stamped when the event loop hands it over (``data_received``), and the
   client costs a few microseconds per event, so it is not what limits an arm.
 * gRPC arms (C, C') use the generated stubs over one ``grpc.aio`` channel per
-  agentapi process, as any Python caller would.
+  agentapi process, as any Python caller would; a ``--workers N`` process gets
+  4·N channels, used round robin, since the kernel hands each connection to one worker.
 * Every turn is a :class:`Turn`: send time, arrival time of each content delta,
   end time, and whether every delta arrived, in order (the upstream numbers its
   deltas ``w0 w1 ...``; gRPC deltas also carry ``sequence_number``).
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import time
@@ -418,14 +420,25 @@ class OpenAIArm(Arm):
 class AgentapiProcess:
     """Client side of one running agentapi: a gRPC channel and session pools."""
 
-    def __init__(self, name: str, grpc_port: int, http_port: int, master_key: str, uses: int) -> None:
+    def __init__(
+        self, name: str, grpc_port: int, http_port: int, master_key: str, uses: int, channels: int = 1
+    ) -> None:
         self.name, self.grpc_port, self.http_port = name, grpc_port, http_port
         self.metadata = (("authorization", f"Bearer {master_key}"),)
         self.master_key = master_key
         self.uses = uses
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
-        self.stub = pb.SessionServiceStub(self.channel)
+        # One channel is one HTTP/2 connection, and with ``--workers`` the kernel gives each
+        # connection to one worker: a workers arm needs several, each with its own subchannel
+        # (grpc would otherwise share one connection between channels to the same target).
+        options = [("grpc.use_local_subchannel_pool", 1)] if channels > 1 else []
+        self.channels = [grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}", options=options) for _ in range(channels)]
+        self._stubs = itertools.cycle([pb.SessionServiceStub(c) for c in self.channels])
         self.pools: dict[str, SessionPool] = {}
+
+    @property
+    def stub(self) -> pb.SessionServiceStub:
+        """The next channel's stub, round robin."""
+        return next(self._stubs)
 
     def pool(self, model: str) -> SessionPool:
         if model not in self.pools:
@@ -433,7 +446,8 @@ class AgentapiProcess:
         return self.pools[model]
 
     async def close(self) -> None:
-        await self.channel.close()
+        for channel in self.channels:
+            await channel.close()
 
 
 @dataclass

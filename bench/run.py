@@ -331,8 +331,10 @@ class Bench:
         for name, proc in self.procs.items():
             if name.startswith("agentapi-"):
                 short = name.removeprefix("agentapi-")
+                workers = WORKERS.get(short, 1)
+                channels = 1 if workers == 1 else 4 * workers  # one HTTP/2 connection reaches one worker
                 self.agentapis[short] = AgentapiProcess(
-                    short, proc.ports["grpc"], proc.ports["http"], procs.MASTER_KEY, uses
+                    short, proc.ports["grpc"], proc.ports["http"], procs.MASTER_KEY, uses, channels=channels
                 )
         up = self.procs["upstream"].ports["http"]
         a = self.agentapis
@@ -758,18 +760,18 @@ def check_quick(path: Path) -> int:
     results = json.loads(path.read_text())
     problems = []
     phases = results["phases"]
-    for name, summary in phases["ttft_1_stream"]["arms"].items():
+    for name, summary in phases.get("ttft_1_stream", {"arms": {}})["arms"].items():
         if summary["ok"] == 0:
             problems.append(f"ttft: {name} had no successful turn: {summary['error_examples']}")
     for phase in ("itl",):
-        for name, summary in phases[phase]["arms"].items():
+        for name, summary in phases.get(phase, {"arms": {}})["arms"].items():
             if summary["ok"] == 0:
                 problems.append(f"{phase}: {name} had no successful turn: {summary['error_examples']}")
     for phase in ("capacity", "throughput"):
-        for name, runs in phases[phase]["arms"].items():
+        for name, runs in phases.get(phase, {"arms": {}})["arms"].items():
             if not runs or all(r["ok"] == 0 for r in runs):
                 problems.append(f"{phase}: {name} had no successful turn")
-    for name, entry in phases["memory"].items():
+    for name, entry in phases.get("memory", {}).items():
         if isinstance(entry, dict) and entry.get("held", 0) < phases["memory"]["streams"]:
             problems.append(f"memory: {name} held {entry.get('held')} streams of {phases['memory']['streams']}")
     if not path.with_suffix(".png").stat().st_size:
