@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -76,3 +80,13 @@ def sent_upstream(upstream: Any, last_content: str) -> dict[str, Any]:
     ]
     assert bodies, f"the upstream never received {last_content!r}"
     return bodies[-1]
+
+
+async def process_exit(process: subprocess.Popen[Any], timeout_s: float, log: Callable[[], str]) -> int:
+    """The exit code of a server subprocess, polled without blocking the loop;
+    fails the test with ``log()`` when it is still running after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while (code := process.poll()) is None:
+        assert time.monotonic() < deadline, f"agentapi did not exit:\n{log()}"
+        await asyncio.sleep(0.05)
+    return code

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentapi import errors
 from agentapi import v1 as pb
-from tests.helpers import user
+from tests.helpers import process_exit, user
 from tests.stack import free_port
 from tests.support.upstream import ScriptedUpstream
 
@@ -93,11 +93,7 @@ class Server:
 
     async def exit_code(self, timeout_s: float = 30.0) -> int:
         assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        while (code := self.process.poll()) is None:
-            assert time.monotonic() < deadline, f"agentapi did not exit:\n{self.log.read_text()}"
-            await asyncio.sleep(0.05)
-        return code
+        return await process_exit(self.process, timeout_s, self.log.read_text)
 
     async def close(self) -> None:
         if self.channel is not None:

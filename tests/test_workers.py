@@ -24,7 +24,7 @@ import pytest
 from agentapi import v1 as pb
 from server.config import Config
 from server.workers import bind_socket
-from tests.helpers import user
+from tests.helpers import process_exit, user
 from tests.stack import free_port
 from tests.support.upstream import ScriptedUpstream
 from tests.test_faults_process import COMMAND, REPO, db_rows, first_delta
@@ -74,11 +74,7 @@ class Workers:
 
     async def exit_code(self, timeout_s: float = 30.0) -> int:
         assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        while (code := self.process.poll()) is None:
-            assert time.monotonic() < deadline, f"agentapi did not exit:\n{self.text()}"
-            await asyncio.sleep(0.05)
-        return code
+        return await process_exit(self.process, timeout_s, self.text)
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
