@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from agentapi.v1 import turn_options_pb2 as _turn_options_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -119,6 +120,9 @@ class Message(_message.Message):
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     PROMPT_MESSAGES_FIELD_NUMBER: _builtins.int
     CONTENT_PARTS_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    LOGPROBS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     session_id: _builtins.str
@@ -147,6 +151,10 @@ class Message(_message.Message):
     """The upstream's request id, for tracing."""
     token_count: _builtins.int
     """Tokens this message takes in a prompt, counted once when stored."""
+    refusal: _builtins.str
+    """For an assistant message: the model's refusal text, when it refused
+    to answer in the requested format.
+    """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """Tool calls made by an assistant message."""
@@ -189,6 +197,18 @@ class Message(_message.Message):
         `content` then holds the text parts joined.
         """
 
+    @_builtins.property
+    def options(self) -> _turn_options_pb2.TurnOptions:
+        """For an assistant message: the per-turn options its turn ran with, as
+        the model was asked to obey them.
+        """
+
+    @_builtins.property
+    def logprobs(self) -> _containers.RepeatedCompositeFieldContainer[_turn_options_pb2.TokenLogprob]:
+        """For an assistant message: the log probabilities of its content
+        tokens, when the turn asked for them and the upstream sent them.
+        """
+
     def __init__(
         self,
         *,
@@ -215,10 +235,13 @@ class Message(_message.Message):
         token_count: _builtins.int = ...,
         prompt_messages: Global___SequenceRange | None = ...,
         content_parts: _abc.Iterable[Global___ContentPart] | None = ...,
+        options: _turn_options_pb2.TurnOptions | None = ...,
+        logprobs: _abc.Iterable[_turn_options_pb2.TokenLogprob] | None = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "metadata", b"metadata", "prompt_messages", b"prompt_messages", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "metadata", b"metadata", "options", b"options", "prompt_messages", b"prompt_messages", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "content_parts", b"content_parts", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "metadata", b"metadata", "model", b"model", "name", b"name", "prompt_messages", b"prompt_messages", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "content_parts", b"content_parts", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "logprobs", b"logprobs", "metadata", b"metadata", "model", b"model", "name", b"name", "options", b"options", "prompt_messages", b"prompt_messages", "refusal", b"refusal", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -233,26 +256,100 @@ class ContentPart(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     IMAGE_URL_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    INPUT_AUDIO_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """`text` or `image_url`."""
+    """`text`, `image_url`, `input_audio` or `file`."""
     text: _builtins.str
     """For `text`: the text."""
     image_url: _builtins.str
     """For `image_url`: the image's URL (`https:` or a `data:` URL)."""
+    detail: _builtins.str
+    """For `image_url`: the detail level, `auto`, `low` or `high`; empty
+    means not sent.
+    """
+    @_builtins.property
+    def input_audio(self) -> Global___InputAudio:
+        """For `input_audio`: the audio."""
+
+    @_builtins.property
+    def file(self) -> Global___FileContent:
+        """For `file`: the file."""
+
     def __init__(
         self,
         *,
         type: _builtins.str = ...,
         text: _builtins.str = ...,
         image_url: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        input_audio: Global___InputAudio | None = ...,
+        file: Global___FileContent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "input_audio", b"input_audio"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_url", b"image_url", "text", b"text", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "file", b"file", "image_url", b"image_url", "input_audio", b"input_audio", "text", b"text", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContentPart: _TypeAlias = ContentPart  # noqa: Y015
+
+@_typing.final
+class InputAudio(_message.Message):
+    """Audio sent as a content part."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    data: _builtins.str
+    """Base64-encoded audio."""
+    format: _builtins.str
+    """Its encoding: `wav` or `mp3`."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.str = ...,
+        format: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "format", b"format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputAudio: _TypeAlias = InputAudio  # noqa: Y015
+
+@_typing.final
+class FileContent(_message.Message):
+    """A file sent as a content part: an uploaded file's id, or its data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    FILE_DATA_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The id of a file uploaded to the upstream."""
+    filename: _builtins.str
+    """The file's name."""
+    file_data: _builtins.str
+    """The file's content as a base64 `data:` URL."""
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        file_data: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_data", b"file_data", "file_id", b"file_id", "filename", b"filename"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileContent: _TypeAlias = FileContent  # noqa: Y015
 
 @_typing.final
 class SequenceRange(_message.Message):

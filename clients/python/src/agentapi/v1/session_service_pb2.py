@@ -24,11 +24,13 @@ _sym_db = _symbol_database.Default()
 
 from agentapi.v1 import message_pb2 as agentapi_dot_v1_dot_message__pb2
 from agentapi.v1 import session_pb2 as agentapi_dot_v1_dot_session__pb2
+from agentapi.v1 import turn_options_pb2 as agentapi_dot_v1_dot_turn__options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!agentapi/v1/session_service.proto\x12\x0b\x61gentapi.v1\x1a\x19\x61gentapi/v1/message.proto\x1a\x19\x61gentapi/v1/session.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"b\n\x14\x43reateSessionRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.SessionB\x04\xe2\x41\x01\x02\x12\x1d\n\x15\x63\x61rry_forward_history\x18\x02 \x01(\x08\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.Session\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.Session\"\x8c\x01\n\x12SendMessageRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x08messages\x18\x02 \x03(\x0b\x32\x19.agentapi.v1.InputMessageB\x04\xe2\x41\x01\x02\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.agentapi.v1.TurnOptions\"j\n\x13SendMessageResponse\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.Message\x12,\n\x0einput_messages\x18\x02 \x03(\x0b\x32\x14.agentapi.v1.Message\"\x95\x01\n\x1bSendStreamingMessageRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x08messages\x18\x02 \x03(\x0b\x32\x19.agentapi.v1.InputMessageB\x04\xe2\x41\x01\x02\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.agentapi.v1.TurnOptions\"m\n\x0bTurnOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokens\"\xae\x01\n\x1cSendStreamingMessageResponse\x12-\n\rinput_message\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.MessageH\x00\x12#\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x12.agentapi.v1.DeltaH\x00\x12\x31\n\x11\x61ssistant_message\x18\x03 \x01(\x0b\x32\x14.agentapi.v1.MessageH\x00\x42\x07\n\x05\x65vent\"a\n\x05\x44\x65lta\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12.\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1a.agentapi.v1.ToolCallDelta\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"f\n\x13ListMessagesRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"t\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.agentapi.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x1b\n\x13previous_page_token\x18\x03 \x01(\t\"8\n\nToolOutput\x12\x1a\n\x0ctool_call_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06output\x18\x02 \x01(\t\"\x94\x01\n\x18SubmitToolOutputsRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x0ctool_outputs\x18\x02 \x03(\x0b\x32\x17.agentapi.v1.ToolOutputB\x04\xe2\x41\x01\x02\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.agentapi.v1.TurnOptions\"\xab\x01\n\x19SubmitToolOutputsResponse\x12-\n\rinput_message\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.MessageH\x00\x12#\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x12.agentapi.v1.DeltaH\x00\x12\x31\n\x11\x61ssistant_message\x18\x03 \x01(\x0b\x32\x14.agentapi.v1.MessageH\x00\x42\x07\n\x05\x65vent\"-\n\x11\x45ndSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12\x45ndSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.Session\"[\n\x13ListSessionsRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"t\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.agentapi.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x1b\n\x13previous_page_token\x18\x03 \x01(\t\"[\n\x14\x45xportSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.agentapi.v1.ExportFormat\">\n\x15\x45xportSessionResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"E\n\x14ReplaySessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"f\n\x15ReplaySessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.Session\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.agentapi.v1.Message*\x81\x01\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45XPORT_FORMAT_OPENAI_JSON\x10\x01\x12\x17\n\x13\x45XPORT_FORMAT_JSONL\x10\x02\x12\x1a\n\x16\x45XPORT_FORMAT_MARKDOWN\x10\x03\x32\xd7\n\n\x0eSessionService\x12u\n\rCreateSession\x12!.agentapi.v1.CreateSessionRequest\x1a\".agentapi.v1.CreateSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/sessions:\x07session\x12p\n\nGetSession\x12\x1e.agentapi.v1.GetSessionRequest\x1a\x1f.agentapi.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12\x82\x01\n\x0bSendMessage\x12\x1f.agentapi.v1.SendMessageRequest\x1a .agentapi.v1.SendMessageResponse\"0\x82\xd3\xe4\x93\x02*\"%/v1/sessions/{session_id}:sendMessage:\x01*\x12\xa8\x01\n\x14SendStreamingMessage\x12(.agentapi.v1.SendStreamingMessageRequest\x1a).agentapi.v1.SendStreamingMessageResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/sessions/{session_id}:sendStreamingMessage:\x01*0\x01\x12\x7f\n\x0cListMessages\x12 .agentapi.v1.ListMessagesRequest\x1a!.agentapi.v1.ListMessagesResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/sessions/{session_id}/messages\x12\x9c\x01\n\x11SubmitToolOutputs\x12%.agentapi.v1.SubmitToolOutputsRequest\x1a&.agentapi.v1.SubmitToolOutputsResponse\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/sessions/{session_id}:submitToolOutputs:\x01*0\x01\x12w\n\nEndSession\x12\x1e.agentapi.v1.EndSessionRequest\x1a\x1f.agentapi.v1.EndSessionResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/sessions/{session_id}:end:\x01*\x12\x89\x01\n\x0cListSessions\x12 .agentapi.v1.ListSessionsRequest\x1a!.agentapi.v1.ListSessionsResponse\"4\x82\xd3\xe4\x93\x02.\x12,/v1/conversations/{conversation_id}/sessions\x12\x80\x01\n\rExportSession\x12!.agentapi.v1.ExportSessionRequest\x1a\".agentapi.v1.ExportSessionResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/sessions/{session_id}:export\x12\x83\x01\n\rReplaySession\x12!.agentapi.v1.ReplaySessionRequest\x1a\".agentapi.v1.ReplaySessionResponse\"+\x82\xd3\xe4\x93\x02%\" /v1/sessions/{session_id}:replay:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!agentapi/v1/session_service.proto\x12\x0b\x61gentapi.v1\x1a\x19\x61gentapi/v1/message.proto\x1a\x19\x61gentapi/v1/session.proto\x1a\x1e\x61gentapi/v1/turn_options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x14\x43reateSessionRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.SessionB\x04\xe2\x41\x01\x02\x12\x1d\n\x15\x63\x61rry_forward_history\x18\x02 \x01(\x08\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.Session\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.Session\"\x8c\x01\n\x12SendMessageRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x08messages\x18\x02 \x03(\x0b\x32\x19.agentapi.v1.InputMessageB\x04\xe2\x41\x01\x02\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.agentapi.v1.TurnOptions\"j\n\x13SendMessageResponse\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.Message\x12,\n\x0einput_messages\x18\x02 \x03(\x0b\x32\x14.agentapi.v1.Message\"\x95\x01\n\x1bSendStreamingMessageRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x08messages\x18\x02 \x03(\x0b\x32\x19.agentapi.v1.InputMessageB\x04\xe2\x41\x01\x02\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.agentapi.v1.TurnOptions\"\xe0\x01\n\x1cSendStreamingMessageResponse\x12-\n\rinput_message\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.MessageH\x00\x12#\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x12.agentapi.v1.DeltaH\x00\x12\x31\n\x11\x61ssistant_message\x18\x03 \x01(\x0b\x32\x14.agentapi.v1.MessageH\x00\x12\x30\n\x0cturn_started\x18\x04 \x01(\x0b\x32\x18.agentapi.v1.TurnStartedH\x00\x42\x07\n\x05\x65vent\"a\n\x0bTurnStarted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\x05\x44\x65lta\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12.\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1a.agentapi.v1.ToolCallDelta\x12+\n\x08logprobs\x18\x04 \x03(\x0b\x32\x19.agentapi.v1.TokenLogprob\x12\x0f\n\x07refusal\x18\x05 \x01(\t\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"f\n\x13ListMessagesRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"t\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.agentapi.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x1b\n\x13previous_page_token\x18\x03 \x01(\t\"8\n\nToolOutput\x12\x1a\n\x0ctool_call_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06output\x18\x02 \x01(\t\"\x94\x01\n\x18SubmitToolOutputsRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x0ctool_outputs\x18\x02 \x03(\x0b\x32\x17.agentapi.v1.ToolOutputB\x04\xe2\x41\x01\x02\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.agentapi.v1.TurnOptions\"\xdd\x01\n\x19SubmitToolOutputsResponse\x12-\n\rinput_message\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.MessageH\x00\x12#\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x12.agentapi.v1.DeltaH\x00\x12\x31\n\x11\x61ssistant_message\x18\x03 \x01(\x0b\x32\x14.agentapi.v1.MessageH\x00\x12\x30\n\x0cturn_started\x18\x04 \x01(\x0b\x32\x18.agentapi.v1.TurnStartedH\x00\x42\x07\n\x05\x65vent\"-\n\x11\x45ndSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12\x45ndSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.Session\"[\n\x13ListSessionsRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"t\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.agentapi.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x1b\n\x13previous_page_token\x18\x03 \x01(\t\"[\n\x14\x45xportSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.agentapi.v1.ExportFormat\">\n\x15\x45xportSessionResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"E\n\x14ReplaySessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"f\n\x15ReplaySessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.agentapi.v1.Session\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.agentapi.v1.Message*\x81\x01\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45XPORT_FORMAT_OPENAI_JSON\x10\x01\x12\x17\n\x13\x45XPORT_FORMAT_JSONL\x10\x02\x12\x1a\n\x16\x45XPORT_FORMAT_MARKDOWN\x10\x03\x32\xd7\n\n\x0eSessionService\x12u\n\rCreateSession\x12!.agentapi.v1.CreateSessionRequest\x1a\".agentapi.v1.CreateSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/sessions:\x07session\x12p\n\nGetSession\x12\x1e.agentapi.v1.GetSessionRequest\x1a\x1f.agentapi.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12\x82\x01\n\x0bSendMessage\x12\x1f.agentapi.v1.SendMessageRequest\x1a .agentapi.v1.SendMessageResponse\"0\x82\xd3\xe4\x93\x02*\"%/v1/sessions/{session_id}:sendMessage:\x01*\x12\xa8\x01\n\x14SendStreamingMessage\x12(.agentapi.v1.SendStreamingMessageRequest\x1a).agentapi.v1.SendStreamingMessageResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/sessions/{session_id}:sendStreamingMessage:\x01*0\x01\x12\x7f\n\x0cListMessages\x12 .agentapi.v1.ListMessagesRequest\x1a!.agentapi.v1.ListMessagesResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/sessions/{session_id}/messages\x12\x9c\x01\n\x11SubmitToolOutputs\x12%.agentapi.v1.SubmitToolOutputsRequest\x1a&.agentapi.v1.SubmitToolOutputsResponse\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/sessions/{session_id}:submitToolOutputs:\x01*0\x01\x12w\n\nEndSession\x12\x1e.agentapi.v1.EndSessionRequest\x1a\x1f.agentapi.v1.EndSessionResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/sessions/{session_id}:end:\x01*\x12\x89\x01\n\x0cListSessions\x12 .agentapi.v1.ListSessionsRequest\x1a!.agentapi.v1.ListSessionsResponse\"4\x82\xd3\xe4\x93\x02.\x12,/v1/conversations/{conversation_id}/sessions\x12\x80\x01\n\rExportSession\x12!.agentapi.v1.ExportSessionRequest\x1a\".agentapi.v1.ExportSessionResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/sessions/{session_id}:export\x12\x83\x01\n\rReplaySession\x12!.agentapi.v1.ReplaySessionRequest\x1a\".agentapi.v1.ReplaySessionResponse\"+\x82\xd3\xe4\x93\x02%\" /v1/sessions/{session_id}:replay:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -85,56 +87,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONSERVICE'].methods_by_name['ExportSession']._serialized_options = b'\202\323\344\223\002\"\022 /v1/sessions/{session_id}:export'
   _globals['_SESSIONSERVICE'].methods_by_name['ReplaySession']._loaded_options = None
   _globals['_SESSIONSERVICE'].methods_by_name['ReplaySession']._serialized_options = b'\202\323\344\223\002%\" /v1/sessions/{session_id}:replay:\001*'
-  _globals['_EXPORTFORMAT']._serialized_start=2563
-  _globals['_EXPORTFORMAT']._serialized_end=2692
-  _globals['_CREATESESSIONREQUEST']._serialized_start=167
-  _globals['_CREATESESSIONREQUEST']._serialized_end=265
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=267
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=329
-  _globals['_GETSESSIONREQUEST']._serialized_start=331
-  _globals['_GETSESSIONREQUEST']._serialized_end=376
-  _globals['_GETSESSIONRESPONSE']._serialized_start=378
-  _globals['_GETSESSIONRESPONSE']._serialized_end=437
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=440
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=580
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=582
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=688
-  _globals['_SENDSTREAMINGMESSAGEREQUEST']._serialized_start=691
-  _globals['_SENDSTREAMINGMESSAGEREQUEST']._serialized_end=840
-  _globals['_TURNOPTIONS']._serialized_start=842
-  _globals['_TURNOPTIONS']._serialized_end=951
-  _globals['_SENDSTREAMINGMESSAGERESPONSE']._serialized_start=954
-  _globals['_SENDSTREAMINGMESSAGERESPONSE']._serialized_end=1128
-  _globals['_DELTA']._serialized_start=1130
-  _globals['_DELTA']._serialized_end=1227
-  _globals['_TOOLCALLDELTA']._serialized_start=1229
-  _globals['_TOOLCALLDELTA']._serialized_end=1304
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1306
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1408
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1410
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1526
-  _globals['_TOOLOUTPUT']._serialized_start=1528
-  _globals['_TOOLOUTPUT']._serialized_end=1584
-  _globals['_SUBMITTOOLOUTPUTSREQUEST']._serialized_start=1587
-  _globals['_SUBMITTOOLOUTPUTSREQUEST']._serialized_end=1735
-  _globals['_SUBMITTOOLOUTPUTSRESPONSE']._serialized_start=1738
-  _globals['_SUBMITTOOLOUTPUTSRESPONSE']._serialized_end=1909
-  _globals['_ENDSESSIONREQUEST']._serialized_start=1911
-  _globals['_ENDSESSIONREQUEST']._serialized_end=1956
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=1958
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=2017
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=2019
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=2110
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2112
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2228
-  _globals['_EXPORTSESSIONREQUEST']._serialized_start=2230
-  _globals['_EXPORTSESSIONREQUEST']._serialized_end=2321
-  _globals['_EXPORTSESSIONRESPONSE']._serialized_start=2323
-  _globals['_EXPORTSESSIONRESPONSE']._serialized_end=2385
-  _globals['_REPLAYSESSIONREQUEST']._serialized_start=2387
-  _globals['_REPLAYSESSIONREQUEST']._serialized_end=2456
-  _globals['_REPLAYSESSIONRESPONSE']._serialized_start=2458
-  _globals['_REPLAYSESSIONRESPONSE']._serialized_end=2560
-  _globals['_SESSIONSERVICE']._serialized_start=2695
-  _globals['_SESSIONSERVICE']._serialized_end=4062
+  _globals['_EXPORTFORMAT']._serialized_start=2779
+  _globals['_EXPORTFORMAT']._serialized_end=2908
+  _globals['_CREATESESSIONREQUEST']._serialized_start=232
+  _globals['_CREATESESSIONREQUEST']._serialized_end=330
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=332
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=394
+  _globals['_GETSESSIONREQUEST']._serialized_start=396
+  _globals['_GETSESSIONREQUEST']._serialized_end=441
+  _globals['_GETSESSIONRESPONSE']._serialized_start=443
+  _globals['_GETSESSIONRESPONSE']._serialized_end=502
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=505
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=645
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=647
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=753
+  _globals['_SENDSTREAMINGMESSAGEREQUEST']._serialized_start=756
+  _globals['_SENDSTREAMINGMESSAGEREQUEST']._serialized_end=905
+  _globals['_SENDSTREAMINGMESSAGERESPONSE']._serialized_start=908
+  _globals['_SENDSTREAMINGMESSAGERESPONSE']._serialized_end=1132
+  _globals['_TURNSTARTED']._serialized_start=1134
+  _globals['_TURNSTARTED']._serialized_end=1231
+  _globals['_DELTA']._serialized_start=1234
+  _globals['_DELTA']._serialized_end=1393
+  _globals['_TOOLCALLDELTA']._serialized_start=1395
+  _globals['_TOOLCALLDELTA']._serialized_end=1470
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1472
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1574
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1576
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1692
+  _globals['_TOOLOUTPUT']._serialized_start=1694
+  _globals['_TOOLOUTPUT']._serialized_end=1750
+  _globals['_SUBMITTOOLOUTPUTSREQUEST']._serialized_start=1753
+  _globals['_SUBMITTOOLOUTPUTSREQUEST']._serialized_end=1901
+  _globals['_SUBMITTOOLOUTPUTSRESPONSE']._serialized_start=1904
+  _globals['_SUBMITTOOLOUTPUTSRESPONSE']._serialized_end=2125
+  _globals['_ENDSESSIONREQUEST']._serialized_start=2127
+  _globals['_ENDSESSIONREQUEST']._serialized_end=2172
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=2174
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=2233
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=2235
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=2326
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2328
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2444
+  _globals['_EXPORTSESSIONREQUEST']._serialized_start=2446
+  _globals['_EXPORTSESSIONREQUEST']._serialized_end=2537
+  _globals['_EXPORTSESSIONRESPONSE']._serialized_start=2539
+  _globals['_EXPORTSESSIONRESPONSE']._serialized_end=2601
+  _globals['_REPLAYSESSIONREQUEST']._serialized_start=2603
+  _globals['_REPLAYSESSIONREQUEST']._serialized_end=2672
+  _globals['_REPLAYSESSIONRESPONSE']._serialized_start=2674
+  _globals['_REPLAYSESSIONRESPONSE']._serialized_end=2776
+  _globals['_SESSIONSERVICE']._serialized_start=2911
+  _globals['_SESSIONSERVICE']._serialized_end=4278
 # @@protoc_insertion_point(module_scope)

@@ -5,9 +5,11 @@ isort:skip_file
 
 from agentapi.v1 import message_pb2 as _message_pb2
 from agentapi.v1 import session_pb2 as _session_pb2
+from agentapi.v1 import turn_options_pb2 as _turn_options_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -173,7 +175,7 @@ class SendMessageRequest(_message.Message):
         """Messages appended before the reply; the last is a user or tool message."""
 
     @_builtins.property
-    def options(self) -> Global___TurnOptions:
+    def options(self) -> _turn_options_pb2.TurnOptions:
         """Settings for this turn only, merged over the session's."""
 
     def __init__(
@@ -181,7 +183,7 @@ class SendMessageRequest(_message.Message):
         *,
         session_id: _builtins.str = ...,
         messages: _abc.Iterable[_message_pb2.InputMessage] | None = ...,
-        options: Global___TurnOptions | None = ...,
+        options: _turn_options_pb2.TurnOptions | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -237,7 +239,7 @@ class SendStreamingMessageRequest(_message.Message):
         """Messages appended before the reply; the last is a user or tool message."""
 
     @_builtins.property
-    def options(self) -> Global___TurnOptions:
+    def options(self) -> _turn_options_pb2.TurnOptions:
         """Settings for this turn only, merged over the session's."""
 
     def __init__(
@@ -245,7 +247,7 @@ class SendStreamingMessageRequest(_message.Message):
         *,
         session_id: _builtins.str = ...,
         messages: _abc.Iterable[_message_pb2.InputMessage] | None = ...,
-        options: Global___TurnOptions | None = ...,
+        options: _turn_options_pb2.TurnOptions | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -256,39 +258,6 @@ class SendStreamingMessageRequest(_message.Message):
 Global___SendStreamingMessageRequest: _TypeAlias = SendStreamingMessageRequest  # noqa: Y015
 
 @_typing.final
-class TurnOptions(_message.Message):
-    """Per-turn settings."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    TEMPERATURE_FIELD_NUMBER: _builtins.int
-    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
-    temperature: _builtins.float
-    """Sampling temperature, 0 to 2."""
-    max_output_tokens: _builtins.int
-    """Upper bound on completion tokens, at least 1."""
-    def __init__(
-        self,
-        *,
-        temperature: _builtins.float | None = ...,
-        max_output_tokens: _builtins.int | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_output_tokens", b"_max_output_tokens", "_temperature", b"_temperature", "max_output_tokens", b"max_output_tokens", "temperature", b"temperature"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_output_tokens", b"_max_output_tokens", "_temperature", b"_temperature", "max_output_tokens", b"max_output_tokens", "temperature", b"temperature"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType__max_output_tokens: _TypeAlias = _typing.Literal["max_output_tokens"]  # noqa: Y015
-    _WhichOneofArgType__max_output_tokens: _TypeAlias = _typing.Literal["_max_output_tokens", b"_max_output_tokens"]  # noqa: Y015
-    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
-    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
-    @_typing.overload
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_output_tokens) -> _WhichOneofReturnType__max_output_tokens | None: ...
-    @_typing.overload
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
-
-Global___TurnOptions: _TypeAlias = TurnOptions  # noqa: Y015
-
-@_typing.final
 class SendStreamingMessageResponse(_message.Message):
     """One event of a streamed turn."""
 
@@ -297,6 +266,7 @@ class SendStreamingMessageResponse(_message.Message):
     INPUT_MESSAGE_FIELD_NUMBER: _builtins.int
     DELTA_FIELD_NUMBER: _builtins.int
     ASSISTANT_MESSAGE_FIELD_NUMBER: _builtins.int
+    TURN_STARTED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def input_message(self) -> _message_pb2.Message:
         """An input message, sent once it is stored."""
@@ -311,22 +281,63 @@ class SendStreamingMessageResponse(_message.Message):
         status is FAILED, the call then ends with the same typed status.
         """
 
+    @_builtins.property
+    def turn_started(self) -> Global___TurnStarted:
+        """The first event of every turn: the id the assistant message has
+        (and keeps on an idempotent replay) and the model answering.
+        """
+
     def __init__(
         self,
         *,
         input_message: _message_pb2.Message | None = ...,
         delta: Global___Delta | None = ...,
         assistant_message: _message_pb2.Message | None = ...,
+        turn_started: Global___TurnStarted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "turn_started", b"turn_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "turn_started", b"turn_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___SendStreamingMessageResponse: _TypeAlias = SendStreamingMessageResponse  # noqa: Y015
+
+@_typing.final
+class TurnStarted(_message.Message):
+    """The start of a turn, sent before any other event of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """The id of the assistant message the turn produces."""
+    model: _builtins.str
+    """The model answering: the first that accepted the request (after any
+    fallback), or the last one tried when none did.
+    """
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the turn was accepted."""
+
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "message_id", b"message_id", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TurnStarted: _TypeAlias = TurnStarted  # noqa: Y015
 
 @_typing.final
 class Delta(_message.Message):
@@ -337,13 +348,21 @@ class Delta(_message.Message):
     SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    LOGPROBS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     sequence_number: _builtins.int
     """1 for the first delta of a turn, then increasing by 1."""
     content: _builtins.str
     """Text appended to the reply."""
+    refusal: _builtins.str
+    """Refusal text appended to the reply's `refusal`."""
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallDelta]:
         """Fragments of tool calls."""
+
+    @_builtins.property
+    def logprobs(self) -> _containers.RepeatedCompositeFieldContainer[_turn_options_pb2.TokenLogprob]:
+        """Log probabilities of this fragment's content tokens, when asked for."""
 
     def __init__(
         self,
@@ -351,10 +370,12 @@ class Delta(_message.Message):
         sequence_number: _builtins.int = ...,
         content: _builtins.str = ...,
         tool_calls: _abc.Iterable[Global___ToolCallDelta] | None = ...,
+        logprobs: _abc.Iterable[_turn_options_pb2.TokenLogprob] | None = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "sequence_number", b"sequence_number", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "logprobs", b"logprobs", "refusal", b"refusal", "sequence_number", b"sequence_number", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,7 +530,7 @@ class SubmitToolOutputsRequest(_message.Message):
         """
 
     @_builtins.property
-    def options(self) -> Global___TurnOptions:
+    def options(self) -> _turn_options_pb2.TurnOptions:
         """Settings for the continued turn only."""
 
     def __init__(
@@ -517,7 +538,7 @@ class SubmitToolOutputsRequest(_message.Message):
         *,
         session_id: _builtins.str = ...,
         tool_outputs: _abc.Iterable[Global___ToolOutput] | None = ...,
-        options: Global___TurnOptions | None = ...,
+        options: _turn_options_pb2.TurnOptions | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -536,6 +557,7 @@ class SubmitToolOutputsResponse(_message.Message):
     INPUT_MESSAGE_FIELD_NUMBER: _builtins.int
     DELTA_FIELD_NUMBER: _builtins.int
     ASSISTANT_MESSAGE_FIELD_NUMBER: _builtins.int
+    TURN_STARTED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def input_message(self) -> _message_pb2.Message:
         """A stored tool message."""
@@ -548,18 +570,23 @@ class SubmitToolOutputsResponse(_message.Message):
     def assistant_message(self) -> _message_pb2.Message:
         """The stored assistant message; the last event of the turn."""
 
+    @_builtins.property
+    def turn_started(self) -> Global___TurnStarted:
+        """The first event of the turn, as in SendStreamingMessage."""
+
     def __init__(
         self,
         *,
         input_message: _message_pb2.Message | None = ...,
         delta: Global___Delta | None = ...,
         assistant_message: _message_pb2.Message | None = ...,
+        turn_started: Global___TurnStarted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "turn_started", b"turn_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "turn_started", b"turn_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
