@@ -43,10 +43,10 @@ from server.domain.pagination import PageTokens
 from server.domain.quota import QuotaGuard, make_storage
 from server.domain.recovery import STALE_MARGIN_S, Recovery
 from server.domain.retry import RetryPolicy
+from server.domain.runs import TurnRunner
 from server.domain.sessions import SessionService
 from server.domain.tenants import ApiKeyService, TenantService
 from server.domain.transcripts import TranscriptService
-from server.domain.turns import TurnRunner
 from server.domain.usage import UsageService
 from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend

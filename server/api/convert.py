@@ -13,9 +13,9 @@ from server.domain import agents as agent_rules
 from server.domain.agents import AgentFields
 from server.domain.conversations import conversation_etag
 from server.domain.errors import AgentAPIError
+from server.domain.runs import Delta, InputMessage
 from server.domain.sessions import SessionView, Settings
 from server.domain.tenants import TenantFields
-from server.domain.turns import Delta, InputMessage
 from server.store.models import AgentRevisionRow, AgentRow, ApiKeyRow, ConversationRow, MessageRow, TenantRow
 
 ROLE_TO_PROTO = {

@@ -12,9 +12,9 @@ import grpc
 from agentapi import v1 as pb
 from server.api import convert
 from server.api.interceptor import current_principal
+from server.domain.runs import InputMessage, TurnEvent, TurnRunner
 from server.domain.sessions import SessionService, Settings
 from server.domain.transcripts import TranscriptService, unknown_format
-from server.domain.turns import InputMessage, TurnEvent, TurnRunner
 
 EXPORT_FORMATS = {
     pb.EXPORT_FORMAT_UNSPECIFIED: "openai_json",

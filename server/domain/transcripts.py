@@ -8,9 +8,9 @@ from typing import Any
 
 from server.domain.common import Principal
 from server.domain.errors import AgentAPIError, FieldViolation, Violations, invalid_argument
+from server.domain.runs import InputMessage, TurnRunner, in_prompt, to_openai
 from server.domain.sessions import SessionService, SessionView, Settings
 from server.domain.tool_outputs import UNFINISHED
-from server.domain.turns import InputMessage, TurnRunner, in_prompt, to_openai
 from server.store.db import Database
 from server.store.models import MessageRow
 from server.store.repositories import MessageRepository

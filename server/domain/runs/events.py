@@ -1,0 +1,30 @@
+"""What a running turn yields to its caller."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from server.domain.errors import AgentAPIError
+from server.llm.types import ToolCallFragment
+from server.store.models import MessageRow
+
+
+@dataclass
+class Delta:
+    """A numbered fragment of the reply."""
+
+    sequence_number: int
+    content: str
+    tool_calls: Sequence[ToolCallFragment]
+
+
+@dataclass
+class TurnEvent:
+    """``kind`` is ``input`` (a stored input message), ``delta`` or ``final``
+    (the stored assistant message, with ``error`` set when the turn failed)."""
+
+    kind: str
+    message: MessageRow | None = None
+    delta: Delta | None = None
+    error: AgentAPIError | None = None
