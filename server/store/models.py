@@ -147,6 +147,11 @@ class MessageRow(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     content_parts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # Assistant replies: the per-turn options (OpenAI request fields) the turn ran with.
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Assistant replies: OpenAI ``logprobs.content`` entries, when asked for and sent.
+    logprobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    refusal: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Tokens of this message as it appears in a prompt, counted once when stored.
     token_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Assistant replies: the sequence range [first, last] of the history that went into the prompt.

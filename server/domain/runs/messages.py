@@ -108,6 +108,9 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
         "prompt_first_sequence": 0,
         "prompt_last_sequence": 0,
         "runner_id": "",
+        "options": None,
+        "logprobs": None,
+        "refusal": None,
     }
     values.update(fields)
     return MessageRow(
