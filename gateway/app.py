@@ -221,6 +221,9 @@ def _chunks(event: pb.SendStreamingMessageResponse, writer: oai.ChunkWriter, fai
     """The SSE data for one event; a failed or cancelled reply gets no finishing
     chunk (the error chunk follows) and is appended to ``failed``."""
     kind = event.WhichOneof("event")
+    if kind == "turn_started":
+        writer.id = f"chatcmpl-{event.turn_started.message_id}"
+        return []
     if kind == "input_message":
         return []
     if kind == "delta":

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from agentapi import v1 as pb
+from server.api import turn_options
 from server.api.status import to_status
 from server.domain import agents as agent_rules
 from server.domain.agents import AgentFields
@@ -23,6 +24,7 @@ ROLE_TO_PROTO = {
     "user": pb.ROLE_USER,
     "assistant": pb.ROLE_ASSISTANT,
     "tool": pb.ROLE_TOOL,
+    "developer": pb.ROLE_DEVELOPER,
 }
 ROLE_FROM_PROTO = {value: key for key, value in ROLE_TO_PROTO.items()}
 STATUS_TO_PROTO = {
@@ -243,7 +245,12 @@ def message(row: MessageRow) -> pb.Message:
         update_time=timestamp(row.update_time),
         token_count=row.token_count,
         content_parts=[content_part(p) for p in row.content_parts or ()],
+        logprobs=[token_logprob(entry) for entry in row.logprobs or ()],
+        refusal=row.refusal or "",
     )
+    options = turn_options.to_proto(row.options)
+    if options is not None:
+        result.options.CopyFrom(options)
     if row.prompt_last_sequence:
         result.prompt_messages.first = row.prompt_first_sequence
         result.prompt_messages.last = row.prompt_last_sequence
@@ -265,16 +272,47 @@ def input_message(message: pb.InputMessage) -> InputMessage:
 
 
 def content_part_to_json(part: pb.ContentPart) -> dict[str, Any]:
-    """A content part in OpenAI's shape."""
+    """A content part in OpenAI's shape (``text``, ``image_url`` with its
+    ``detail``, ``input_audio``, ``file``); an unknown type keeps only its type."""
     if part.type == "image_url":
-        return {"type": "image_url", "image_url": {"url": part.image_url}}
-    return {"type": part.type, "text": part.text}
+        image = {"url": part.image_url, **({"detail": part.detail} if part.detail else {})}
+        return {"type": "image_url", "image_url": image}
+    if part.type == "input_audio":
+        return {
+            "type": "input_audio",
+            "input_audio": {"data": part.input_audio.data, "format": part.input_audio.format},
+        }
+    if part.type == "file":
+        return {"type": "file", "file": json_format.MessageToDict(part.file, preserving_proto_field_name=True)}
+    if part.type == "text":
+        return {"type": "text", "text": part.text}
+    return {"type": part.type}
 
 
 def content_part(part: dict[str, Any]) -> pb.ContentPart:
     """An OpenAI content part as a proto."""
+    image = part.get("image_url") or {}
+    audio = part.get("input_audio") or {}
     return pb.ContentPart(
-        type=part.get("type", ""), text=part.get("text", ""), image_url=(part.get("image_url") or {}).get("url", "")
+        type=part.get("type", ""),
+        text=part.get("text", ""),
+        image_url=image.get("url", ""),
+        detail=image.get("detail", ""),
+        input_audio=pb.InputAudio(**audio) if audio else None,
+        file=pb.FileContent(**part["file"]) if part.get("file") else None,
+    )
+
+
+def token_logprob(entry: dict[str, Any]) -> pb.TokenLogprob:
+    """An OpenAI ``logprobs.content`` entry as a proto."""
+    return pb.TokenLogprob(
+        token=entry.get("token", ""),
+        logprob=entry.get("logprob") or 0.0,
+        bytes=bytes(entry.get("bytes") or ()),
+        top_logprobs=[
+            pb.TopLogprob(token=t.get("token", ""), logprob=t.get("logprob") or 0.0, bytes=bytes(t.get("bytes") or ()))
+            for t in entry.get("top_logprobs") or ()
+        ],
     )
 
 
@@ -286,7 +324,14 @@ def delta(value: Delta) -> pb.Delta:
         tool_calls=[
             pb.ToolCallDelta(index=f.index, id=f.id, name=f.name, arguments=f.arguments) for f in value.tool_calls
         ],
+        logprobs=[token_logprob(entry) for entry in value.logprobs],
+        refusal=value.refusal,
     )
+
+
+def turn_started(reply: MessageRow) -> pb.TurnStarted:
+    """The first event of a turn: the reply's id and the model answering."""
+    return pb.TurnStarted(message_id=reply.id, model=reply.model, create_time=timestamp(reply.create_time))
 
 
 BUDGET_PERIOD_TO_PROTO = {"day": pb.BUDGET_PERIOD_DAY, "month": pb.BUDGET_PERIOD_MONTH}

@@ -39,6 +39,10 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     """The model."""
     ROLE_TOOL: _Role.ValueType  # 4
     """The output of a tool call, answering `tool_call_id`."""
+    ROLE_DEVELOPER: _Role.ValueType  # 5
+    """Instructions from the application developer (OpenAI's `developer`
+    role), sent upstream as `developer`.
+    """
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """Who wrote a message, in OpenAI's chat roles."""
@@ -53,6 +57,10 @@ ROLE_ASSISTANT: Role.ValueType  # 3
 """The model."""
 ROLE_TOOL: Role.ValueType  # 4
 """The output of a tool call, answering `tool_call_id`."""
+ROLE_DEVELOPER: Role.ValueType  # 5
+"""Instructions from the application developer (OpenAI's `developer`
+role), sent upstream as `developer`.
+"""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _MessageStatus:
