@@ -224,8 +224,8 @@ def _chunks(event: pb.SendStreamingMessageResponse, writer: oai.ChunkWriter, fai
     if kind == "turn_started":
         writer.id = f"chatcmpl-{event.turn_started.message_id}"
         return []
-    if kind == "input_message":
-        return []
+    if kind in ("input_message", "tool_call_started", "tool_call_completed"):
+        return []  # server-side steps stay in the stored session, as a chat completion shows none
     if kind == "delta":
         return [writer.delta(event.delta)]
     if event.assistant_message.status in _UNFINISHED:
