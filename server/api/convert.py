@@ -93,6 +93,38 @@ def agent_fields(agent: pb.Agent) -> AgentFields:
         tools=[tool_to_json(t) for t in agent.tools],
         metadata=from_struct(agent.metadata),
         allowed_tenants=list(agent.allowed_tenants),
+        builtin_tools=list(agent.builtin_tools),
+        mcp_servers=[agent_mcp_server_to_json(s) for s in agent.mcp_servers],
+        max_steps=agent.max_steps if agent.HasField("max_steps") else None,
+    )
+
+
+APPROVAL_MODE_FROM_PROTO = {
+    pb.APPROVAL_MODE_UNSPECIFIED: "never",
+    pb.APPROVAL_MODE_NEVER: "never",
+    pb.APPROVAL_MODE_ALWAYS: "always",
+    pb.APPROVAL_MODE_PER_TOOL: "per_tool",
+}
+APPROVAL_MODE_TO_PROTO = {name: value for value, name in APPROVAL_MODE_FROM_PROTO.items() if value}
+
+
+def agent_mcp_server_to_json(server: pb.AgentMcpServer) -> dict[str, Any]:
+    """An agent's MCP server entry as stored; an unknown approval mode fails validation."""
+    return {
+        "server_id": server.server_id,
+        "allowed_tools": list(server.allowed_tools),
+        "require_approval": APPROVAL_MODE_FROM_PROTO.get(server.require_approval, ""),
+        "approval_required_tools": list(server.approval_required_tools),
+    }
+
+
+def agent_mcp_server(entry: dict[str, Any]) -> pb.AgentMcpServer:
+    """A stored MCP server entry as a proto."""
+    return pb.AgentMcpServer(
+        server_id=entry.get("server_id", ""),
+        allowed_tools=entry.get("allowed_tools") or [],
+        require_approval=APPROVAL_MODE_TO_PROTO.get(entry.get("require_approval", "never"), 0),
+        approval_required_tools=entry.get("approval_required_tools") or [],
     )
 
 
@@ -114,9 +146,13 @@ def agent(row: AgentRow, catalog: set[str] | None = None) -> pb.Agent:
         etag=agent_rules.etag(row),
         revision=row.revision,
         allowed_tenants=row.allowed_tenants or [],
+        builtin_tools=row.builtin_tools or [],
+        mcp_servers=[agent_mcp_server(entry) for entry in row.mcp_servers or ()],
     )
     if row.temperature is not None:
         message.temperature = row.temperature
+    if row.max_steps is not None:
+        message.max_steps = row.max_steps
     if catalog is not None:
         message.unsupported_models.extend(m for m in [row.default_model, *row.fallback_models] if m not in catalog)
     return message
@@ -135,10 +171,14 @@ def agent_revision(row: AgentRevisionRow) -> pb.AgentRevision:
         tools=[tool_from_json(t) for t in settings["tools"]],
         metadata=struct(settings["metadata"]),
         allowed_tenants=settings.get("allowed_tenants") or [],
+        builtin_tools=settings.get("builtin_tools") or [],
+        mcp_servers=[agent_mcp_server(entry) for entry in settings.get("mcp_servers") or ()],
         revision=row.revision,
     )
     if settings.get("temperature") is not None:
         snapshot.temperature = settings["temperature"]
+    if settings.get("max_steps") is not None:
+        snapshot.max_steps = settings["max_steps"]
     return pb.AgentRevision(revision=row.revision, agent=snapshot, create_time=timestamp(row.create_time))
 
 
@@ -247,6 +287,8 @@ def message(row: MessageRow) -> pb.Message:
         content_parts=[content_part(p) for p in row.content_parts or ()],
         logprobs=[token_logprob(entry) for entry in row.logprobs or ()],
         refusal=row.refusal or "",
+        executor=row.executor,
+        step=row.step,
     )
     options = turn_options.to_proto(row.options)
     if options is not None:

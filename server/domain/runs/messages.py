@@ -127,6 +127,8 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
         "options": None,
         "logprobs": None,
         "refusal": None,
+        "executor": "",
+        "step": 0,
     }
     values.update(fields)
     return MessageRow(
