@@ -52,6 +52,7 @@ from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend
 from server.store.db import Database
+from server.tools.builtin import load_registry
 from server.workers import bind_socket
 
 log = logging.getLogger("agentapi")
@@ -156,7 +157,9 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
         await recovery.at_startup()
     except AgentAPIError as exc:
         log.warning("crash recovery postponed, the database is unavailable: %s", exc)
-    pb.add_AgentServiceServicer_to_server(AgentServicer(AgentService(db, tokens), catalog), server)
+    registry = load_registry(config.tool_modules)
+    agents = AgentService(db, tokens, frozenset(registry.names()))
+    pb.add_AgentServiceServicer_to_server(AgentServicer(agents, catalog), server)
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
     sessions = SessionService(db, tokens)
     turns = TurnRunner(
@@ -172,6 +175,8 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
             attempt_timeout_s=config.attempt_timeout_s,
         ),
         max_turn_duration_s=config.max_turn_duration_s,
+        registry=registry,
+        tool_bounds=(config.tool_timeout_s, config.tool_max_output_bytes),
     )
     pb.add_SessionServiceServicer_to_server(
         SessionServicer(sessions, turns, TranscriptService(db, sessions, turns)), server
