@@ -1,10 +1,12 @@
 """A stdio MCP server (official SDK) for the tests: the SDK's stdio client runs
-it as a subprocess. ``add`` adds; ``env`` returns an environment variable's
-value (to prove the stored env reached the process); ``slow`` sleeps."""
+it as a subprocess. ``add`` adds; ``env_digest`` returns the SHA-256 of an
+environment variable's value (proving the stored env reached the process
+without echoing the secret); ``slow`` sleeps."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 
 from mcp.server.mcpserver import MCPServer
@@ -17,9 +19,10 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-@mcp.tool(description="Returns the value of an environment variable.")
-def env(name: str) -> str:
-    return os.environ.get(name, "<unset>")
+@mcp.tool(description="Returns the SHA-256 of an environment variable's value.")
+def env_digest(name: str) -> str:
+    value = os.environ.get(name)
+    return "<unset>" if value is None else hashlib.sha256(value.encode()).hexdigest()
 
 
 @mcp.tool(description="Sleeps, then answers.")
