@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -607,6 +609,33 @@ async def test_cancelling_a_stdio_call_stops_it() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.monotonic() - started < 5
+
+
+async def test_the_example_server() -> None:
+    port = free_port()
+    example = str(Path(__file__).parent.parent / "examples" / "mcp_server.py")
+    process = subprocess.Popen(
+        [PYTHON, example, "--port", str(port), "--api-key", "example-key"], stdout=subprocess.DEVNULL
+    )
+    try:
+        ep = mcp.McpEndpoint(
+            "example", mcp.STREAMABLE_HTTP, url=f"http://127.0.0.1:{port}/mcp", headers={"X-Api-Key": "example-key"}
+        )
+        for _ in range(200):  # until it listens
+            try:
+                executor = await approved_executor(ep)
+                break
+            except ToolFailure:
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("examples/mcp_server.py did not start listening")
+        assert set(executor.approved) == {"add", "word_count", "utc_now"}
+        assert await executor.call("word_count", {"text": "one two three"}) == "3"
+    finally:
+        process.terminate()
+        process.wait(10)
+    stdio = mcp.McpEndpoint("example", mcp.STDIO, command=PYTHON, args=(example, "--stdio"), allow_stdio=True)
+    assert [spec.name for spec in await mcp.list_tools(stdio)] == ["add", "word_count", "utc_now"]
 
 
 def test_function_names_and_definitions() -> None:
