@@ -48,7 +48,9 @@ Metadata = tuple[tuple[str, str], ...]
 async def mcp_stack(database_url: str) -> AsyncIterator[Stack]:
     """agentapi (offline model) with a secret key and stdio allowed, on SQLite and on MariaDB."""
     stack = await start_stack(database_url, secret_key=SECRET_KEY, allow_stdio_mcp=True, api_tokens=(CLIENT_KEY,))
+    stack.extras["db"] = Database(database_url)
     yield stack
+    await stack.extras["db"].dispose()
     await stack.stop()
 
 
@@ -81,7 +83,7 @@ def stub(stack: Stack) -> pb.McpServerServiceStub:
 def service(stack: Stack) -> McpServerService:
     """The domain service a run would use, on the stack's database (as server/app.py builds it)."""
     config = stack.config
-    return McpServerService(Database(config.database_url), PageTokens(b"t"), config.secret_key, config.allow_stdio_mcp)
+    return McpServerService(stack.extras["db"], PageTokens(b"t"), config.secret_key, config.allow_stdio_mcp)
 
 
 _ids = iter(range(1_000_000))

@@ -158,7 +158,7 @@ class McpServerService:
         violations.raise_if_any()
         chosen = set(paths or fields.set_fields())
         async with self.db.session() as session:
-            row = await _load(McpServerRepository(session), fields.id)
+            row = await _load(McpServerRepository(session), fields.id, lock=True)
             merged = McpServerFields(
                 id=row.id,
                 display_name=fields.display_name if "display_name" in chosen else row.display_name,
@@ -247,7 +247,7 @@ class McpServerService:
                 )
         now = utcnow()
         async with self.db.session() as session:
-            current = await _load(McpServerRepository(session), server_id)
+            current = await _load(McpServerRepository(session), server_id, lock=True)
             if _endpoint_key(current) != _endpoint_key(row):
                 raise AgentAPIError(
                     "ABORTED", "MCP_SERVER_CHANGED", f"MCP server {server_id!r} was updated during approval; retry"
@@ -373,8 +373,10 @@ def _views(row: McpServerRow, specs: list[mcp.McpToolSpec]) -> list[McpToolView]
     return views
 
 
-async def _load(repository: McpServerRepository, server_id: str) -> McpServerRow:
-    row = await repository.get(server_id) if SERVER_ID.match(server_id or "") else None
+async def _load(repository: McpServerRepository, server_id: str, lock: bool = False) -> McpServerRow:
+    row = None
+    if SERVER_ID.match(server_id or ""):
+        row = await (repository.get_for_update(server_id) if lock else repository.get(server_id))
     if row is None:
         raise not_found("mcp_server", server_id)
     return row

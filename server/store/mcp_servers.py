@@ -22,6 +22,12 @@ class McpServerRepository:
         """The server with this id, or None."""
         return await self.session.get(McpServerRow, server_id)
 
+    async def get_for_update(self, server_id: str) -> McpServerRow | None:
+        """The server with this id, its row locked until the transaction ends
+        (MySQL ``FOR UPDATE``; SQLite has one writer anyway), so two approvals
+        or updates cannot overwrite each other's changes."""
+        return await self.session.get(McpServerRow, server_id, with_for_update=True, populate_existing=True)
+
     async def get_many(self, server_ids: Iterable[str]) -> list[McpServerRow]:
         """The servers with these ids that exist, in one query."""
         ids = sorted(set(server_ids))
