@@ -480,6 +480,15 @@ async def test_a_changed_definition_is_refused_until_approved_again(
     assert await toolset.executor.call("echo", {"text": "hello", "loud": True}) == "HELLO"
 
 
+async def test_a_tool_the_server_stopped_listing_is_unavailable(fresh_server: HttpMcpServer) -> None:
+    executor = await approved_executor(endpoint(fresh_server))
+    fresh_server.mcp.remove_tool("add")
+    with pytest.raises(ToolFailure) as caught:
+        await executor.call("add", {"a": 1, "b": 2})
+    assert caught.value.reason == TOOL_UNAVAILABLE and "no longer lists" in caught.value.message
+    assert "add" not in fresh_server.calls
+
+
 async def test_mcp_servers_over_the_bridge(mcp_stack: Stack, http_server: HttpMcpServer) -> None:
     server_id = new_id()
     body = {
