@@ -47,6 +47,7 @@ from server.domain.quota import QuotaGuard, make_storage
 from server.domain.recovery import STALE_MARGIN_S, Recovery
 from server.domain.retry import RetryPolicy
 from server.domain.runs import TurnRunner
+from server.domain.runs.mcp_tools import McpRunTools
 from server.domain.sessions import SessionService
 from server.domain.tenants import ApiKeyService, TenantService
 from server.domain.transcripts import TranscriptService
@@ -162,6 +163,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     except AgentAPIError as exc:
         log.warning("crash recovery postponed, the database is unavailable: %s", exc)
     registry = load_registry(config.tool_modules)
+    mcp_servers = McpServerService(db, tokens, config.secret_key, config.allow_stdio_mcp)
     agents = AgentService(db, tokens, frozenset(registry.names()))
     pb.add_AgentServiceServicer_to_server(AgentServicer(agents, catalog), server)
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
@@ -180,6 +182,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
         ),
         max_turn_duration_s=config.max_turn_duration_s,
         registry=registry,
+        mcp=McpRunTools(mcp_servers),
         tool_bounds=(config.tool_timeout_s, config.tool_max_output_bytes),
     )
     pb.add_SessionServiceServicer_to_server(
@@ -189,7 +192,6 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     pb.add_TenantServiceServicer_to_server(TenantServicer(TenantService(db, tokens)), server)
     pb.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(ApiKeyService(db, tokens)), server)
     pb.add_UsageServiceServicer_to_server(UsageServicer(UsageService(db)), server)
-    mcp_servers = McpServerService(db, tokens, config.secret_key, config.allow_stdio_mcp)
     pb.add_McpServerServiceServicer_to_server(McpServerServicer(mcp_servers), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
