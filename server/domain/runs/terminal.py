@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 from sqlalchemy import bindparam, update
 
 from server.domain.catalog import Catalog
 from server.domain.errors import AgentAPIError
+from server.domain.money import ZERO, money
 from server.llm.types import TokenUsage
 from server.store.db import Database
 from server.store.models import MessageRow
@@ -27,16 +29,17 @@ _TERMINAL_UPDATE = (
 
 async def reply_cost(
     catalog: Catalog, model: str, usage: TokenUsage | None, header_cost: float | None, reply: MessageRow
-) -> float:
-    """US dollars: the upstream's reported cost (usage block, then header), else the catalog's prices."""
+) -> Decimal:
+    """US dollars (exact, see :mod:`server.domain.money`): the upstream's reported
+    cost (usage block, then header), else the catalog's prices."""
     if usage is not None and usage.cost_usd is not None:
-        return usage.cost_usd
+        return money(usage.cost_usd)
     if header_cost is not None:
-        return header_cost
+        return money(header_cost)
     if not reply.prompt_tokens and not reply.completion_tokens:
-        return 0.0
+        return ZERO
     info = await catalog.find(model)
-    return info.cost(reply.prompt_tokens, reply.completion_tokens) if info else 0.0
+    return money(info.cost(reply.prompt_tokens, reply.completion_tokens)) if info else ZERO
 
 
 async def finish(db: Database, stored: asyncio.Future[None], reply: MessageRow) -> AgentAPIError | None:
