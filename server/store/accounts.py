@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from cachetools import TTLCache
@@ -107,14 +108,14 @@ class UsageRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def totals(self, tenant_id: str, since: datetime) -> tuple[int, float]:
+    async def totals(self, tenant_id: str, since: datetime) -> tuple[int, Decimal]:
         """(tokens, cost in USD) a tenant used since ``since``."""
         query = select(
             func.coalesce(func.sum(MessageRow.prompt_tokens + MessageRow.completion_tokens), 0),
-            func.coalesce(func.sum(MessageRow.cost_usd), 0.0),
+            func.coalesce(func.sum(MessageRow.cost_usd), 0),
         ).where(MessageRow.tenant_id == tenant_id, MessageRow.role == "assistant", MessageRow.create_time >= since)
         tokens, cost = (await self.session.execute(query)).one()
-        return int(tokens), float(cost)
+        return int(tokens), Decimal(str(cost))
 
     async def grouped(
         self, tenant_id: str | None, start: datetime | None, end: datetime, dimensions: list[str]
@@ -130,7 +131,7 @@ class UsageRepository:
                 func.count().label("turns"),
                 func.coalesce(func.sum(MessageRow.prompt_tokens), 0).label("prompt_tokens"),
                 func.coalesce(func.sum(MessageRow.completion_tokens), 0).label("completion_tokens"),
-                func.coalesce(func.sum(MessageRow.cost_usd), 0.0).label("cost_usd"),
+                func.coalesce(func.sum(MessageRow.cost_usd), 0).label("cost_usd"),
             )
             .join(SessionRow, SessionRow.id == MessageRow.session_id)
             .where(MessageRow.role == "assistant", MessageRow.create_time < end)

@@ -27,18 +27,20 @@ from server.domain.catalog import Catalog
 from server.domain.common import Principal, utcnow
 from server.domain.errors import AgentAPIError
 from server.domain.history import count_message, count_text, count_tools, window
+from server.domain.idempotency import current_key
 from server.domain.quota import QuotaGuard
 from server.domain.retry import RetryPolicy
+from server.domain.runs.admission import admit, interrupted_input
 from server.domain.runs.attempts import FALLBACK_REASONS, attempt_record, open_attempt, retryable
 from server.domain.runs.events import Delta, TurnEvent
-from server.domain.runs.failures import busy, turn_deadline
+from server.domain.runs.failures import busy, stop_reason, turn_deadline
 from server.domain.runs.messages import InputMessage, in_prompt, new_message, to_openai, validate_inputs
 from server.domain.runs.reply import ReplyBuilder
 from server.domain.runs.terminal import finish, reply_cost
 from server.domain.sessions import SessionService, Settings
 from server.domain.tool_outputs import reconcile
 from server.llm.types import ChatBackend, ChatRequest
-from server.store.accounts import UsageRepository, tenant_cache
+from server.store.accounts import tenant_cache
 from server.store.db import Database
 from server.store.models import MessageRow
 from server.store.repositories import MessageRepository
@@ -112,8 +114,11 @@ class TurnRunner:
             history = await MessageRepository(db, view.row.id).history()
             if any(m.status == "in_progress" for m in history):
                 raise busy(view.row.id)
-            plan = reconcile(history, inputs, inputs_path)
-            if plan.reply is not None:
+            key = current_key()
+            retried = interrupted_input(history, inputs, key)
+            # A retry of an interrupted turn answers its stored input, stored once.
+            plan = reconcile(history, inputs, inputs_path) if retried is None else None
+            if plan is not None and plan.reply is not None:
                 for row in plan.repeated:
                     yield TurnEvent("input", message=row)
                 yield TurnEvent("final", message=plan.reply)
@@ -127,7 +132,7 @@ class TurnRunner:
             sequence = history[-1].sequence if history else 0
             now = utcnow()
             rows = []
-            for index in plan.new:
+            for index in plan.new if plan is not None else ():
                 message = inputs[index]
                 sequence += 1
                 row = new_message(
@@ -144,12 +149,12 @@ class TurnRunner:
                 )
                 row.token_count = count_message(to_openai(row), settings.model)
                 rows.append(row)
+            new_rows = rows
+            if retried is not None:
+                # The stored input, and the history before it (without the interrupted replies).
+                history, rows = [m for m in history if m.sequence < retried[0].sequence], retried
             context = await self._window(history, rows, settings)
             tenant = await tenant_cache(self.db).get(db, principal.tenant_id)
-            if tenant is not None:
-                prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows)
-                await self.quota.check_budget(UsageRepository(db), tenant, prompt_tokens)
-                await self.quota.admit(tenant)
             reply = new_message(
                 view.row.id,
                 principal.tenant_id,
@@ -160,12 +165,18 @@ class TurnRunner:
                 status="in_progress",
                 runner_id=self.runner_id,
                 prompt_first_sequence=(context or rows or [history[-1]])[0].sequence,
-                prompt_last_sequence=sequence,
+                prompt_last_sequence=rows[-1].sequence if retried is not None else sequence,
+                idempotency_key=key,
             )
+            prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows)
+            reservation = await admit(
+                self.db, db, self.quota, self.catalog, tenant, reply, prompt_tokens, settings.max_output_tokens
+            )
+            reply.reserved = reservation is not None
             # The INSERT and COMMIT run beside the upstream request (_stream
             # holds every event back until they are done); the task takes
             # over the database session.
-            stored = asyncio.ensure_future(self._store_inputs(reads.pop_all(), db, [*rows, reply]))
+            stored = asyncio.ensure_future(self._store_inputs(reads.pop_all(), db, [*new_rows, reply]))
             if self.db.local_writer:
                 # Nothing to hide behind the upstream request, and a session
                 # waiting on SQLite's write lock meanwhile held pool
@@ -183,7 +194,13 @@ class TurnRunner:
             tools=settings.tools,
         )
         events = self._stream(
-            request, settings.fallback_models, reply, accepted, deadline, stored, [*plan.repeated, *rows]
+            request,
+            settings.fallback_models,
+            reply,
+            accepted,
+            deadline,
+            stored,
+            [*(plan.repeated if plan else ()), *rows],
         )
         async for event in events:
             if event.kind == "final" and tenant is not None:
@@ -317,9 +334,8 @@ class TurnRunner:
             status = "requires_action" if accumulated.calls else "completed"
         except AgentAPIError as exc:
             status, error = "failed", exc
-        except (asyncio.CancelledError, GeneratorExit):
-            status = "cancelled"
-            error = AgentAPIError("CANCELLED", "CANCELLED", "the caller cancelled the turn")
+        except (asyncio.CancelledError, GeneratorExit) as exc:
+            status, error = "cancelled", stop_reason(exc, deadline)
             raise
         except Exception as exc:  # an adapter bug must still leave a terminal row
             log.exception("turn failed unexpectedly")

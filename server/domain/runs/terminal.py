@@ -13,6 +13,7 @@ from server.domain.money import ZERO, money
 from server.llm.types import TokenUsage
 from server.store.db import Database
 from server.store.models import MessageRow
+from server.store.turns import BudgetRepository, release_turn
 
 # What the terminal update of an assistant message writes.
 TERMINAL_COLUMNS = (
@@ -45,21 +46,27 @@ async def reply_cost(
 async def finish(db: Database, stored: asyncio.Future[None], reply: MessageRow) -> AgentAPIError | None:
     """Waits for the turn's first commit, then stores the reply's terminal
     state; returns the first commit's error instead (then there is no reply
-    row to update)."""
+    row to update, and the turn's budget reservation is dropped)."""
     try:
         await stored
     except AgentAPIError as exc:
+        if getattr(reply, "reserved", False):
+            async with db.session() as session:
+                await BudgetRepository(session).remove(reply.id)
+                await session.commit()
         return exc
     await store_reply(db, reply)
     return None
 
 
 async def store_reply(db: Database, reply: MessageRow) -> None:
-    """UPDATEs the reply row with its terminal columns and commits."""
+    """UPDATEs the reply row with its terminal columns, frees its session and
+    its budget reservation (the recorded usage replaces it), and commits."""
     values = {name: getattr(reply, name) for name in TERMINAL_COLUMNS}
     async with db.session() as session:
         # A plain Core UPDATE with bound parameters: the ORM-enabled form
         # costs about a millisecond more per turn (bench/turncost.py).
         connection = await session.connection()
         await connection.execute(_TERMINAL_UPDATE, {"reply_id": reply.id, **values})
+        await release_turn(connection, reply.session_id, reply.id, getattr(reply, "reserved", False))
         await session.commit()
