@@ -52,6 +52,16 @@ class Config:
         event_loop: ``asyncio`` (the default) or ``uvloop`` (when installed; with
             aiomysql, a MySQL connection that drops fails a request INTERNAL
             rather than UNAVAILABLE under uvloop, aio-libs/aiomysql#966).
+        db_connect_timeout_s: longest wait to open a MySQL connection (TCP and
+            handshake), in seconds.
+        db_query_timeout_s: longest wait for the MySQL server's reply to a
+            statement (per packet), in seconds; then the connection is closed and
+            the call fails UNAVAILABLE (DATABASE_UNAVAILABLE).
+        db_pool_timeout_s: longest wait for a free pooled connection, in seconds.
+        runner_dead_after_s: a runner whose heartbeat is older than this, in
+            seconds, is dead: any replica reclaims its turns.
+        readiness_interval_s: seconds between two readiness checks of the
+            database (reachable, migrated to head), which set gRPC health.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -75,6 +85,12 @@ class Config:
     idempotency_retention_s: float = 24 * 3600.0
     workers: int = 1
     event_loop: str = "asyncio"
+    # Database faults, readiness and runner liveness.
+    db_connect_timeout_s: float = 5.0
+    db_query_timeout_s: float = 10.0
+    db_pool_timeout_s: float = 5.0
+    runner_dead_after_s: float = 30.0
+    readiness_interval_s: float = 2.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -148,6 +164,11 @@ _NUMERIC_SETTINGS: dict[str, type] = {
     "attempt_timeout_s": float,
     "idempotency_retention_s": float,
     "workers": int,
+    "db_connect_timeout_s": float,
+    "db_query_timeout_s": float,
+    "db_pool_timeout_s": float,
+    "runner_dead_after_s": float,
+    "readiness_interval_s": float,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -19,10 +20,13 @@ from server.domain.errors import AgentAPIError
 
 log = logging.getLogger(__name__)
 
-# Seconds to open a MySQL connection, and to wait for a pooled one: when the
-# database is gone, requests fail fast with UNAVAILABLE instead of queueing.
-CONNECT_TIMEOUT_S = 5
-POOL_TIMEOUT_S = 10
+# Defaults (Config.db_*_timeout_s): seconds to open a MySQL connection, to wait
+# for the server's reply to a statement, and to wait for a pooled connection.
+# When the database is gone or frozen, requests fail fast with UNAVAILABLE
+# (DATABASE_UNAVAILABLE) instead of queueing behind it.
+CONNECT_TIMEOUT_S = 5.0
+QUERY_TIMEOUT_S = 10.0
+POOL_TIMEOUT_S = 5.0
 # A pooled connection idle this long is pinged before use. One used more
 # recently is trusted: a ping on every checkout (pool_pre_ping) costs a round
 # trip, two per turn (bench/README.md); if the server restarted meanwhile, the
@@ -65,6 +69,41 @@ def _fix_aiomysql_bytes() -> None:
         connection.escape_bytes_prefixed = escape_bytes
 
 
+def _bound_aiomysql_reads() -> None:
+    """Gives aiomysql a read timeout, which it lacks (PyMySQL has
+    ``read_timeout``): every wait for the server's bytes is bounded by the
+    connection's ``agentapi_read_timeout`` (set when the pool opens it), or,
+    during the handshake, by its ``connect_timeout``. On expiry the connection
+    is closed and OperationalError 2013 raised, as a lost connection is, so a
+    frozen server or network fails the call UNAVAILABLE and the pool discards
+    the connection."""
+    try:
+        from aiomysql import connection
+        from pymysql.constants import CR
+        from pymysql.err import OperationalError as MySQLOperationalError
+    except ImportError:  # no MySQL driver installed
+        return
+    read = connection.Connection._read_bytes
+    if getattr(read, "agentapi_bounded", False):
+        return
+
+    async def _read_bytes(self, num_bytes):  # type: ignore[no-untyped-def]
+        timeout = getattr(self, "agentapi_read_timeout", None) or self.connect_timeout
+        if not timeout:
+            return await read(self, num_bytes)
+        try:
+            async with asyncio.timeout(timeout):
+                return await read(self, num_bytes)
+        except TimeoutError as exc:
+            self.close()
+            raise MySQLOperationalError(
+                CR.CR_SERVER_LOST, f"no reply from the MySQL server within {timeout} s"
+            ) from exc
+
+    _read_bytes.agentapi_bounded = True  # type: ignore[attr-defined]
+    connection.Connection._read_bytes = _read_bytes
+
+
 def ensure_sqlite_dir(url: str) -> None:
     """Creates the parent folder of a SQLite database file, e.g. ``./var/``."""
     parsed = make_url(url)
@@ -72,8 +111,15 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """Creates an async engine for ``sqlite+aiosqlite://`` or ``mysql+aiomysql://`` URLs."""
+def create_engine(
+    url: str,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    query_timeout_s: float = QUERY_TIMEOUT_S,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
+) -> AsyncEngine:
+    """Creates an async engine for ``sqlite+aiosqlite://`` or ``mysql+aiomysql://``
+    URLs. On MySQL every connect, statement and pool checkout is bounded by
+    the timeouts (seconds; see :func:`_bound_aiomysql_reads`)."""
     ensure_sqlite_dir(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
@@ -90,15 +136,21 @@ def create_engine(url: str) -> AsyncEngine:
 
         return engine
     _fix_aiomysql_bytes()
+    _bound_aiomysql_reads()
     engine = create_async_engine(
         url,
         pool_size=20,
         max_overflow=20,
         pool_recycle=3600,
-        pool_timeout=POOL_TIMEOUT_S,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        pool_timeout=pool_timeout_s,
+        connect_args={"connect_timeout": connect_timeout_s},
         pool_reset_on_return=None,  # _reset_when_in_transaction does it
     )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _read_timeout(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection._connection.agentapi_read_timeout = query_timeout_s
+
     _ping_when_idle(engine)
     _reset_when_in_transaction(engine)
     return engine
@@ -145,9 +197,15 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 class Database:
     """Owns the engine and hands out one ``AsyncSession`` per unit of work."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        query_timeout_s: float = QUERY_TIMEOUT_S,
+        pool_timeout_s: float = POOL_TIMEOUT_S,
+    ) -> None:
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, connect_timeout_s, query_timeout_s, pool_timeout_s)
         # SQLite: one local writer, whose COMMIT is cheap and serialised; a
         # server database commits over the network and can overlap other work.
         self.local_writer = make_url(url).get_backend_name() == "sqlite"
