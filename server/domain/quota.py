@@ -104,7 +104,7 @@ class QuotaGuard:
         cost = await price(prompt_tokens, output_tokens or DEFAULT_OUTPUT_RESERVE)
         now = utcnow()
         start, end = period_bounds(now, tenant.budget_period)
-        async with db.session() as session:
+        async with db.side_session() as session:
             budgets = BudgetRepository(session)
             await budgets.lock_tenant(tenant.id)
             # INSERT first: on SQLite it takes the write lock, so the sums below
@@ -147,7 +147,7 @@ class QuotaGuard:
         refused rate limit, a busy session, a failed first commit)."""
         if reservation is None:
             return
-        async with db.session() as session:
+        async with db.side_session() as session:
             await BudgetRepository(session).remove(reservation.reply_id)
             await session.commit()
 

@@ -116,6 +116,8 @@ def create_engine(
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
     query_timeout_s: float = QUERY_TIMEOUT_S,
     pool_timeout_s: float = POOL_TIMEOUT_S,
+    pool_size: int = 20,
+    max_overflow: int = 20,
 ) -> AsyncEngine:
     """Creates an async engine for ``sqlite+aiosqlite://`` or ``mysql+aiomysql://``
     URLs. On MySQL every connect, statement and pool checkout is bounded by
@@ -139,8 +141,8 @@ def create_engine(
     _bound_aiomysql_reads()
     engine = create_async_engine(
         url,
-        pool_size=20,
-        max_overflow=20,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_recycle=3600,
         pool_timeout=pool_timeout_s,
         connect_args={"connect_timeout": connect_timeout_s},
@@ -206,6 +208,9 @@ class Database:
     ) -> None:
         self.url = url
         self.engine = create_engine(url, connect_timeout_s, query_timeout_s, pool_timeout_s)
+        self._timeouts = (connect_timeout_s, query_timeout_s, pool_timeout_s)
+        self._side_engine: AsyncEngine | None = None
+        self._side_sessions: async_sessionmaker[AsyncSession] | None = None
         # SQLite: one local writer, whose COMMIT is cheap and serialised; a
         # server database commits over the network and can overlap other work.
         self.local_writer = make_url(url).get_backend_name() == "sqlite"
@@ -214,8 +219,25 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """Yields a session; driver errors leave it as domain errors (see :func:`translate`)."""
+        async with self._session(self._sessions) as session:
+            yield session
+
+    @asynccontextmanager
+    async def side_session(self) -> AsyncIterator[AsyncSession]:
+        """Like :meth:`session`, from a second, small pool: for a short
+        transaction that runs while the caller holds a connection of the main
+        pool (a turn's budget reservation). From the main pool, 40 turns each
+        holding one connection and waiting for a second would wait for ever."""
+        if self._side_sessions is None:
+            self._side_engine = create_engine(self.url, *self._timeouts, pool_size=4, max_overflow=4)
+            self._side_sessions = async_sessionmaker(self._side_engine, expire_on_commit=False, class_=_TrackedSession)
+        async with self._session(self._side_sessions) as session:
+            yield session
+
+    @asynccontextmanager
+    async def _session(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
         try:
-            async with self._sessions() as session:
+            async with sessions() as session:
                 try:
                     yield session
                 except (DBAPIError, PoolTimeoutError) as exc:
@@ -230,6 +252,8 @@ class Database:
     async def dispose(self) -> None:
         """Closes every pooled connection."""
         await self.engine.dispose()
+        if self._side_engine is not None:
+            await self._side_engine.dispose()
 
 
 def translate(exc: DBAPIError | PoolTimeoutError) -> AgentAPIError:

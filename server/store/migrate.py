@@ -40,7 +40,7 @@ def head_revision() -> str:
 async def current_revision(db: Database) -> str | None:
     """The revision the database is at; None for a database never migrated.
     Raises UNAVAILABLE (DATABASE_UNAVAILABLE) when it cannot be reached."""
-    async with db.session() as session:
+    async with db.side_session() as session:  # not queued behind a busy main pool
         connection = await session.connection()
         exists = await connection.run_sync(lambda sync: inspect(sync).has_table("alembic_version"))
         if not exists:

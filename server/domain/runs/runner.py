@@ -335,7 +335,9 @@ class TurnRunner:
         except AgentAPIError as exc:
             status, error = "failed", exc
         except (asyncio.CancelledError, GeneratorExit) as exc:
-            status, error = "cancelled", stop_reason(exc, deadline)
+            error = stop_reason(exc, deadline)
+            # A deadline ends the turn FAILED whichever timer fired first, gRPC's or ours.
+            status = "failed" if error.reason == "TURN_DEADLINE_EXCEEDED" else "cancelled"
             raise
         except Exception as exc:  # an adapter bug must still leave a terminal row
             log.exception("turn failed unexpectedly")
