@@ -55,6 +55,8 @@ STALE_MARGIN_S = 60.0
 # Seconds between two reclaims of this runner's own abandoned rows, and two heartbeats.
 RECLAIM_INTERVAL_S = 2.0
 DEFAULT_DEAD_AFTER_S = 30.0
+# Seconds before the next try after a failed one (the database was down).
+RETRY_INTERVAL_S = 0.5
 
 
 class Recovery:
@@ -187,19 +189,25 @@ class Recovery:
         """Until cancelled: reclaims this runner's abandoned rows every
         :data:`RECLAIM_INTERVAL_S` (finishing :meth:`at_startup` first if the
         database was down then) and sweeps every :attr:`interval_s`. A failure
-        (the database is down) is logged and retried next time."""
+        (the database is down) is logged and retried after
+        :data:`RETRY_INTERVAL_S`: the turns whose terminal write the outage lost
+        hold their sessions until reclaimed, so that happens soon after the
+        database is back."""
         last_sweep = asyncio.get_running_loop().time()
+        pause = RECLAIM_INTERVAL_S
         while True:
-            await asyncio.sleep(RECLAIM_INTERVAL_S)
+            await asyncio.sleep(pause)
+            pause = RETRY_INTERVAL_S
             try:
                 if not self.recovered:
                     await self.at_startup()
-                await self.beat()
                 await self.reclaim(self.live_since())
+                await self.beat()
                 await self.reclaim_dead()
                 if asyncio.get_running_loop().time() - last_sweep >= self.interval_s:
                     last_sweep = asyncio.get_running_loop().time()
                     await self.sweep()
+                pause = RECLAIM_INTERVAL_S
             except AgentAPIError as exc:
                 log.warning("recovery failed, will retry: %s", exc)
             except Exception:

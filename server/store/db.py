@@ -71,37 +71,50 @@ def _fix_aiomysql_bytes() -> None:
 
 def _bound_aiomysql_reads() -> None:
     """Gives aiomysql a read timeout, which it lacks (PyMySQL has
-    ``read_timeout``): every wait for the server's bytes is bounded by the
-    connection's ``agentapi_read_timeout`` (set when the pool opens it), or,
-    during the handshake, by its ``connect_timeout``. On expiry the connection
-    is closed and OperationalError 2013 raised, as a lost connection is, so a
-    frozen server or network fails the call UNAVAILABLE and the pool discards
-    the connection."""
+    ``read_timeout``): reading a statement's whole result, and any other
+    packet (an OK, the handshake), must finish within the connection's
+    ``agentapi_read_timeout`` (set when the pool opens it; during the
+    handshake, its ``connect_timeout``). On expiry the connection is closed
+    and OperationalError 2013 raised, as for a lost connection, so a frozen
+    server or network fails the call UNAVAILABLE and the pool discards the
+    connection. One timer per statement, not per packet: a result of many
+    rows and columns is many packets (bench/turncost.py)."""
     try:
         from aiomysql import connection
         from pymysql.constants import CR
         from pymysql.err import OperationalError as MySQLOperationalError
     except ImportError:  # no MySQL driver installed
         return
-    read = connection.Connection._read_bytes
-    if getattr(read, "agentapi_bounded", False):
+    read_packet = connection.Connection._read_packet
+    read_result = connection.Connection._read_query_result
+    if getattr(read_packet, "agentapi_bounded", False):
         return
 
-    async def _read_bytes(self, num_bytes):  # type: ignore[no-untyped-def]
+    async def bounded(self, read, *args):  # type: ignore[no-untyped-def]
         timeout = getattr(self, "agentapi_read_timeout", None) or self.connect_timeout
-        if not timeout:
-            return await read(self, num_bytes)
+        if not timeout or getattr(self, "agentapi_reading", False):
+            return await read(self, *args)
+        self.agentapi_reading = True
         try:
             async with asyncio.timeout(timeout):
-                return await read(self, num_bytes)
+                return await read(self, *args)
         except TimeoutError as exc:
             self.close()
             raise MySQLOperationalError(
                 CR.CR_SERVER_LOST, f"no reply from the MySQL server within {timeout} s"
             ) from exc
+        finally:
+            self.agentapi_reading = False
 
-    _read_bytes.agentapi_bounded = True  # type: ignore[attr-defined]
-    connection.Connection._read_bytes = _read_bytes
+    async def _read_packet(self, *args):  # type: ignore[no-untyped-def]
+        return await bounded(self, read_packet, *args)
+
+    async def _read_query_result(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return await bounded(self, lambda this, *a: read_result(this, *a, **kwargs), *args)
+
+    _read_packet.agentapi_bounded = True  # type: ignore[attr-defined]
+    connection.Connection._read_packet = _read_packet
+    connection.Connection._read_query_result = _read_query_result
 
 
 def ensure_sqlite_dir(url: str) -> None:
