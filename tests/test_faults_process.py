@@ -194,9 +194,10 @@ async def test_sigterm_past_the_grace_period_stores_the_turn_cancelled(
     server = await start(servers, tmp_path, sqlite_url, upstream.base_url, runner, 0.5)
     session_id = await server.new_session()
     words = " ".join(f"w{i}" for i in range(30))
+    idem = f"key-{uuid.uuid4()}"
     call = server.sessions.SendStreamingMessage(
         pb.SendStreamingMessageRequest(session_id=session_id, messages=[user(f"{words} [[slow:200]]")]),
-        metadata=AUTH,
+        metadata=(*AUTH, ("idempotency-key", idem)),
     )
     received = await first_delta(call)
     server.signal(signal.SIGTERM)
@@ -218,6 +219,8 @@ async def test_sigterm_past_the_grace_period_stores_the_turn_cancelled(
     streamed = "".join(e.delta.content for e in received if e.HasField("delta"))
     assert status == "cancelled" and content.startswith(streamed) and streamed
     assert json.loads(error)["reason"] == "SHUTTING_DOWN"  # not "the caller cancelled"
+    # The key is released, not stored with the shutdown's error: a retry on another replica runs.
+    assert await db_rows(sqlite_url, "SELECT state FROM idempotency_records WHERE key = :k", k=idem) == []
     assert len(content) < len(f"Echo: {words}") and 0 < completion_tokens
 
 

@@ -37,6 +37,7 @@ from server.api.interceptor import current_principal
 from server.api.status import to_status
 from server.domain.errors import AgentAPIError
 from server.domain.idempotency import Claim, IdempotencyStore, Outcome, check_key, request_hash, use_key
+from server.domain.runs.failures import SHUTDOWN_CANCEL
 from server.store.db import track_commits
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ def _key(metadata: Any) -> str | None:
 
 def _error_record(exc: BaseException) -> dict[str, Any] | None:
     """The stored form of the status a call ended with (None: unknown, e.g. an abort)."""
-    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+    if isinstance(exc, asyncio.CancelledError) and SHUTDOWN_CANCEL in exc.args:
+        exc = AgentAPIError("UNAVAILABLE", "SHUTTING_DOWN", "the server shut down before the request finished")
+    elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
         exc = AgentAPIError("CANCELLED", "CANCELLED", "the original request was cancelled before it finished")
     elif isinstance(exc, grpc.aio.AbortError):
         return None
