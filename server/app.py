@@ -258,9 +258,9 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    await server.start()
     readiness = Readiness(db, health_servicer, config.readiness_interval_s)
-    await readiness.check()  # SERVING at once when the database is ready
+    await readiness.check()  # before serving: health starts SERVING only if the database is ready
+    await server.start()
     catalog.start()
     sweeper = asyncio.create_task(recovery.run(), name="agentapi-recovery")
     checker = asyncio.create_task(readiness.run(), name="agentapi-readiness")
