@@ -129,20 +129,24 @@ class Readiness:
 def unmigrated(config: Config) -> str | None:
     """Before ``agentapi serve``: one line saying to run ``agentapi migrate`` when
     the database is reachable but not at the head revision; None when it is,
-    or when it cannot be reached (then the server starts NOT_SERVING and
-    serves once the database answers)."""
+    or when it cannot be checked (unreachable: the server starts NOT_SERVING
+    and serves once the database answers; a URL it cannot use: the server's
+    own start reports it)."""
 
     async def check() -> str | None:
         db = Database(config.database_url, config.db_connect_timeout_s, config.db_query_timeout_s)
         try:
             return await schema_problem(db)
-        except AgentAPIError as exc:
-            log.warning("could not check the schema at start: %s", exc.message)
-            return None
         finally:
             await db.dispose()
 
-    return asyncio.run(check())
+    try:
+        return asyncio.run(check())
+    except AgentAPIError as exc:
+        log.warning("could not check the schema at start: %s", exc.message)
+    except Exception as exc:  # e.g. an unknown dialect: serving fails on it, with its own message
+        log.debug("could not check the schema at start", exc_info=exc)
+    return None
 
 
 def runner_id_for(config: Config, port: int) -> str:

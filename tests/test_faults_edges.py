@@ -157,6 +157,44 @@ async def test_concurrent_turns_stay_within_the_token_budget(
     assert await sql(database_url, "SELECT reply_id FROM budget_reservations WHERE tenant_id = :t", t=tenant) == []
 
 
+async def test_concurrent_turns_stay_within_the_cost_budget(stack: Stack, database_url: str) -> None:
+    """20 turns at once against $0.0001 a month. A turn reserves the catalog's
+    price of its prompt and max_output_tokens (about $0.00004), capped at the
+    money left; it is admitted while any is left. So the last admitted turn may
+    spend past its capped reservation: the bound is the cap plus one turn."""
+    tenant = await new_tenant(stack, budget=pb.Budget(period=pb.BUDGET_PERIOD_MONTH, max_cost_usd=0.0001))
+    auth = bearer(await new_key(stack, tenant))
+    settings = pb.SessionSettings(model="scripted-a", max_output_tokens=16)
+    sessions = [
+        (
+            await stack.sessions.CreateSession(
+                pb.CreateSessionRequest(session=pb.Session(overrides=settings)), metadata=auth
+            )
+        ).session.id
+        for _ in range(20)
+    ]
+
+    async def one(session_id: str) -> pb.Message | str:
+        try:
+            reply = await stack.sessions.SendMessage(
+                pb.SendMessageRequest(session_id=session_id, messages=[user("a cost race b c [[slow:20]]")]),
+                metadata=auth,
+                timeout=CALL_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as exc:
+            return f"{exc.code().name}/{error_reason(exc)}"
+        return reply.message
+
+    outcomes = await asyncio.gather(*(one(s) for s in sessions))
+    replies = [o for o in outcomes if isinstance(o, pb.Message)]
+    assert {o for o in outcomes if isinstance(o, str)} == {"RESOURCE_EXHAUSTED/BUDGET_EXCEEDED"}
+    spent = sum(Decimal(str(r.usage.cost_usd)) for r in replies)
+    print(f"\n{len(replies)} of 20 admitted, ${spent} spent of $0.0001")
+    assert len(replies) >= 2
+    assert spent <= Decimal("0.0001") + max(Decimal(str(r.usage.cost_usd)) for r in replies)
+    assert await sql(database_url, "SELECT reply_id FROM budget_reservations WHERE tenant_id = :t", t=tenant) == []
+
+
 async def test_failed_and_busy_turns_release_their_reservation(stack: Stack, database_url: str) -> None:
     tenant = await new_tenant(stack, budget=pb.Budget(period=pb.BUDGET_PERIOD_DAY, max_tokens=100_000))
     auth = bearer(await new_key(stack, tenant))

@@ -13,8 +13,9 @@ rule: a turn is admitted when the period's recorded usage plus the other
 running turns' reservations leave room for its prompt (tokens) and some money
 (cost). It then reserves its prompt plus its output allowance (the turn's
 ``max_output_tokens``, else ``DEFAULT_OUTPUT_RESERVE``), and the cost of those
-at the catalog's prices (the whole remaining money when the model has no
-price), each capped at the room left. The turn's terminal write replaces the
+at the catalog's prices (none when the catalog has no price for the model:
+then only recorded spend and the other turns' reservations count against the
+money cap), each capped at the room left. The turn's terminal write replaces the
 reservation by the recorded usage (in one transaction); recovery drops the
 reservations of turns it fails. So a tenant exceeds its budget only by what
 admitted turns spend beyond their reservation, which happens only to a turn
@@ -126,7 +127,7 @@ class QuotaGuard:
                 room_usd = money(tenant.max_cost_usd) - used_cost - held_cost
                 if room_usd <= 0:
                     over.append(f"cost ${used_cost} used + ${held_cost} reserved >= ${tenant.max_cost_usd}")
-                cost = room_usd if cost is None else min(cost, room_usd)
+                cost = None if cost is None else min(cost, room_usd)
             if over:
                 raise AgentAPIError(
                     "RESOURCE_EXHAUSTED",
