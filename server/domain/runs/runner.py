@@ -172,7 +172,7 @@ class TurnRunner:
             reservation = await admit(
                 self.db, db, self.quota, self.catalog, tenant, reply, prompt_tokens, settings.max_output_tokens
             )
-            reply.reserved = reservation is not None
+            reply.reserved = reservation is not None  # the terminal write drops it (terminal.py)
             # The INSERT and COMMIT run beside the upstream request (_stream
             # holds every event back until they are done); the task takes
             # over the database session.
