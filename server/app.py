@@ -33,6 +33,7 @@ from server.api.models import ModelServicer
 from server.api.sessions import SessionServicer
 from server.api.tenants import ApiKeyServicer, TenantServicer, UsageServicer
 from server.config import Config
+from server.domain import limits
 from server.domain.agents import AgentService
 from server.domain.auth import Authenticator
 from server.domain.catalog import Catalog
@@ -135,6 +136,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     the workers; ``local_port`` also listens on a loopback port of its own
     (``GrpcServer.local_port``), so that this process's bridge calls this
     process's gRPC server rather than whichever worker the kernel picks."""
+    limits.configure(config.limits)
     db = Database(config.database_url)
     backend = make_backend(config)
     secret = hashlib.sha256(b"agentapi-page-token:" + config.effective_master_key.encode()).digest()
@@ -146,7 +148,17 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     server = grpc.aio.server(
         # The first is the outermost: it authenticates, then idempotency runs as the caller.
         interceptors=[interceptor, IdempotencyInterceptor(idempotency)],
-        options=[("grpc.so_reuseport", 1 if config.workers > 1 else 0)],
+        options=[
+            ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
+            # gRPC refuses a larger request itself with RESOURCE_EXHAUSTED,
+            # which callers take for a rate limit: receive whatever the bridge
+            # may forward (the domain's limits then name the field that is too big).
+            ("grpc.max_receive_message_length", config.limits.grpc_receive_bytes),
+            # Replies are not bounded here (a page of messages, an export):
+            # -1 is gRPC's own server default, stated so that no one lowers it
+            # below the largest page without meaning to.
+            ("grpc.max_send_message_length", -1),
+        ],
     )
     port = server.add_insecure_port(config.grpc_addr)
     own_port = server.add_insecure_port("127.0.0.1:0") if local_port else port

@@ -8,8 +8,14 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from server.domain.limits import MAXIMUM as LIMIT_MAXIMUM
+from server.domain.limits import MINIMUM as LIMIT_MINIMUM
+from server.domain.limits import SETTINGS as LIMIT_SETTINGS
+from server.domain.limits import Limits
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/agentapi.db"
 DEV_MASTER_KEY = "sk-agentapi-dev"
+_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,12 @@ class Config:
         event_loop: ``asyncio`` (the default) or ``uvloop`` (when installed; with
             aiomysql, a MySQL connection that drops fails a request INTERNAL
             rather than UNAVAILABLE under uvloop, aio-libs/aiomysql#966).
+        max_*: size limits (``AGENTAPI_MAX_*``), one per field of
+            :class:`server.domain.limits.Limits`, which documents each; the
+            :attr:`limits` property gathers them.
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        log_format: ``text`` (one human-readable line per record) or ``json``
+            (one JSON object per line).
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -75,6 +87,19 @@ class Config:
     idempotency_retention_s: float = 24 * 3600.0
     workers: int = 1
     event_loop: str = "asyncio"
+    # Size limits and logging (issue 13, sections 3 and 6): one block.
+    max_messages_per_request: int = _LIMITS.messages_per_request
+    max_message_chars: int = _LIMITS.message_chars
+    max_metadata_keys: int = _LIMITS.metadata_keys
+    max_metadata_bytes: int = _LIMITS.metadata_bytes
+    max_tools: int = _LIMITS.tools
+    max_tool_schema_bytes: int = _LIMITS.tool_schema_bytes
+    max_history_messages: int = _LIMITS.history_messages
+    max_filter_chars: int = _LIMITS.filter_chars
+    max_filter_depth: int = _LIMITS.filter_depth
+    max_request_bytes: int = _LIMITS.request_bytes
+    log_level: str = "info"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -91,6 +116,8 @@ class Config:
             "http_addr": env.get("AGENTAPI_HTTP_ADDR") or "127.0.0.1:8080",
             "runner_id": env.get("AGENTAPI_RUNNER_ID") or "",
             "event_loop": env.get("AGENTAPI_EVENT_LOOP") or "asyncio",
+            "log_level": (env.get("AGENTAPI_LOG_LEVEL") or "info").lower(),
+            "log_format": (env.get("AGENTAPI_LOG_FORMAT") or "text").lower(),
         }
         for name, type_ in _NUMERIC_SETTINGS.items():
             raw = env.get(f"AGENTAPI_{name.upper()}")
@@ -98,6 +125,11 @@ class Config:
                 values[name] = type_(raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def limits(self) -> Limits:
+        """The size limits, from the ``max_*`` fields."""
+        return Limits(**{name: getattr(self, f"max_{name}") for name in Limits.__dataclass_fields__})
 
     @property
     def effective_runner_id(self) -> str:
@@ -114,6 +146,16 @@ class Config:
         key, for an unknown event loop, and when several workers would listen on
         a picked port (``:0``): workers share one known port. ``only`` is
         ``serve --only`` (the other server's address is not checked for that)."""
+        for name in Limits.__dataclass_fields__:
+            value = getattr(self, f"max_{name}")
+            low, high = LIMIT_MINIMUM[name], LIMIT_MAXIMUM.get(name)
+            if value < low or (high is not None and value > high):
+                bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+                raise ValueError(f"{LIMIT_SETTINGS[name]} must be {bounds}, not {value}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"unknown log level {self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"unknown log format {self.log_format!r}: choose one of {', '.join(LOG_FORMATS)}")
         if self.event_loop not in EVENT_LOOPS:
             raise ValueError(f"unknown event loop {self.event_loop!r}: choose one of {', '.join(EVENT_LOOPS)}")
         if self.workers < 1:
@@ -133,6 +175,8 @@ class Config:
 
 
 EVENT_LOOPS = ("asyncio", "uvloop")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 # Numeric settings read from AGENTAPI_<NAME> (for example AGENTAPI_RETRY_ATTEMPTS=3).
@@ -148,6 +192,7 @@ _NUMERIC_SETTINGS: dict[str, type] = {
     "attempt_timeout_s": float,
     "idempotency_retention_s": float,
     "workers": int,
+    **{f"max_{name}": int for name in Limits.__dataclass_fields__},
 }
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from server.api.status import to_status
 from server.domain.auth import Authenticator
 from server.domain.common import Principal, utcnow
-from server.domain.errors import AgentAPIError
+from server.domain.errors import AgentAPIError, invalid_argument
 from server.store.db import translate
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,42 @@ async def _fail(context: grpc.aio.ServicerContext, exc: Exception, method: str) 
 def shutting_down(message: str = "the server is shutting down; retry on another replica") -> AgentAPIError:
     """UNAVAILABLE (SHUTTING_DOWN)."""
     return AgentAPIError("UNAVAILABLE", "SHUTTING_DOWN", message)
+
+
+class _Undecodable:
+    """Stands in for a request that did not parse as its protobuf message."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer`` returning an :class:`_Undecodable` instead of raising.
+
+    grpc.aio answers a request its deserializer cannot parse with INTERNAL and
+    logs a traceback (nothing of ours runs); the handler below answers it
+    INVALID_ARGUMENT (INVALID_REQUEST) instead, once the caller is authenticated."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # protobuf's DecodeError, or any parser's error
+            return _Undecodable(exc)
+
+    return deserialize
+
+
+def undecodable(request: Any, method: str) -> AgentAPIError | None:
+    """INVALID_ARGUMENT (INVALID_REQUEST) for a request that did not parse, else None."""
+    if not isinstance(request, _Undecodable):
+        return None
+    log.info("%s: request is not a valid protobuf message: %s", method, request.error)
+    return invalid_argument(
+        f"the request is not a valid {method.rsplit('/', 1)[-1]} request message (protobuf): {request.error}",
+        reason="INVALID_REQUEST",
+    )
 
 
 class ApiInterceptor(grpc.aio.ServerInterceptor):
@@ -158,6 +194,8 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     task = self._enter()
                     _principal.set(await authenticate(_bearer(context.invocation_metadata())))
+                    if bad := undecodable(request, details.method):
+                        raise bad
                     return await behavior(request, context)
                 except asyncio.CancelledError:
                     await self._cancelled(context, task)
@@ -167,7 +205,9 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     self._leave(task)
 
-            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(
+                unary, tolerant(handler.request_deserializer), handler.response_serializer
+            )
         if handler.unary_stream is not None:
             stream_behavior = handler.unary_stream
 
@@ -176,6 +216,8 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     task = self._enter()
                     _principal.set(await authenticate(_bearer(context.invocation_metadata())))
+                    if bad := undecodable(request, details.method):
+                        raise bad
                     async for item in stream_behavior(request, context):
                         yield item
                 except asyncio.CancelledError:
@@ -187,6 +229,6 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                     self._leave(task)
 
             return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
+                stream, tolerant(handler.request_deserializer), handler.response_serializer
             )
         return handler
