@@ -32,7 +32,7 @@ from server.api.interceptor import ApiInterceptor
 from server.api.models import ModelServicer
 from server.api.sessions import SessionServicer
 from server.api.tenants import ApiKeyServicer, TenantServicer, UsageServicer
-from server.config import Config
+from server.config import Config, redact_url
 from server.domain import limits
 from server.domain.agents import AgentService
 from server.domain.auth import Authenticator
@@ -53,7 +53,7 @@ from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend
 from server.store.db import Database
-from server.workers import bind_socket
+from server.workers import bind_socket, port_in_use
 
 log = logging.getLogger("agentapi")
 
@@ -69,6 +69,23 @@ SERVICE_NAMES = tuple(
         (usage_service_pb2, "UsageService"),
     )
 )
+
+
+class ListenError(Exception):
+    """A server cannot listen on its address (the port is in use, or the host
+    is not an address of this machine); the message is one line for the operator."""
+
+
+def _check_ports(config: Config, only: str | None) -> None:
+    """Raises ListenError, before anything starts, when a configured port
+    cannot be bound: grpc would log its own error line and raise a bare
+    RuntimeError, uvicorn an OSError traceback. Workers share their ports
+    (SO_REUSEPORT), which the parent checked once (``server.workers``)."""
+    if config.workers > 1:
+        return
+    for name, addr in (("grpc", config.grpc_addr), ("http", config.http_addr)):
+        if only in (None, name) and not addr.endswith(":0") and (problem := port_in_use(addr)):
+            raise ListenError(problem)
 
 
 def make_backend(config: Config) -> ChatBackend:
@@ -160,7 +177,12 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
             ("grpc.max_send_message_length", -1),
         ],
     )
-    port = server.add_insecure_port(config.grpc_addr)
+    try:
+        port = server.add_insecure_port(config.grpc_addr)
+    except RuntimeError as exc:  # taken between the check and now
+        await db.dispose()
+        await backend.aclose()
+        raise ListenError(f"cannot listen on {config.grpc_addr}: {exc}") from exc
     own_port = server.add_insecure_port("127.0.0.1:0") if local_port else port
     runner_id = idempotency.runner_id = runner_id_for(config, port)
     recovery = Recovery(db, runner_id, idempotency, stale_after_s, live_since=interceptor.live_since)
@@ -210,8 +232,8 @@ def announce(config: Config, grpc_port: int | None, http_port: int | None) -> No
     if http_port is not None:
         http = f"{config.http_addr.rsplit(':', 1)[0]}:{http_port}"
         print(f"agentapi JSON bridge listening on http://{http} (OpenAI base URL: http://{http}/v1)", flush=True)
-    backend_name = config.llm_base_url or "the built-in offline model 'agentapi-offline'"
-    print(f"agentapi upstream: {backend_name}; database: {config.database_url}", flush=True)
+    backend_name = redact_url(config.llm_base_url or "") or "the built-in offline model 'agentapi-offline'"
+    print(f"agentapi upstream: {backend_name}; database: {redact_url(config.database_url)}", flush=True)
     loop_name = event_loop_name(config)
     print(f"agentapi event loop: {loop_name}", flush=True)
     if loop_name == "uvloop" and config.database_url.startswith("mysql"):
@@ -256,6 +278,7 @@ async def serve(
 
     from gateway.app import create_app
 
+    _check_ports(config, only)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -268,7 +291,12 @@ async def serve(
     if only in (None, "grpc"):
         grpc_server = await start_grpc(config, local_port=shared and only is None)
     if only in (None, "http"):
-        sock = bind_socket(config.http_addr, reuse_port=shared)
+        try:
+            sock = bind_socket(config.http_addr, reuse_port=shared)
+        except OSError as exc:  # taken between the check and now
+            if grpc_server is not None:
+                await grpc_server.stop(0)
+            raise ListenError(f"cannot listen on {config.http_addr}: {exc.strerror or exc}") from exc
         http_port = sock.getsockname()[1]
         grpc_target = config.grpc_addr if grpc_server is None else f"127.0.0.1:{grpc_server.local_port}"
         app = create_app(grpc_target)
@@ -279,6 +307,7 @@ async def serve(
                 host=host.strip("[]"),
                 port=http_port,
                 log_level="warning",
+                log_config=None,  # uvicorn's records go through our handler (text or JSON, server/logs.py)
                 lifespan="on",
                 timeout_graceful_shutdown=max(1, round(config.shutdown_grace_s)),
             )

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from server.domain.limits import MAXIMUM as LIMIT_MAXIMUM
 from server.domain.limits import MINIMUM as LIMIT_MINIMUM
@@ -66,12 +67,13 @@ class Config:
             (one JSON object per line).
     """
 
-    database_url: str = DEFAULT_DATABASE_URL
+    # Secrets stay out of repr(), so a logged Config shows none of them.
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     llm_base_url: str | None = None
-    llm_api_key: str | None = None
-    master_key: str | None = None
-    api_tokens: tuple[str, ...] = field(default_factory=tuple)
-    redis_url: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    master_key: str | None = field(default=None, repr=False)
+    api_tokens: tuple[str, ...] = field(default_factory=tuple, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
     grpc_addr: str = "127.0.0.1:50051"
     http_addr: str = "127.0.0.1:8080"
     upstream_connect_timeout_s: float = 5.0
@@ -122,7 +124,11 @@ class Config:
         for name, type_ in _NUMERIC_SETTINGS.items():
             raw = env.get(f"AGENTAPI_{name.upper()}")
             if raw:
-                values[name] = type_(raw)
+                try:
+                    values[name] = type_(raw)
+                except ValueError:
+                    kind = "a whole number" if type_ is int else "a number"
+                    raise ValueError(f"AGENTAPI_{name.upper()} must be {kind}, not {raw!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -141,11 +147,9 @@ class Config:
         """The master key, or the development key when none is configured."""
         return self.master_key or DEV_MASTER_KEY
 
-    def check(self, only: str | None = None) -> None:
-        """Raises ValueError when a non-loopback address would use the development
-        key, for an unknown event loop, and when several workers would listen on
-        a picked port (``:0``): workers share one known port. ``only`` is
-        ``serve --only`` (the other server's address is not checked for that)."""
+    def check_settings(self) -> None:
+        """Raises ValueError for a size limit out of range or an unknown log
+        level or format (what every command needs, not only ``serve``)."""
         for name in Limits.__dataclass_fields__:
             value = getattr(self, f"max_{name}")
             low, high = LIMIT_MINIMUM[name], LIMIT_MAXIMUM.get(name)
@@ -156,6 +160,14 @@ class Config:
             raise ValueError(f"unknown log level {self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"unknown log format {self.log_format!r}: choose one of {', '.join(LOG_FORMATS)}")
+
+    def check(self, only: str | None = None) -> None:
+        """Raises ValueError for :meth:`check_settings`' reasons, when a
+        non-loopback address would use the development key, for an unknown
+        event loop, and when several workers would listen on a picked port
+        (``:0``): workers share one known port. ``only`` is
+        ``serve --only`` (the other server's address is not checked for that)."""
+        self.check_settings()
         if self.event_loop not in EVENT_LOOPS:
             raise ValueError(f"unknown event loop {self.event_loop!r}: choose one of {', '.join(EVENT_LOOPS)}")
         if self.workers < 1:
@@ -194,6 +206,27 @@ _NUMERIC_SETTINGS: dict[str, type] = {
     "workers": int,
     **{f"max_{name}": int for name in Limits.__dataclass_fields__},
 }
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password in it masked (``***``), for printing and
+    logging: a database URL (SQLAlchemy's ``render_as_string(hide_password=True)``)
+    or an http(s) URL with credentials."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if "://" not in url:
+        return url
+    if url.split("://", 1)[0] in ("http", "https", "redis", "rediss"):
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}"))
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL SQLAlchemy reads: show none of it
+        return "<unreadable URL>"
 
 
 def _is_loopback(host: str) -> bool:
