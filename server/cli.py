@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a malformed AGENTAPI_* number, or a setting out of range
         print(f"agentapi: {exc}", file=sys.stderr)
         return 2
-    logs.setup(config.log_level, config.log_format)
+    logs.setup(config.log_level, config.log_format, secrets=config.secrets)
     from server.store.migrate import upgrade
 
     if args.command == "migrate":

@@ -7,7 +7,7 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from server.domain.limits import MAXIMUM as LIMIT_MAXIMUM
 from server.domain.limits import MINIMUM as LIMIT_MINIMUM
@@ -131,6 +131,21 @@ class Config:
                     raise ValueError(f"AGENTAPI_{name.upper()} must be {kind}, not {raw!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret (keys, URL passwords), for the log filter
+        that masks them (``server/logs.py``)."""
+        values = [self.llm_api_key, self.master_key, *self.api_tokens]
+        for url in (self.database_url, self.redis_url, self.llm_base_url):
+            if url and "://" in url:
+                try:
+                    password = urlsplit(url).password
+                except ValueError:  # a port that is not a number: nothing to take from it
+                    password = None
+                if password:  # as written, and %-decoded as a driver would quote it
+                    values += [password, unquote(password)]
+        return tuple(dict.fromkeys(v for v in values if v))
 
     @property
     def limits(self) -> Limits:

@@ -87,7 +87,7 @@ def _worker_main(config: Config, only: str | None, index: int, conn: Connection,
     # The terminal's Ctrl-C reaches every process of the group; the parent
     # forwards it as SIGTERM, and serve() installs its own handler for both.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logs.setup(config.log_level, config.log_format, worker=index)
+    logs.setup(config.log_level, config.log_format, worker=index, secrets=config.secrets)
     _die_with_parent(parent_pid)
     from server.app import run
 

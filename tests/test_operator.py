@@ -194,3 +194,24 @@ def test_compose_keeps_litellm_private_and_names_each_replica() -> None:
         assert "--migrate" not in service["command"]  # one migration, before the replicas
     text = (ROOT / "docker-compose.yml").read_text()
     assert "sk-litellm-compose" not in text
+
+
+def test_a_secret_in_a_library_message_is_masked_in_the_log() -> None:
+    """An upstream's 401 may quote the key, a driver's error the URL: the log
+    filter masks the configured secrets in any record, traceback included."""
+    script = (
+        "import logging; from server import logs; from server.config import Config\n"
+        f"config = Config(llm_api_key={UPSTREAM_KEY!r}, database_url='mysql+aiomysql://u:p%40ss-{DB_PASSWORD}@h/db')\n"
+        "logs.setup('info', 'json', secrets=config.secrets)\n"
+        f"logging.getLogger('x').critical('upstream said: Received API Key = %s', {UPSTREAM_KEY!r})\n"
+        "try:\n"
+        f"    raise RuntimeError('cannot connect with p@ss-{DB_PASSWORD}')\n"
+        "except RuntimeError:\n"
+        "    logging.getLogger('y').exception('failed')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert UPSTREAM_KEY not in result.stderr and DB_PASSWORD not in result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records[0]["message"] == "upstream said: Received API Key = ***"
+    assert "cannot connect with ***" in records[1]["exc_info"]
