@@ -445,3 +445,24 @@ def test_the_bounded_read_windows_and_reconciles_like_the_whole_history(
         assert [r.sequence for r in got] == [r.sequence for r in expected][len(expected) - len(got) :]
         called = {c["id"] for r in got for c in r.tool_calls or ()}
         assert all(r.tool_call_id in called for r in got if r.role == "tool")
+
+
+async def test_a_page_larger_than_grpcs_default_is_sent(offline_stack: Stack) -> None:
+    """Six stored messages of a million characters: a 6 MB page, past gRPC's
+    4 MiB default, reaches a client that accepts it (the server sets no send limit)."""
+    session = await create_session(offline_stack, model="agentapi-offline")
+    assert offline_stack.grpc_server is not None
+    now = utcnow()
+    rows = [
+        new_message(session.id, "default", sequence, "user", now, content=str(sequence) * 1_000_000)
+        for sequence in range(1, 7)
+    ]
+    async with offline_stack.grpc_server.db.session() as db:
+        await MessageRepository(db, session.id).insert(rows)
+        await db.commit()
+    target = f"127.0.0.1:{offline_stack.grpc_server.port}"
+    async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)]) as channel:
+        page = await pb.SessionServiceStub(channel).ListMessages(
+            pb.ListMessagesRequest(session_id=session.id, page_size=10), metadata=AUTH
+        )
+    assert [len(m.content) for m in page.messages] == [1_000_000] * 6
