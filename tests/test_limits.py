@@ -66,6 +66,7 @@ async def test_too_many_messages_in_one_request(offline_stack: Stack, key: str) 
     request = pb.SendMessageRequest(session_id=session.id, messages=[user(f"m{i}") for i in range(2049)])
     error = await _refused(offline_stack.sessions.SendMessage(request, metadata=AUTH))
     assert error.reason == "LIMIT_EXCEEDED"
+    assert error.metadata == {"limits": "AGENTAPI_MAX_MESSAGES_PER_REQUEST"}
     assert "at most 2,048 messages (AGENTAPI_MAX_MESSAGES_PER_REQUEST); got 2,049" in _violation(error, "messages")
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain.errors import FieldViolation, Violations, invalid_argument
+from server.domain.errors import AgentAPIError, FieldViolation, Violations
 
 MIB = 1024 * 1024
 
@@ -94,16 +94,18 @@ def configure(limits: Limits) -> None:
 
 @dataclass(frozen=True)
 class LimitViolation(FieldViolation):
-    """A field over a size limit (so the error's reason is LIMIT_EXCEEDED)."""
+    """A field over a size limit (so the error's reason is LIMIT_EXCEEDED);
+    ``setting`` is the limit's variable."""
+
+    setting: str = ""
 
 
 def exceeded(violations: Violations, field_path: str, limit: str, what: str) -> None:
     """Records that ``field_path`` is over the limit ``limit`` (a :class:`Limits`
     field): ``what`` is the actual size in words, e.g. ``"3000 messages"``."""
     bound = getattr(_active, limit)
-    violations.items.append(
-        LimitViolation(field_path, f"must be at most {bound:,} {_UNITS[limit]} ({SETTINGS[limit]}); got {what}")
-    )
+    description = f"must be at most {bound:,} {_UNITS[limit]} ({SETTINGS[limit]}); got {what}"
+    violations.items.append(LimitViolation(field_path, description, SETTINGS[limit]))
 
 
 _UNITS = {
@@ -122,12 +124,20 @@ _UNITS = {
 
 def raise_if_any(violations: Violations, message: str = "the request has invalid fields") -> None:
     """Raises INVALID_ARGUMENT naming every violation: reason LIMIT_EXCEEDED
-    when any field is over a size limit, else FIELD_VIOLATION."""
+    (ErrorInfo metadata ``limits``: the variables, comma-separated) when any
+    field is over a size limit, else FIELD_VIOLATION."""
     if not violations.items:
         return
-    if any(isinstance(v, LimitViolation) for v in violations.items):
+    settings = [v.setting for v in violations.items if isinstance(v, LimitViolation)]
+    if settings:
         fields = ", ".join(v.field for v in violations.items)
-        raise invalid_argument(f"{message}: {fields}", violations.items, "LIMIT_EXCEEDED")
+        raise AgentAPIError(
+            "INVALID_ARGUMENT",
+            "LIMIT_EXCEEDED",
+            f"{message}: {fields}",
+            metadata={"limits": ",".join(dict.fromkeys(settings))},
+            field_violations=tuple(violations.items),
+        )
     violations.raise_if_any(message)
 
 
