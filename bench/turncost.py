@@ -144,7 +144,7 @@ async def main_async(args: argparse.Namespace) -> None:
     from server.domain.catalog import Catalog
     from server.domain.common import Principal
     from server.domain.quota import QuotaGuard, make_storage
-    from server.domain.runs import InputMessage, TurnRunner
+    from server.domain.runs import InputMessage, TurnOptions, TurnRunner
     from server.domain.sessions import SessionService, Settings
     from server.store.db import Database
     from server.store.migrate import upgrade
@@ -184,7 +184,7 @@ async def main_async(args: argparse.Namespace) -> None:
             walls["start"] = time.perf_counter()
             inputs = [InputMessage(role="user", content="Write sixty-four words about benchmarks.")]
             last_delta = None
-            async for event in runner.run(principal, session_id, inputs, Settings()):
+            async for event in runner.run(principal, session_id, inputs, TurnOptions()):
                 now = clock()
                 if event.kind == "input":
                     marks.append(("store inputs", now))

@@ -221,8 +221,11 @@ def _chunks(event: pb.SendStreamingMessageResponse, writer: oai.ChunkWriter, fai
     """The SSE data for one event; a failed or cancelled reply gets no finishing
     chunk (the error chunk follows) and is appended to ``failed``."""
     kind = event.WhichOneof("event")
-    if kind == "input_message":
+    if kind == "turn_started":
+        writer.id = f"chatcmpl-{event.turn_started.message_id}"
         return []
+    if kind in ("input_message", "tool_call_started", "tool_call_completed"):
+        return []  # server-side steps stay in the stored session, as a chat completion shows none
     if kind == "delta":
         return [writer.delta(event.delta)]
     if event.assistant_message.status in _UNFINISHED:

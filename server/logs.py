@@ -35,6 +35,10 @@ class Redact(logging.Filter):
         # very short values are no secret worth a false match.
         self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
 
+    def add(self, secrets: Iterable[str]) -> None:
+        """Masks these too from now on."""
+        self.secrets = sorted({*self.secrets, *(s for s in secrets if s and len(s) >= 6)}, key=len, reverse=True)
+
     def _mask(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")
@@ -57,13 +61,25 @@ class Redact(logging.Filter):
         return True
 
 
+# The filter of the handler :func:`setup` installed, for :func:`mask_also`.
+_redact = Redact(())
+
+
+def mask_also(*secrets: str) -> None:
+    """Masks ``secrets`` in every later record: for a secret that arrives at
+    run time (an MCP server's token, say) rather than in the configuration."""
+    _redact.add(secrets)
+
+
 def setup(level: str = "info", fmt: str = "text", worker: int | None = None, secrets: Iterable[str] = ()) -> None:
     """Configures the root logger (replacing any handlers) for ``level``
     (debug, info, warning, error) and ``fmt`` (text or json); ``worker`` tags
     each record with a worker's index; ``secrets`` are masked wherever they
     appear in a record."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(Redact(secrets))
+    _redact.secrets = []
+    _redact.add(secrets)
+    handler.addFilter(_redact)
     tag = "" if worker is None else f" [w{worker}]"
     if fmt == "json":
         handler.setFormatter(

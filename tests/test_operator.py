@@ -208,6 +208,8 @@ def test_a_secret_in_a_library_message_is_masked_in_the_log() -> None:
         f"    raise RuntimeError('cannot connect with p@ss-{DB_PASSWORD}')\n"
         "except RuntimeError:\n"
         "    logging.getLogger('y').exception('failed')\n"
+        "logs.mask_also('mcp-token-1234567')\n"
+        "logging.getLogger('z').warning('MCP server answered 401 for mcp-token-1234567')\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert result.returncode == 0, result.stderr
@@ -215,3 +217,4 @@ def test_a_secret_in_a_library_message_is_masked_in_the_log() -> None:
     records = [json.loads(line) for line in result.stderr.splitlines()]
     assert records[0]["message"] == "upstream said: Received API Key = ***"
     assert "cannot connect with ***" in records[1]["exc_info"]
+    assert records[2]["message"] == "MCP server answered 401 for ***"

@@ -24,7 +24,7 @@ than the cap is carried.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,15 +36,18 @@ from server.domain.sessions import SessionView, Settings
 from server.domain.tool_outputs import UNFINISHED
 from server.store.repositories import MessageRepository
 
+if TYPE_CHECKING:  # runs imports this module: no import cycle at run time
+    from server.domain.runs.options import TurnOptions
+
 FIRST_BATCH = 64
 MAX_BATCH = 1024
 
 
-async def read(db: AsyncSession, view: SessionView, catalog: Catalog, options: Settings | None = None) -> list[Any]:
+async def read(db: AsyncSession, view: SessionView, catalog: Catalog, options: TurnOptions | None = None) -> list[Any]:
     """The stored messages a turn of ``view``'s session needs, oldest first
     (read-only rows, as :meth:`MessageRepository.history` returns).
 
-    ``options`` are the turn's settings: a model named there is windowed by its
+    ``options`` are the turn's options: a model named there is windowed by its
     own context window."""
     settings = view.effective
     model = (options.model if options is not None else "") or settings.model

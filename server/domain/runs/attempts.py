@@ -43,8 +43,9 @@ def retryable(exc: BaseException) -> bool:
 async def open_attempt(
     backend: ChatBackend, policy: RetryPolicy, request: ChatRequest, deadline: float, exits: AsyncExitStack
 ) -> tuple[AsyncIterator[ChatChunk], list[ChatChunk], ChatStream]:
-    """Opens a stream and reads it up to its first content or tool-call
-    chunk, within the attempt timeout. Returns the rest of the stream, the
+    """Opens a stream and reads it up to its first content, refusal or
+    tool-call chunk (or to its end when the content filter stopped it),
+    within the attempt timeout. Returns the rest of the stream, the
     chunks read, and the stream, whose request ``exits`` now closes.
 
     Raises DEADLINE_EXCEEDED (UPSTREAM_TIMEOUT, TURN_DEADLINE_EXCEEDED),
@@ -61,9 +62,14 @@ async def open_attempt(
             chunks = aiter(stream)
             async for chunk in chunks:
                 head.append(chunk)
-                if chunk.content or chunk.tool_calls:
+                if chunk.has_output:
                     exits.push_async_exit(attempt.pop_all())
                     return chunks, head, stream
+            if any(c.finish_reason == "content_filter" for c in head):
+                # The provider's filter stopped the reply before any text: an
+                # answer (OpenAI's is a 200 with that finish reason), not a failure.
+                exits.push_async_exit(attempt.pop_all())
+                return chunks, head, stream
     except TimeoutError as exc:
         await attempt.aclose()
         if attempt_deadline >= deadline:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from server.domain.errors import AgentAPIError
 from server.llm.types import ToolCallFragment
@@ -17,12 +18,16 @@ class Delta:
     sequence_number: int
     content: str
     tool_calls: Sequence[ToolCallFragment]
+    logprobs: Sequence[dict[str, Any]] = field(default_factory=tuple)
+    refusal: str = ""
 
 
 @dataclass
 class TurnEvent:
-    """``kind`` is ``input`` (a stored input message), ``delta`` or ``final``
-    (the stored assistant message, with ``error`` set when the turn failed)."""
+    """``kind`` is ``started`` (the first event: ``message`` is the reply, its
+    id and model set, not yet stored as final), ``input`` (a stored input
+    message), ``delta`` or ``final`` (the stored assistant message, with
+    ``error`` set when the turn failed)."""
 
     kind: str
     message: MessageRow | None = None

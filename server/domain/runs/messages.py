@@ -4,16 +4,17 @@ stored message goes back upstream."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server.domain import limits
 from server.domain.common import new_id
 from server.domain.errors import Violations
+from server.domain.runs.options import TurnOptions, validate_options
 from server.domain.sessions import Settings, validate_settings
 from server.store.models import MessageRow
 
-INPUT_ROLES = ("user", "tool", "system", "assistant")
+INPUT_ROLES = ("user", "tool", "system", "developer", "assistant")
 # Replies that never finished are kept in the ledger but not sent back upstream.
 _PROMPT_EXCLUDED_STATUSES = ("failed", "in_progress")
 
@@ -38,14 +39,16 @@ class InputMessage:
         return "".join(part.get("text", "") for part in self.content_parts if part.get("type") == "text")
 
 
-def validate_inputs(inputs: Sequence[InputMessage], options: Settings, path: str = "messages") -> None:
+def validate_inputs(inputs: Sequence[InputMessage], options: TurnOptions, path: str = "messages") -> None:
     """Raises INVALID_ARGUMENT (FIELD_VIOLATION) for no messages, a bad role, an
-    empty user message, a tool message without ``tool_call_id``, a last message
-    that is not from the user or a tool, or out-of-range options; (LIMIT_EXCEEDED)
+    empty user message, a tool message without ``tool_call_id``, a content
+    part of an unknown type or without its payload, a last message that is
+    not from the user or a tool, or out-of-range options; (LIMIT_EXCEEDED)
     for more than ``AGENTAPI_MAX_MESSAGES_PER_REQUEST`` messages (2048), or a
     message whose text or a tool call's arguments exceed
-    ``AGENTAPI_MAX_MESSAGE_CHARS`` characters (1,048,576). The sizes are checked
-    first, so an oversized request costs no more than counting."""
+    ``AGENTAPI_MAX_MESSAGE_CHARS`` characters (1,048,576), or the turn's tools
+    over their limits. The sizes are checked first, so an oversized request
+    costs no more than counting."""
     violations = Violations()
     if len(inputs) > limits.active().messages_per_request:
         limits.exceeded(violations, path, "messages_per_request", f"{len(inputs):,}")
@@ -61,23 +64,37 @@ def validate_inputs(inputs: Sequence[InputMessage], options: Settings, path: str
     for index, message in enumerate(inputs):
         field_path = f"{path}[{index}]"
         if message.role not in INPUT_ROLES:
-            violations.add(f"{field_path}.role", "must be user, tool, system or assistant")
-        elif message.role in ("user", "system") and not message.text.strip() and not message.content_parts:
+            violations.add(f"{field_path}.role", "must be user, tool, system, developer or assistant")
+        elif message.role in ("user", "system", "developer") and not message.text.strip() and not message.content_parts:
             violations.add(f"{field_path}.content", "must not be empty")
         elif message.role == "tool" and not message.tool_call_id:
             violations.add(f"{field_path}.tool_call_id", "is required for a tool message")
         for part_index, part in enumerate(message.content_parts):
-            part_path = f"{field_path}.content_parts[{part_index}]"
-            if part.get("type") == "image_url":
-                url = str((part.get("image_url") or {}).get("url", ""))
-                if not url.startswith(("https://", "http://", "data:")):
-                    violations.add(f"{part_path}.image_url", "must be an http(s) or data: URL")
-            elif part.get("type") != "text":
-                violations.add(f"{part_path}.type", "must be text or image_url")
+            _check_part(part, f"{field_path}.content_parts[{part_index}]", violations)
     if inputs and inputs[-1].role not in ("user", "tool"):
         violations.add(f"{path}[{len(inputs) - 1}].role", "the last message must be from the user or a tool")
-    validate_settings(options, "options", violations)
+    settings = Settings(temperature=options.temperature, max_output_tokens=options.max_output_tokens)
+    validate_settings(replace(settings, tools=options.tools or []), "options", violations)
+    validate_options(options, "options", violations)
     limits.raise_if_any(violations)
+
+
+def _check_part(part: dict[str, Any], path: str, violations: Violations) -> None:
+    kind = part.get("type")
+    if kind == "image_url":
+        url = str((part.get("image_url") or {}).get("url", ""))
+        if not url.startswith(("https://", "http://", "data:")):
+            violations.add(f"{path}.image_url", "must be an http(s) or data: URL")
+    elif kind == "input_audio":
+        audio = part.get("input_audio") or {}
+        if not audio.get("data") or not audio.get("format"):
+            violations.add(f"{path}.input_audio", "needs data (base64) and format")
+    elif kind == "file":
+        file = part.get("file") or {}
+        if not file.get("file_id") and not file.get("file_data"):
+            violations.add(f"{path}.file", "needs a file_id or file_data")
+    elif kind != "text":
+        violations.add(f"{path}.type", "must be text, image_url, input_audio or file")
 
 
 def in_prompt(row: MessageRow) -> bool:
@@ -125,6 +142,8 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
         "options": None,
         "logprobs": None,
         "refusal": None,
+        "executor": "",
+        "step": 0,
     }
     values.update(fields)
     return MessageRow(

@@ -1,24 +1,31 @@
-"""Assembles a streamed reply: content and tool calls from their fragments."""
+"""Assembles a streamed reply: content, refusal, log probabilities and tool
+calls from their fragments."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from server.llm.types import ToolCallFragment
+from server.llm.types import ChatChunk
 
 
 class ReplyBuilder:
-    """Accumulates content and assembles tool-call fragments by index."""
+    """Accumulates a reply's chunks; tool-call fragments join by index."""
 
     def __init__(self) -> None:
         self.parts: list[str] = []
+        self.refusal_parts: list[str] = []
+        self.logprobs: list[dict[str, Any]] = []
         self.calls: dict[int, dict[str, Any]] = {}
 
-    def add(self, content: str, fragments: Sequence[ToolCallFragment]) -> None:
-        if content:
-            self.parts.append(content)
-        for fragment in fragments:
+    def add(self, chunk: ChatChunk) -> None:
+        """Adds one chunk's content, refusal, log probabilities and tool-call fragments."""
+        if chunk.content:
+            self.parts.append(chunk.content)
+        if chunk.refusal:
+            self.refusal_parts.append(chunk.refusal)
+        if chunk.logprobs:
+            self.logprobs.extend(chunk.logprobs)
+        for fragment in chunk.tool_calls:
             call = self.calls.setdefault(
                 fragment.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
             )
@@ -28,8 +35,15 @@ class ReplyBuilder:
 
     @property
     def content(self) -> str:
+        """The reply's text so far."""
         return "".join(self.parts)
 
     @property
+    def refusal(self) -> str | None:
+        """The refusal text, or None when the model did not refuse."""
+        return "".join(self.refusal_parts) or None
+
+    @property
     def tool_calls(self) -> list[dict[str, Any]]:
+        """The tool calls in OpenAI's shape, by index."""
         return [self.calls[index] for index in sorted(self.calls)]

@@ -34,9 +34,10 @@ from server.domain.runs.attempts import FALLBACK_REASONS, attempt_record, open_a
 from server.domain.runs.events import Delta, TurnEvent
 from server.domain.runs.failures import busy, turn_deadline
 from server.domain.runs.messages import InputMessage, in_prompt, new_message, to_openai, validate_inputs
+from server.domain.runs.options import TurnOptions, check_tool_choice
 from server.domain.runs.reply import ReplyBuilder
 from server.domain.runs.terminal import finish, reply_cost
-from server.domain.sessions import SessionService, Settings
+from server.domain.sessions import SessionService, Settings, tool_name
 from server.domain.tool_outputs import reconcile
 from server.llm.types import ChatBackend, ChatRequest
 from server.store.accounts import UsageRepository, tenant_cache
@@ -48,6 +49,18 @@ log = logging.getLogger(__name__)
 
 # Tokens kept free for the reply when the turn sets no max_output_tokens.
 DEFAULT_OUTPUT_RESERVE = 1024
+
+
+def merge(settings: Settings, options: TurnOptions) -> Settings:
+    """The session's effective settings with the turn's model, tools,
+    temperature and max output tokens over them."""
+    return replace(
+        settings,
+        model=options.model or settings.model,
+        tools=settings.tools if options.tools is None else options.tools,
+        temperature=options.temperature if options.temperature is not None else settings.temperature,
+        max_output_tokens=options.max_output_tokens or settings.max_output_tokens,
+    )
 
 
 class TurnRunner:
@@ -76,11 +89,12 @@ class TurnRunner:
         principal: Principal,
         session_id: str,
         inputs: Sequence[InputMessage],
-        options: Settings,
+        options: TurnOptions,
         deadline_s: float | None = None,
         inputs_path: str = "messages",
     ) -> AsyncIterator[TurnEvent]:
-        """Yields the stored inputs, the deltas, then the final stored reply.
+        """Yields ``started`` (the reply's id and model), the stored inputs,
+        the deltas, then the final stored reply.
 
         ``deadline_s`` is the caller's remaining time in seconds (None: no
         deadline); the turn also stops at the server's maximum turn duration,
@@ -91,7 +105,8 @@ class TurnRunner:
         INVALID_SESSION_ID, UNKNOWN_TOOL_CALL_ID, CONTEXT_WINDOW_EXCEEDED when
         the inputs alone do not fit the model), NOT_FOUND (SESSION_NOT_FOUND),
         FAILED_PRECONDITION (SESSION_ENDED, TOOL_OUTPUTS_PENDING,
-        TOOL_OUTPUT_CONFLICT), RESOURCE_EXHAUSTED (BUDGET_EXCEEDED,
+        TOOL_OUTPUT_CONFLICT), INVALID_ARGUMENT (UNSUPPORTED_PARAMETER) for
+        an option the model cannot honour, RESOURCE_EXHAUSTED (BUDGET_EXCEEDED,
         RATE_LIMITED) for the tenant's quotas, ABORTED (SESSION_BUSY) while
         another turn of the session runs. Upstream failures do not raise: the
         final event carries the error.
@@ -115,16 +130,14 @@ class TurnRunner:
                 raise busy(view.row.id)
             plan = reconcile(history, inputs, inputs_path)
             if plan.reply is not None:
+                yield TurnEvent("started", message=plan.reply)
                 for row in plan.repeated:
                     yield TurnEvent("input", message=row)
                 yield TurnEvent("final", message=plan.reply)
                 return
-            settings = view.effective
-            settings = replace(
-                settings,
-                temperature=options.temperature if options.temperature is not None else settings.temperature,
-                max_output_tokens=options.max_output_tokens or settings.max_output_tokens,
-            )
+            settings = merge(view.effective, options)
+            check_tool_choice(options, {tool_name(t) for t in settings.tools}, "options")
+            self.backend.check(settings.model, options.params)
             sequence = history[-1].sequence if history else 0
             now = utcnow()
             rows = []
@@ -145,7 +158,7 @@ class TurnRunner:
                 )
                 row.token_count = count_message(to_openai(row), settings.model)
                 rows.append(row)
-            context = await self._window(history, rows, settings)
+            context = await self._window(history, rows, settings, options.output_reserve)
             tenant = await tenant_cache(self.db).get(db, principal.tenant_id)
             if tenant is not None:
                 prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows)
@@ -162,6 +175,7 @@ class TurnRunner:
                 runner_id=self.runner_id,
                 prompt_first_sequence=(context or rows or [history[-1]])[0].sequence,
                 prompt_last_sequence=sequence,
+                options=options.stored(),
             )
             # The INSERT and COMMIT run beside the upstream request (_stream
             # holds every event back until they are done); the task takes
@@ -182,6 +196,8 @@ class TurnRunner:
             temperature=settings.temperature,
             max_tokens=settings.max_output_tokens,
             tools=settings.tools,
+            params=options.params,
+            extra_body=options.extra_body,
         )
         events = self._stream(
             request, settings.fallback_models, reply, accepted, deadline, stored, [*plan.repeated, *rows]
@@ -204,7 +220,9 @@ class TurnRunner:
             except IntegrityError as exc:
                 raise busy(messages[0].session_id) from exc
 
-    async def _window(self, history: list[MessageRow], rows: list[MessageRow], settings: Settings) -> list[MessageRow]:
+    async def _window(
+        self, history: list[MessageRow], rows: list[MessageRow], settings: Settings, reserve: int | None
+    ) -> list[MessageRow]:
         """The stored history that goes into the prompt: finished messages, the
         newest whole groups within the history budget (the session's
         ``history_token_budget``, else the model's context window less the
@@ -221,7 +239,7 @@ class TurnRunner:
             count_text(settings.system_prompt, settings.model)
             + count_tools(settings.tools, settings.model)
             + sum(r.token_count for r in rows)
-            + (settings.max_output_tokens or DEFAULT_OUTPUT_RESERVE)
+            + (reserve or settings.max_output_tokens or DEFAULT_OUTPUT_RESERVE)
         )
         budget = info.context_window - fixed
         if budget < 0:
@@ -289,6 +307,7 @@ class TurnRunner:
                 # The durable write went on while the upstream answered; the
                 # caller sees nothing until it is done.
                 await stored
+                yield TurnEvent("started", message=reply)
                 for row in inputs:
                     yield TurnEvent("input", message=row)
                 announced = True
@@ -305,12 +324,15 @@ class TurnRunner:
                             break
                         except TimeoutError as exc:
                             raise turn_deadline() from exc
-                    if chunk.content or chunk.tool_calls:
+                    if chunk.has_output:
                         if first_delta_at is None:
                             first_delta_at = time.monotonic()
                         numbered += 1
-                        accumulated.add(chunk.content, chunk.tool_calls)
-                        yield TurnEvent("delta", delta=Delta(numbered, chunk.content, chunk.tool_calls))
+                        accumulated.add(chunk)
+                        yield TurnEvent(
+                            "delta",
+                            delta=Delta(numbered, chunk.content, chunk.tool_calls, chunk.logprobs, chunk.refusal),
+                        )
                     if chunk.finish_reason:
                         reply.finish_reason = chunk.finish_reason
                     if chunk.usage is not None:
@@ -332,6 +354,8 @@ class TurnRunner:
             reply.status = status or "cancelled"
             reply.content = accumulated.content
             reply.tool_calls = accumulated.tool_calls or None
+            reply.logprobs = accumulated.logprobs or None
+            reply.refusal = accumulated.refusal
             if usage is not None:
                 reply.prompt_tokens, reply.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             elif numbered:
@@ -348,6 +372,7 @@ class TurnRunner:
         if store_error is not None:
             raise store_error
         if not announced:
+            yield TurnEvent("started", message=reply)
             for row in inputs:
                 yield TurnEvent("input", message=row)
         yield TurnEvent("final", message=reply, error=error)

@@ -16,7 +16,7 @@ from server.store.models import MessageRow
 TERMINAL_COLUMNS = (
     "status", "content", "tool_calls", "finish_reason", "prompt_tokens", "completion_tokens", "cost_usd",
     "time_to_first_token_ms", "duration_ms", "upstream_request_id", "error", "update_time", "model", "attempts",
-    "token_count",
+    "token_count", "logprobs", "refusal",
 )  # fmt: skip
 _TERMINAL_UPDATE = (
     update(MessageRow.__table__)
