@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "only", "migrate")}
     try:
         config = Config.from_env(**overrides)
-        config.check(args.only) if args.command == "serve" else config.check_settings()
+        if args.command == "serve":
+            config.check(args.only)
+        else:
+            config.check_settings()
     except ValueError as exc:  # a malformed AGENTAPI_* number, or a setting out of range
         print(f"agentapi: {exc}", file=sys.stderr)
         return 2
