@@ -215,7 +215,9 @@ async def test_a_request_that_is_not_protobuf_is_invalid_argument_without_a_trac
     garbage = b"\x0a\xff\xff\xff\xff\x0f\x01"  # field 1, length-delimited, claims 4 GiB
     streaming = "Streaming" in method
     factory = offline_stack.channel.unary_stream if streaming else offline_stack.channel.unary_unary
-    call = factory(method, request_serializer=None, response_deserializer=None)(garbage, metadata=AUTH)
+    # With an idempotency key too: the idempotency interceptor never sees the request.
+    metadata = (*AUTH, ("idempotency-key", f"garbage-{method}"))
+    call = factory(method, request_serializer=None, response_deserializer=None)(garbage, metadata=metadata)
     with caplog.at_level(logging.INFO), pytest.raises(grpc.aio.AioRpcError) as caught:
         if streaming:
             [item async for item in call]
