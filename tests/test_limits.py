@@ -15,6 +15,7 @@ from unittest.mock import patch
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -469,3 +470,15 @@ async def test_a_page_larger_than_grpcs_default_is_sent(offline_stack: Stack) ->
             pb.ListMessagesRequest(session_id=session.id, page_size=10), metadata=AUTH
         )
     assert [len(m.content) for m in page.messages] == [1_000_000] * 6
+
+
+async def test_health_answers_an_undecodable_request_and_still_watches(offline_stack: Stack) -> None:
+    garbage = b"\x0a\xff\xff\xff\xff\x0f\x01"
+    check = offline_stack.channel.unary_unary("/grpc.health.v1.Health/Check")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await check(garbage)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    watch = health_pb2_grpc.HealthStub(offline_stack.channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    first = await watch.read()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()

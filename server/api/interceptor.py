@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -106,6 +107,45 @@ def undecodable(request: Any, method: str) -> AgentAPIError | None:
     )
 
 
+async def _abort_undecodable(context: grpc.aio.ServicerContext, request: Any, method: str) -> None:
+    if bad := undecodable(request, method):
+        await _abort(context, bad)
+
+
+def _public(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """A method that needs no key (health): only an undecodable request is
+    answered here. Reflection's streams of requests are left as they are."""
+    if handler.unary_unary is not None:
+        behavior = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await _abort_undecodable(context, request, method)
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary, tolerant(handler.request_deserializer), handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        stream_behavior = handler.unary_stream
+        if inspect.isasyncgenfunction(stream_behavior):
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await _abort_undecodable(context, request, method)
+                async for item in stream_behavior(request, context):
+                    yield item
+
+        else:  # health's Watch writes through the context and returns nothing
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
+                await _abort_undecodable(context, request, method)
+                return await stream_behavior(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream, tolerant(handler.request_deserializer), handler.response_serializer
+        )
+    return handler
+
+
 class ApiInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every handler: checks ``authorization: Bearer <key>`` and maps
     :class:`AgentAPIError` (and unexpected exceptions, as INTERNAL) to a
@@ -183,8 +223,10 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(PUBLIC_PREFIXES):
+        if handler is None:
             return handler
+        if details.method.startswith(PUBLIC_PREFIXES):
+            return _public(handler, details.method)
         authenticate = self.authenticator.authenticate
         if handler.unary_unary is not None:
             behavior = handler.unary_unary
