@@ -13,6 +13,7 @@ from typing import Any
 from unittest.mock import patch
 
 import grpc
+import openai
 import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -482,3 +483,15 @@ async def test_health_answers_an_undecodable_request_and_still_watches(offline_s
     first = await watch.read()
     assert first.status == health_pb2.HealthCheckResponse.SERVING
     watch.cancel()
+
+
+async def test_the_bridge_answers_a_limit_with_400(offline_stack: Stack) -> None:
+    """Met as an OpenAI SDK user meets it: a message over the character limit
+    is a 400 naming the field, not a 429 the SDK would retry, nor a 500."""
+    client = offline_stack.openai()
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(
+            model="agentapi-offline", messages=[{"role": "user", "content": "x" * 1_100_000}]
+        )
+    assert caught.value.status_code == 400
+    assert "AGENTAPI_MAX_MESSAGE_CHARS" in str(caught.value)

@@ -124,18 +124,22 @@ _UNITS = {
 
 def raise_if_any(violations: Violations, message: str = "the request has invalid fields") -> None:
     """Raises INVALID_ARGUMENT naming every violation: reason LIMIT_EXCEEDED
-    (ErrorInfo metadata ``limits``: the variables, comma-separated) when any
-    field is over a size limit, else FIELD_VIOLATION."""
+    when any field is over a size limit (the message states each such field
+    with its limit; ErrorInfo metadata ``limits``: the variables,
+    comma-separated), else FIELD_VIOLATION with ``message``."""
     if not violations.items:
         return
-    settings = [v.setting for v in violations.items if isinstance(v, LimitViolation)]
-    if settings:
-        fields = ", ".join(v.field for v in violations.items)
+    over = [v for v in violations.items if isinstance(v, LimitViolation)]
+    if over:
+        # The limits go into the message too: the bridge's error body carries
+        # the message, not the field violations.
+        details = "; ".join(f"{v.field} {v.description}" for v in over)
+        others = [v.field for v in violations.items if not isinstance(v, LimitViolation)]
         raise AgentAPIError(
             "INVALID_ARGUMENT",
             "LIMIT_EXCEEDED",
-            f"{message}: {fields}",
-            metadata={"limits": ",".join(dict.fromkeys(settings))},
+            f"the request exceeds a size limit: {details}" + (f"; also invalid: {', '.join(others)}" if others else ""),
+            metadata={"limits": ",".join(dict.fromkeys(v.setting for v in over))},
             field_violations=tuple(violations.items),
         )
     violations.raise_if_any(message)
