@@ -489,9 +489,13 @@ async def test_the_bridge_answers_a_limit_with_400(offline_stack: Stack) -> None
     """Met as an OpenAI SDK user meets it: a message over the character limit
     is a 400 naming the field, not a 429 the SDK would retry, nor a 500."""
     client = offline_stack.openai()
-    with pytest.raises(openai.BadRequestError) as caught:
-        await client.chat.completions.create(
-            model="agentapi-offline", messages=[{"role": "user", "content": "x" * 1_100_000}]
+    # 1.1 MB, and 5 MB: past gRPC's default 4 MiB between the bridge and the server.
+    for size in (1_100_000, 5_000_000):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(
+                model="agentapi-offline", messages=[{"role": "user", "content": "x" * size}]
+            )
+        assert caught.value.status_code == 400
+        assert "messages[0].content must be at most 1,048,576 characters (AGENTAPI_MAX_MESSAGE_CHARS)" in str(
+            caught.value
         )
-    assert caught.value.status_code == 400
-    assert "AGENTAPI_MAX_MESSAGE_CHARS" in str(caught.value)
