@@ -381,7 +381,7 @@ async def test_without_a_budget_the_history_cap_binds(any_db_stack: Stack, rows_
         )
     ).message
     assert (reply.prompt_messages.first, reply.prompt_messages.last) == (4001, 5001)
-    assert sum(rows_read) <= 2 * 1024, rows_read
+    assert sum(rows_read) <= 1000 + 2 * turn_history.FIRST_BATCH, rows_read
 
 
 @dataclass

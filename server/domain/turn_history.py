@@ -73,7 +73,9 @@ async def newest_needed(repository: MessageRepository, bound: int | None, max_me
         rows.extend(page)
         if len(page) < batch or _enough(rows, bound, max_messages):
             break
-        batch = min(batch * 2, MAX_BATCH)
+        # Doubling, but not far past the cap: what the cap would trim is not read.
+        usable = sum(1 for row in rows if in_prompt(row))
+        batch = min(batch * 2, MAX_BATCH, max(FIRST_BATCH, max_messages + 1 - usable))
     rows.reverse()
     return _cap(rows, max_messages)
 
