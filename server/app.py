@@ -20,6 +20,7 @@ from agentapi.v1 import (
     agent_service_pb2,
     api_key_service_pb2,
     conversation_service_pb2,
+    mcp_server_service_pb2,
     model_service_pb2,
     session_service_pb2,
     tenant_service_pb2,
@@ -29,6 +30,7 @@ from server.api.agents import AgentServicer
 from server.api.conversations import ConversationServicer
 from server.api.idempotency import IdempotencyInterceptor
 from server.api.interceptor import ApiInterceptor
+from server.api.mcp_servers import McpServerServicer
 from server.api.models import ModelServicer
 from server.api.sessions import SessionServicer
 from server.api.tenants import ApiKeyServicer, TenantServicer, UsageServicer
@@ -40,6 +42,7 @@ from server.domain.catalog import Catalog
 from server.domain.conversations import ConversationService
 from server.domain.errors import AgentAPIError
 from server.domain.idempotency import IdempotencyStore
+from server.domain.mcp_servers import McpServerService
 from server.domain.pagination import PageTokens
 from server.domain.quota import QuotaGuard, make_storage
 from server.domain.recovery import STALE_MARGIN_S, Recovery
@@ -53,6 +56,7 @@ from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend
 from server.store.db import Database
+from server.tools.builtin import load_registry
 from server.workers import bind_socket, port_in_use
 
 log = logging.getLogger("agentapi")
@@ -67,6 +71,7 @@ SERVICE_NAMES = tuple(
         (tenant_service_pb2, "TenantService"),
         (api_key_service_pb2, "ApiKeyService"),
         (usage_service_pb2, "UsageService"),
+        (mcp_server_service_pb2, "McpServerService"),
     )
 )
 
@@ -190,7 +195,9 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
         await recovery.at_startup()
     except AgentAPIError as exc:
         log.warning("crash recovery postponed, the database is unavailable: %s", exc)
-    pb.add_AgentServiceServicer_to_server(AgentServicer(AgentService(db, tokens), catalog), server)
+    registry = load_registry(config.tool_modules)
+    agents = AgentService(db, tokens, frozenset(registry.names()))
+    pb.add_AgentServiceServicer_to_server(AgentServicer(agents, catalog), server)
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
     sessions = SessionService(db, tokens)
     turns = TurnRunner(
@@ -206,6 +213,8 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
             attempt_timeout_s=config.attempt_timeout_s,
         ),
         max_turn_duration_s=config.max_turn_duration_s,
+        registry=registry,
+        tool_bounds=(config.tool_timeout_s, config.tool_max_output_bytes),
     )
     pb.add_SessionServiceServicer_to_server(
         SessionServicer(sessions, turns, TranscriptService(db, sessions, turns)), server
@@ -214,6 +223,8 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     pb.add_TenantServiceServicer_to_server(TenantServicer(TenantService(db, tokens)), server)
     pb.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(ApiKeyService(db, tokens)), server)
     pb.add_UsageServiceServicer_to_server(UsageServicer(UsageService(db)), server)
+    mcp_servers = McpServerService(db, tokens, config.secret_key, config.allow_stdio_mcp)
+    pb.add_McpServerServiceServicer_to_server(McpServerServicer(mcp_servers), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

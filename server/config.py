@@ -59,6 +59,11 @@ class Config:
         event_loop: ``asyncio`` (the default) or ``uvloop`` (when installed; with
             aiomysql, a MySQL connection that drops fails a request INTERNAL
             rather than UNAVAILABLE under uvloop, aio-libs/aiomysql#966).
+        secret_key: AGENTAPI_SECRET_KEY, from which the key that encrypts
+            stored secrets (MCP header and env values) is derived; None
+            refuses to store any. Changing it makes stored secrets unreadable.
+        allow_stdio_mcp: AGENTAPI_ALLOW_STDIO_MCP=1 lets operators register
+            stdio MCP servers, commands that agentapi starts on its own host.
         max_*: size limits (``AGENTAPI_MAX_*``), one per field of
             :class:`server.domain.limits.Limits`, which documents each; the
             :attr:`limits` property gathers them.
@@ -89,6 +94,13 @@ class Config:
     idempotency_retention_s: float = 24 * 3600.0
     workers: int = 1
     event_loop: str = "asyncio"
+    # Server-side tools: modules whose TOOLS join the built-in registry, and each call's bounds.
+    tool_modules: tuple[str, ...] = field(default_factory=tuple)
+    tool_timeout_s: float = 30.0
+    tool_max_output_bytes: int = 64 * 1024
+    # MCP servers (server/domain/mcp_servers.py).
+    secret_key: str | None = field(default=None, repr=False)
+    allow_stdio_mcp: bool = False
     # Size limits and logging (issue 13, sections 3 and 6): one block.
     max_messages_per_request: int = _LIMITS.messages_per_request
     max_message_chars: int = _LIMITS.message_chars
@@ -118,6 +130,10 @@ class Config:
             "http_addr": env.get("AGENTAPI_HTTP_ADDR") or "127.0.0.1:8080",
             "runner_id": env.get("AGENTAPI_RUNNER_ID") or "",
             "event_loop": env.get("AGENTAPI_EVENT_LOOP") or "asyncio",
+            "tool_modules": tuple(m.strip() for m in env.get("AGENTAPI_TOOL_MODULES", "").split(",") if m.strip()),
+            # MCP servers: the secrets key and the stdio switch.
+            "secret_key": env.get("AGENTAPI_SECRET_KEY") or None,
+            "allow_stdio_mcp": env.get("AGENTAPI_ALLOW_STDIO_MCP", "").strip().lower() in ("1", "true", "yes"),
             "log_level": (env.get("AGENTAPI_LOG_LEVEL") or "info").lower(),
             "log_format": (env.get("AGENTAPI_LOG_FORMAT") or "text").lower(),
         }
@@ -136,7 +152,7 @@ class Config:
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret (keys, URL passwords), for the log filter
         that masks them (``server/logs.py``)."""
-        values = [self.llm_api_key, self.master_key, *self.api_tokens]
+        values = [self.llm_api_key, self.master_key, self.secret_key, *self.api_tokens]
         for url in (self.database_url, self.redis_url, self.llm_base_url):
             if url and "://" in url:
                 try:
@@ -219,6 +235,8 @@ _NUMERIC_SETTINGS: dict[str, type] = {
     "attempt_timeout_s": float,
     "idempotency_retention_s": float,
     "workers": int,
+    "tool_timeout_s": float,
+    "tool_max_output_bytes": int,
     **{f"max_{name}": int for name in Limits.__dataclass_fields__},
 }
 

@@ -247,12 +247,14 @@ def session(view: SessionView) -> pb.Session:
 
 
 def tool_call(call: dict[str, Any]) -> pb.ToolCall:
-    """An OpenAI tool call as a proto."""
+    """A stored tool call (OpenAI's shape, plus its executor) as a proto."""
     function = call.get("function") or {}
     return pb.ToolCall(
         id=call.get("id", ""),
         type=call.get("type", "function"),
         function=pb.FunctionCall(name=function.get("name", ""), arguments=function.get("arguments", "")),
+        executor=call.get("executor", "client"),
+        awaiting_approval=bool(call.get("awaiting_approval")),
     )
 
 
@@ -368,6 +370,17 @@ def delta(value: Delta) -> pb.Delta:
         ],
         logprobs=[token_logprob(entry) for entry in value.logprobs],
         refusal=value.refusal,
+    )
+
+
+def tool_call_started(row: MessageRow, call: dict[str, Any]) -> pb.ToolCallStarted:
+    """A server-side tool call about to run: its IN_PROGRESS tool message and the model's call."""
+    return pb.ToolCallStarted(
+        tool_call_id=row.tool_call_id,
+        name=row.name,
+        arguments=str((call.get("function") or {}).get("arguments", "")),
+        executor=row.executor,
+        step=row.step,
     )
 
 

@@ -34,6 +34,10 @@ async def _stream_events(events: AsyncIterator[TurnEvent], response: Any) -> Asy
                 yield response(delta=convert.delta(event.delta))
             elif event.kind == "started":
                 yield response(turn_started=convert.turn_started(event.message))
+            elif event.kind == "tool_started":
+                yield response(tool_call_started=convert.tool_call_started(event.message, event.call))
+            elif event.kind == "tool_completed":
+                yield response(tool_call_completed=convert.message(event.message))
             elif event.kind == "input":
                 yield response(input_message=convert.message(event.message))
             else:

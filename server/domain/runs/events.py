@@ -26,10 +26,13 @@ class Delta:
 class TurnEvent:
     """``kind`` is ``started`` (the first event: ``message`` is the reply, its
     id and model set, not yet stored as final), ``input`` (a stored input
-    message), ``delta`` or ``final`` (the stored assistant message, with
-    ``error`` set when the turn failed)."""
+    message), ``delta``, ``tool_started`` (``message`` the IN_PROGRESS tool
+    message, ``call`` the model's call), ``tool_completed`` (the stored tool
+    message) or ``final`` (the stored assistant message, with ``error`` set
+    when the turn failed)."""
 
     kind: str
     message: MessageRow | None = None
     delta: Delta | None = None
     error: AgentAPIError | None = None
+    call: dict[str, Any] | None = None

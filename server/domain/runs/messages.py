@@ -102,11 +102,15 @@ def in_prompt(row: MessageRow) -> bool:
     return not (row.role == "assistant" and row.status in _PROMPT_EXCLUDED_STATUSES)
 
 
+_CALL_KEYS = ("id", "type", "function")
+
+
 def to_openai(row: MessageRow) -> dict[str, Any]:
     """A stored message in OpenAI's chat ``messages`` shape."""
     message: dict[str, Any] = {"role": row.role, "content": row.content_parts or row.content}
     if row.tool_calls:
-        message["tool_calls"] = row.tool_calls
+        # Only OpenAI's keys: the stored calls also carry their executor.
+        message["tool_calls"] = [{key: call[key] for key in _CALL_KEYS if key in call} for call in row.tool_calls]
         message["content"] = row.content or None
     if row.tool_call_id:
         message["tool_call_id"] = row.tool_call_id

@@ -1,13 +1,19 @@
-"""The turn lifecycle: one set of input messages in, one assistant reply out.
+"""The run lifecycle: input messages in, a run of steps, one final reply out.
 
 1. Validate, load the session and its history, and commit the input messages
    with an IN_PROGRESS assistant message (so a crash leaves a findable row).
-2. Build the prompt: the system prompt, the stored history, the new inputs.
-3. Stream from the backend (:mod:`.attempts`: retries and fallbacks before the
-   first delta); every content or tool-call fragment becomes a numbered delta.
-4. End in a stored terminal state whatever happens (:mod:`.terminal`):
-   COMPLETED (or REQUIRES_ACTION when the model called tools), FAILED with the
-   typed error, or CANCELLED with the partial reply when the caller goes away.
+2. Build the prompt: the system prompt, the stored history, the new inputs,
+   and the run's tools (:mod:`.toolset`: client, built-in and MCP).
+3. A model step (:mod:`.step`; retries and fallbacks before its first delta
+   in :mod:`.attempts`); every content or client tool-call fragment becomes a
+   delta, numbered across the run.
+4. When the step called server tools, run them (:mod:`.tool_calls`), store
+   each result as a tool message, and take another step; stop when the model
+   answers, needs the caller (a client tool, an approval), fails, or reaches
+   the agent's ``max_steps``.
+5. Every step ends in a stored terminal state whatever happens
+   (:mod:`.terminal`): COMPLETED, REQUIRES_ACTION, FAILED with the typed
+   error, or CANCELLED with the partial reply when the caller goes away.
 """
 
 from __future__ import annotations
@@ -24,19 +30,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain import turn_history
+from server.domain.agents import DEFAULT_MAX_STEPS
 from server.domain.catalog import Catalog
 from server.domain.common import Principal, utcnow
 from server.domain.errors import AgentAPIError
 from server.domain.history import count_message, count_text, count_tools, window
 from server.domain.quota import QuotaGuard
 from server.domain.retry import RetryPolicy
-from server.domain.runs.attempts import FALLBACK_REASONS, attempt_record, open_attempt, retryable
-from server.domain.runs.events import Delta, TurnEvent
-from server.domain.runs.failures import busy, turn_deadline
+from server.domain.runs.events import TurnEvent
+from server.domain.runs.failures import busy
 from server.domain.runs.messages import InputMessage, in_prompt, new_message, to_openai, validate_inputs
 from server.domain.runs.options import TurnOptions, check_tool_choice
-from server.domain.runs.reply import ReplyBuilder
-from server.domain.runs.terminal import finish, reply_cost
+from server.domain.runs.step import RunState, model_step
+from server.domain.runs.terminal import insert_messages
+from server.domain.runs.tool_calls import run_calls, server_calls, tool_rows
+from server.domain.runs.toolset import McpTools, build_toolset
 from server.domain.sessions import SessionService, Settings, tool_name
 from server.domain.tool_outputs import reconcile
 from server.llm.types import ChatBackend, ChatRequest
@@ -44,6 +52,8 @@ from server.store.accounts import UsageRepository, tenant_cache
 from server.store.db import Database
 from server.store.models import MessageRow
 from server.store.repositories import MessageRepository
+from server.tools.builtin import BuiltinRegistry
+from server.tools.execution import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +85,9 @@ class TurnRunner:
         runner_id: str = "",
         policy: RetryPolicy | None = None,
         max_turn_duration_s: float = 600.0,
+        registry: BuiltinRegistry | None = None,
+        mcp: McpTools | None = None,
+        tool_bounds: tuple[float, int] = (DEFAULT_TIMEOUT_S, DEFAULT_MAX_OUTPUT_BYTES),
     ) -> None:
         self.db = db
         self.backend = backend
@@ -83,6 +96,9 @@ class TurnRunner:
         self.runner_id = runner_id
         self.policy = policy or RetryPolicy()
         self.max_turn_duration_s = max_turn_duration_s
+        self.registry = registry or BuiltinRegistry()
+        self.mcp = mcp
+        self.tool_timeout_s, self.tool_max_output_bytes = tool_bounds
 
     async def run(
         self,
@@ -136,7 +152,10 @@ class TurnRunner:
                 yield TurnEvent("final", message=plan.reply)
                 return
             settings = merge(view.effective, options)
-            check_tool_choice(options, {tool_name(t) for t in settings.tools}, "options")
+            toolset = await build_toolset(
+                settings.tools, view.agent, settings.allowed_tools, self.registry, self.mcp, principal.tenant_id
+            )
+            check_tool_choice(options, {tool_name(t) for t in toolset.openai}, "options")
             self.backend.check(settings.model, options.params)
             sequence = history[-1].sequence if history else 0
             now = utcnow()
@@ -176,6 +195,7 @@ class TurnRunner:
                 prompt_first_sequence=(context or rows or [history[-1]])[0].sequence,
                 prompt_last_sequence=sequence,
                 options=options.stored(),
+                step=1,
             )
             # The INSERT and COMMIT run beside the upstream request (_stream
             # holds every event back until they are done); the task takes
@@ -195,13 +215,22 @@ class TurnRunner:
             messages=prompt,
             temperature=settings.temperature,
             max_tokens=settings.max_output_tokens,
-            tools=settings.tools,
+            tools=toolset.openai,
             params=options.params,
             extra_body=options.extra_body,
         )
-        events = self._stream(
-            request, settings.fallback_models, reply, accepted, deadline, stored, [*plan.repeated, *rows]
+        state = RunState(
+            self.db,
+            self.backend,
+            self.catalog,
+            self.policy,
+            toolset,
+            accepted,
+            deadline,
+            settings.fallback_models,
+            (view.agent.max_steps if view.agent else None) or DEFAULT_MAX_STEPS,
         )
+        events = self._steps(state, request, reply, stored, [*plan.repeated, *rows])
         async for event in events:
             if event.kind == "final" and tenant is not None:
                 await self.quota.record_tokens(tenant, reply.prompt_tokens + reply.completion_tokens)
@@ -252,127 +281,54 @@ class TurnRunner:
             )
         return usable[window(usable, budget) :]
 
-    async def _stream(
+    async def _steps(
         self,
+        state: RunState,
         request: ChatRequest,
-        fallback_models: list[str],
         reply: MessageRow,
-        accepted: float,
-        deadline: float,
         stored: asyncio.Future[None],
         inputs: list[Any],
     ) -> AsyncIterator[TurnEvent]:
-        """Tries the model, then each fallback. Each model gets the policy's
-        attempts, with backoff, for a retryable failure before the first delta;
-        once a delta is out there is no retry and no switch.
-
-        ``stored`` is the commit of the turn's messages, running meanwhile:
-        nothing (``inputs``' events first) is yielded before it succeeds; when
-        it fails, its error is raised and nothing else is stored."""
-        accumulated = ReplyBuilder()
-        announced = False
-        store_error: AgentAPIError | None = None
-        status = ""
-        error: AgentAPIError | None = None
-        first_delta_at: float | None = None
-        numbered = 0
-        usage = None
-        header_cost = None
-        attempts: list[dict[str, Any]] = []
-        streaming_since: float | None = None
-        models = [request.model, *(m for m in fallback_models if m != request.model)]
-
-        try:
-            async with AsyncExitStack() as exits:
-                for index, model in enumerate(models):
-                    reply.model = model
-                    try:
-                        async for attempt in self.policy.retrying(deadline, retryable):
-                            with attempt:
-                                started = time.monotonic()
-                                try:
-                                    chunks, head, stream = await open_attempt(
-                                        self.backend, self.policy, replace(request, model=model), deadline, exits
-                                    )
-                                except AgentAPIError as exc:
-                                    attempts.append(attempt_record(model, exc.reason, started))
-                                    raise
-                        break
-                    except AgentAPIError as exc:
-                        if exc.reason in FALLBACK_REASONS and index + 1 < len(models) and time.monotonic() < deadline:
-                            log.warning("model %s failed (%s); trying %s", model, exc.reason, models[index + 1])
-                            continue
-                        raise
-                streaming_since = started
-                # The durable write went on while the upstream answered; the
-                # caller sees nothing until it is done.
-                await stored
-                yield TurnEvent("started", message=reply)
-                for row in inputs:
-                    yield TurnEvent("input", message=row)
-                announced = True
-                reply.upstream_request_id = stream.request_id or ""
-                header_cost = stream.cost_usd
-                pending = iter(head)
-                while True:
-                    chunk = next(pending, None)
-                    if chunk is None:
-                        try:
-                            async with asyncio.timeout(deadline - time.monotonic()):
-                                chunk = await anext(chunks)
-                        except StopAsyncIteration:
-                            break
-                        except TimeoutError as exc:
-                            raise turn_deadline() from exc
-                    if chunk.has_output:
-                        if first_delta_at is None:
-                            first_delta_at = time.monotonic()
-                        numbered += 1
-                        accumulated.add(chunk)
-                        yield TurnEvent(
-                            "delta",
-                            delta=Delta(numbered, chunk.content, chunk.tool_calls, chunk.logprobs, chunk.refusal),
-                        )
-                    if chunk.finish_reason:
-                        reply.finish_reason = chunk.finish_reason
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-            status = "requires_action" if accumulated.calls else "completed"
-        except AgentAPIError as exc:
-            status, error = "failed", exc
-        except (asyncio.CancelledError, GeneratorExit):
-            status = "cancelled"
-            error = AgentAPIError("CANCELLED", "CANCELLED", "the caller cancelled the turn")
-            raise
-        except Exception as exc:  # an adapter bug must still leave a terminal row
-            log.exception("turn failed unexpectedly")
-            status, error = "failed", AgentAPIError("INTERNAL", "INTERNAL", "internal error")
-            raise AgentAPIError("INTERNAL", "INTERNAL", "internal error") from exc
-        finally:
-            if streaming_since is not None:  # the attempt that streamed, however it ended
-                attempts.append(attempt_record(reply.model, error.reason if error else "", streaming_since))
-            reply.status = status or "cancelled"
-            reply.content = accumulated.content
-            reply.tool_calls = accumulated.tool_calls or None
-            reply.logprobs = accumulated.logprobs or None
-            reply.refusal = accumulated.refusal
-            if usage is not None:
-                reply.prompt_tokens, reply.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-            elif numbered:
-                reply.completion_tokens = count_text(reply.content, reply.model)
-            reply.attempts = attempts
-            reply.cost_usd = await reply_cost(self.catalog, reply.model, usage, header_cost, reply)
-            reply.time_to_first_token_ms = int((first_delta_at - accepted) * 1000) if first_delta_at else 0
-            reply.duration_ms = int((time.monotonic() - accepted) * 1000)
-            reply.error = {"code": error.code, "reason": error.reason, "message": error.message} if error else None
-            reply.token_count = count_message(to_openai(reply), reply.model)
-            reply.update_time = utcnow()
-            # Shielded: a cancelled caller must not stop the terminal state being stored.
-            store_error = await asyncio.shield(finish(self.db, stored, reply))
-        if store_error is not None:
-            raise store_error
-        if not announced:
-            yield TurnEvent("started", message=reply)
-            for row in inputs:
-                yield TurnEvent("input", message=row)
-        yield TurnEvent("final", message=reply, error=error)
+        """The run's steps: a model step; when it called server tools (and
+        nothing needs the caller), their calls, then the next model step with
+        their results, until the model answers, needs the caller, fails or
+        reaches ``max_steps``. Yields every event; the last is ``final``."""
+        step = 1
+        while True:
+            final = None
+            async for event in model_step(state, request, reply, stored, inputs if step == 1 else (), step):
+                if event.kind == "final":
+                    final = event
+                    break
+                yield event
+            assert final is not None
+            calls = server_calls(reply, state.toolset) if final.error is None else []
+            if calls:
+                # Also when the caller must answer other calls of the step
+                # (REQUIRES_ACTION): the server's own calls are run first.
+                rows = tool_rows(reply, calls, step, self.runner_id)
+                bounds = (self.tool_timeout_s, self.tool_max_output_bytes)
+                async for event in run_calls(self.db, state.toolset, calls, rows, state.deadline, *bounds):
+                    yield event
+            if not calls or reply.status != "completed":
+                yield final
+                return
+            step += 1
+            prompt = [*request.messages, to_openai(reply), *(to_openai(row) for row in rows)]
+            reply = new_message(
+                reply.session_id,
+                reply.tenant_id,
+                rows[-1].sequence + 1,
+                "assistant",
+                utcnow(),
+                model=request.model,
+                status="in_progress",
+                runner_id=self.runner_id,
+                prompt_first_sequence=reply.prompt_first_sequence,
+                prompt_last_sequence=rows[-1].sequence,
+                options=reply.options,
+                step=step,
+            )
+            request = replace(request, messages=prompt)
+            stored = asyncio.ensure_future(insert_messages(self.db, [reply]))
+            await asyncio.shield(stored)

@@ -11,6 +11,7 @@ from server.domain.errors import AgentAPIError
 from server.llm.types import TokenUsage
 from server.store.db import Database
 from server.store.models import MessageRow
+from server.store.repositories import MessageRepository
 
 # What the terminal update of an assistant message writes.
 TERMINAL_COLUMNS = (
@@ -59,4 +60,30 @@ async def store_reply(db: Database, reply: MessageRow) -> None:
         # costs about a millisecond more per turn (bench/turncost.py).
         connection = await session.connection()
         await connection.execute(_TERMINAL_UPDATE, {"reply_id": reply.id, **values})
+        await session.commit()
+
+
+# What the terminal update of a server-side tool message writes.
+TOOL_RESULT_COLUMNS = ("status", "content", "error", "duration_ms", "token_count", "update_time")
+_TOOL_RESULT_UPDATE = (
+    update(MessageRow.__table__)
+    .where(MessageRow.__table__.c.id == bindparam("message_id"))
+    .values({name: bindparam(name) for name in TOOL_RESULT_COLUMNS})
+)
+
+
+async def store_tool_result(db: Database, message: MessageRow) -> None:
+    """UPDATEs a server-side tool message with its outcome and commits."""
+    values = {name: getattr(message, name) for name in TOOL_RESULT_COLUMNS}
+    async with db.session() as session:
+        connection = await session.connection()
+        await connection.execute(_TOOL_RESULT_UPDATE, {"message_id": message.id, **values})
+        await session.commit()
+
+
+async def insert_messages(db: Database, messages: list[MessageRow]) -> None:
+    """INSERTs rows of a running turn (a step's tool messages, its next reply)
+    and commits."""
+    async with db.session() as session:
+        await MessageRepository(session, messages[0].session_id).insert(messages)
         await session.commit()
