@@ -1,7 +1,8 @@
 """The README's quickstart runs as written, twice: every Python snippet (and
 the curl one, when curl is installed) against a ``make run``-like server
-(``agentapi serve --migrate``, SQLite, the offline model), only the ports
-changed to free ones."""
+(``agentapi serve --migrate``, SQLite, the offline model, with
+``AGENTAPI_SECRET_KEY`` as the MCP section asks) and the example MCP server,
+only the ports changed to free ones."""
 
 from __future__ import annotations
 
@@ -30,27 +31,35 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     """``agentapi serve --migrate`` as ``make run`` starts it (development key,
     offline model, SQLite), in a directory of its own, on free ports."""
     workdir = tmp_path_factory.mktemp("readme")
-    ports = {"127.0.0.1:50051": f"127.0.0.1:{free_port()}", "127.0.0.1:8080": f"127.0.0.1:{free_port()}"}
+    ports = {
+        "127.0.0.1:50051": f"127.0.0.1:{free_port()}",
+        "127.0.0.1:8080": f"127.0.0.1:{free_port()}",
+        "127.0.0.1:8765": f"127.0.0.1:{free_port()}",
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTAPI_")}
-    log = (workdir / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--migrate"]
+    env |= {"PYTHONPATH": str(ROOT), "AGENTAPI_SECRET_KEY": "change-me"}
+    commands = {
+        "serve": [sys.executable, "-m", "server.cli", "serve", "--migrate"]
         + ["--grpc-addr", ports["127.0.0.1:50051"], "--http-addr", ports["127.0.0.1:8080"]],
-        cwd=workdir,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+        "mcp": [sys.executable, str(ROOT / "examples" / "mcp_server.py"), "--api-key", "s3cret"]
+        + ["--port", ports["127.0.0.1:8765"].rsplit(":", 1)[1]],
+    }
+    ready = {"serve": "development master key", "mcp": "MCP server at"}
+    processes = {}
     try:
-        deadline = time.monotonic() + 60
-        while "development master key" not in (workdir / "serve.log").read_text():
-            assert process.poll() is None and time.monotonic() < deadline, (workdir / "serve.log").read_text()
-            time.sleep(0.1)
+        for name, command in commands.items():
+            log = workdir / f"{name}.log"
+            with log.open("w") as out:
+                processes[name] = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while ready[name] not in log.read_text():
+                assert processes[name].poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
         yield ports
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
-        log.close()
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
 
 
 def _localized(snippet: str, ports: dict[str, str]) -> str:
@@ -60,7 +69,7 @@ def _localized(snippet: str, ports: dict[str, str]) -> str:
 
 
 def test_the_readme_has_the_snippets() -> None:
-    assert len(PYTHON_SNIPPETS) >= 3 and CURL_SNIPPETS
+    assert len(PYTHON_SNIPPETS) >= 4 and CURL_SNIPPETS
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON_SNIPPETS)))
