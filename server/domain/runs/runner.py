@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.domain import turn_history
 from server.domain.agents import DEFAULT_MAX_STEPS
 from server.domain.catalog import Catalog
 from server.domain.common import Principal, utcnow
@@ -144,7 +145,7 @@ class TurnRunner:
                     "the session has ended; start a new session",
                     {"session_id": view.row.id},
                 )
-            history = await MessageRepository(db, view.row.id).history()
+            history = await turn_history.read(db, view, self.catalog, options)  # bounded: what the window can use
             if any(m.status == "in_progress" for m in history):
                 raise busy(view.row.id)
             key = current_key()
