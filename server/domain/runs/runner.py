@@ -253,6 +253,7 @@ class TurnRunner:
             deadline,
             settings.fallback_models,
             (view.agent.max_steps if view.agent else None) or DEFAULT_MAX_STEPS,
+            tenant=tenant,
         )
         approved = (decisions.approved, approved_rows, denied_rows)
         events = self._steps(state, request, reply, stored, [*plan.repeated, *rows], approved)
@@ -345,6 +346,19 @@ class TurnRunner:
             if state.open_claim is not None:  # the run ended while its server calls held the session
                 await asyncio.shield(release_run(self.db, state.open_claim))
 
+    async def _refused_step(self, state: RunState, first: MessageRow) -> AgentAPIError | None:
+        """Why the run may not take another model step (the tenant's rate
+        limits or budget), or None."""
+        if state.tenant is None:
+            return None
+        try:
+            await self.quota.check_step(self.db, state.tenant, first.id)
+        except AgentAPIError as exc:
+            if exc.code != "RESOURCE_EXHAUSTED":
+                raise
+            return exc
+        return None
+
     async def _model_and_tool_steps(
         self,
         state: RunState,
@@ -377,6 +391,7 @@ class TurnRunner:
                 yield final
                 return
             step += 1
+            refused = await self._refused_step(state, first)
             prompt = [*request.messages, to_openai(reply), *(to_openai(row) for row in rows)]
             reply = new_message(
                 reply.session_id,
@@ -394,6 +409,12 @@ class TurnRunner:
                 idempotency_key=reply.idempotency_key,
             )
             reply.reserved, reply.run_reply_id = first.reserved, first.id
+            if refused is not None:
+                reply.status = "failed"
+                reply.error = {"code": refused.code, "reason": refused.reason, "message": refused.message}
+                await insert_messages(self.db, [reply])
+                yield TurnEvent("final", message=reply, error=refused)
+                return
             request = replace(request, messages=prompt)
             stored = asyncio.ensure_future(insert_messages(self.db, [reply]))
             await asyncio.shield(stored)
