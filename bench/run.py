@@ -99,6 +99,7 @@ class Plan:
     throughput_ramp_s: float = 0.4
     throughput_window_s: float = 2.0
     cpu_iterations: int = 2000
+    step_runs: int = 200  # runs of each arm of the steps phase (bench/steps.py)
     quiet_limit_s: float = 15.0  # the longest wait for the machine to go quiet before a window
 
     @property
@@ -129,6 +130,7 @@ QUICK = Plan(
     throughput_ramp_s=0.1,
     throughput_window_s=0.25,
     cpu_iterations=50,
+    step_runs=5,
     quiet_limit_s=0.0,
 )
 
@@ -659,6 +661,14 @@ class Bench:
                 )
         self.results["phases"]["throughput"] = out
 
+    async def phase_steps(self) -> None:
+        """Issue 14: the cost of a server-side step, as a ratio to a one-step turn (see bench/steps.py)."""
+        from bench.steps import describe, measure
+
+        result = await measure("mariadb", self.plan.step_runs)
+        self.results["phases"]["steps"] = result
+        self.say(describe(result))
+
     def phase_cpu(self) -> None:
         """Target 7: per-turn token counting and history windowing (see bench/cpu.py)."""
         from bench.cpu import measure_history_cpu
@@ -774,6 +784,8 @@ def check_quick(path: Path) -> int:
     for name, entry in phases.get("memory", {}).items():
         if isinstance(entry, dict) and entry.get("held", 0) < phases["memory"]["streams"]:
             problems.append(f"memory: {name} held {entry.get('held')} streams of {phases['memory']['streams']}")
+    if "steps" in phases and phases["steps"].get("steps", {}).get("two steps") != 2:
+        problems.append(f"steps: the two-step arm did not take two steps: {phases['steps'].get('steps')}")
     if not path.with_suffix(".png").stat().st_size:
         problems.append("no chart")
     for problem in problems:
@@ -831,7 +843,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="CI smoke run: small counts, under 60 s")
     parser.add_argument("--out", type=Path, help="output folder (default bench/results, quick: bench/.cache/quick)")
     parser.add_argument(
-        "--phases", default="memory,ttft,itl,capacity,throughput,cpu", help="comma-separated subset, in order"
+        "--phases", default="memory,ttft,itl,capacity,throughput,steps,cpu", help="comma-separated subset, in order"
     )
     parser.add_argument("--ref", help="measure this commit (a snapshot) instead of the working tree")
     args = parser.parse_args()

@@ -19,6 +19,11 @@ agentapi's session settings):
                          instant ``chat.completion`` (``stream: false``).
 ``hold``                 the role chunk, then nothing until ``POST /_release``
                          (or 120 s): an idle open stream, for memory figures.
+``tool-N``               when the request offers tools and its last message is
+                         not a tool result: one call of the first tool (arguments
+                         ``{"text": "bench"}``) at once, finish ``tool_calls``;
+                         otherwise as ``instant-N``. A two-step run, for the
+                         cost of a server-side step (bench/steps.py).
 
 Every stream starts with OpenAI's role chunk and ends with a finish chunk, a
 usage chunk when ``stream_options.include_usage`` is set, then ``[DONE]``.
@@ -209,7 +214,15 @@ class Connection(asyncio.Protocol):
         role = self._chunk(b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}')
         self.transport.write(head + role)
         self.t0 = self.loop.time()
-        if name == "instant":
+        messages = body.get("messages") or ()
+        if name == "tool" and body.get("tools") and (not messages or messages[-1].get("role") != "tool"):
+            function = {"name": body["tools"][0]["function"]["name"], "arguments": '{"text":"bench"}'}
+            delta = {"tool_calls": [{"index": 0, "id": "call_bench", "type": "function", "function": function}]}
+            choice = json.dumps([{"index": 0, "delta": delta, "finish_reason": None}], separators=(",", ":"))
+            self.transport.write(self._chunk(b'"choices":' + choice.encode() + b"}"))
+            self.sent = 1
+            self._finish(b"tool_calls")
+        elif name in ("instant", "tool"):
             self.transport.write(b"".join(self._delta(k) for k in range(total)))
             self.sent = total
             self._finish()
@@ -256,9 +269,9 @@ class Connection(asyncio.Protocol):
         self.usage = self.usage and {**self.usage, "completion_tokens": 1}
         self._finish()
 
-    def _finish(self) -> None:
+    def _finish(self, reason: bytes = b"stop") -> None:
         assert self.transport is not None
-        tail = [self._chunk(b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}')]
+        tail = [self._chunk(b'"choices":[{"index":0,"delta":{},"finish_reason":"%s"}]}' % reason)]
         if self.usage is not None:
             usage = json.dumps(self.usage, separators=(",", ":")).encode()
             tail.append(_chunked(b"data: " + self.bare + b'"choices":[],"usage":' + usage + b"}\n\n"))
