@@ -13,6 +13,7 @@ from server.domain.limits import MAXIMUM as LIMIT_MAXIMUM
 from server.domain.limits import MINIMUM as LIMIT_MINIMUM
 from server.domain.limits import SETTINGS as LIMIT_SETTINGS
 from server.domain.limits import Limits
+from server.tools.builtin import load_registry
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/agentapi.db"
 DEV_MASTER_KEY = "sk-agentapi-dev"
@@ -59,6 +60,10 @@ class Config:
         event_loop: ``asyncio`` (the default) or ``uvloop`` (when installed; with
             aiomysql, a MySQL connection that drops fails a request INTERNAL
             rather than UNAVAILABLE under uvloop, aio-libs/aiomysql#966).
+        tool_modules: AGENTAPI_TOOL_MODULES, modules whose ``TOOLS`` join
+            the built-in tool registry (server/tools/builtin.py).
+        tool_timeout_s, tool_max_output_bytes: bounds of each built-in tool
+            call, in seconds and bytes of UTF-8 output.
         secret_key: AGENTAPI_SECRET_KEY, from which the key that encrypts
             stored secrets (MCP header and env values) is derived; None
             refuses to store any. Changing it makes stored secrets unreadable.
@@ -214,6 +219,11 @@ class Config:
         event loop, and when several workers would listen on a picked port
         (``:0``): workers share one known port. ``only`` is
         ``serve --only`` (the other server's address is not checked for that)."""
+        for module in self.tool_modules:  # at start, not at a tool's first call
+            try:
+                load_registry([module])
+            except (ImportError, AttributeError, ValueError, TypeError) as exc:
+                raise ValueError(f"AGENTAPI_TOOL_MODULES: cannot load tools from {module!r}: {exc}") from exc
         self.check_settings()
         if self.event_loop not in EVENT_LOOPS:
             raise ValueError(f"unknown event loop {self.event_loop!r}: choose one of {', '.join(EVENT_LOOPS)}")

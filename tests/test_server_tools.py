@@ -223,3 +223,11 @@ async def test_rate_limits_are_checked_before_each_model_step(tools_stack: Stack
             pb.SendMessageRequest(session_id=session.session.id, messages=[user("again")]), metadata=auth
         )
     assert error_reason(caught.value) == "RATE_LIMITED"
+
+
+def test_a_tool_module_that_cannot_load_is_a_setting_error_at_start() -> None:
+    from server.config import Config
+
+    with pytest.raises(ValueError, match="AGENTAPI_TOOL_MODULES: cannot load tools from 'no.such.module'"):
+        Config(tool_modules=("no.such.module",)).check()
+    Config(tool_modules=("tests.support.slow_tools",)).check()
