@@ -33,8 +33,8 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 import agentapi.v1
-from gateway.errors import ApiError, from_rpc_error, metadata_value
-from gateway.openai_compat import bad_request
+from gateway.bridge import REQUEST_ID_HEADER, request_id
+from gateway.errors import ApiError, bad_request, from_rpc_error, metadata_value
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,8 @@ async def call(binding: Binding, request: Request) -> Response:
         message = await build_request(binding, request)
         forwarded = ((h, metadata_value(h, request.headers[h])) for h in FORWARDED_HEADERS if h in request.headers)
         metadata = tuple((h, v) for h, v in forwarded if v is not None)
+        if rid := request_id(request):
+            metadata += ((REQUEST_ID_HEADER, rid),)
     except ApiError as exc:
         return _error(exc)
     channel: grpc.aio.Channel = request.app.state.bridge.channel  # opened in the lifespan
