@@ -1,7 +1,7 @@
 """Target 7: CPU time of per-turn token counting and history windowing.
 
 Measures ``server/domain/history.py`` (the module the turn calls) the way one
-turn uses it (server/domain/turns.py): ``count_message`` for the new user
+turn uses it (server/domain/runs/): ``count_message`` for the new user
 message, the budget's ``count_text`` of the system prompt and ``count_tools``
 of the tool definitions, ``window`` over the stored history (whose counts are
 read from the rows, not re-tokenized), and ``count_message`` for the finished

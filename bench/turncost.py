@@ -95,27 +95,27 @@ def count_round_trips(trips: collections.Counter[str]) -> None:
 
 def patch_core_update() -> None:
     """What if the terminal UPDATE were one prebuilt Core statement with bound parameters (no ORM-enabled
-    UPDATE, no session synchronisation, one cached compilation)? Replaces ``TurnRunner._store_reply`` in
+    UPDATE, no session synchronisation, one cached compilation)? Replaces ``runs.terminal.store_reply`` in
     this process only."""
     from sqlalchemy import bindparam
 
-    from server.domain import turns
+    from server.domain.runs import terminal
     from server.store.models import MessageRow
 
     table = MessageRow.__table__
     statement = (
         table.update()
         .where(table.c.id == bindparam("_id"))
-        .values({name: bindparam(f"v_{name}") for name in turns.TERMINAL_COLUMNS})
+        .values({name: bindparam(f"v_{name}") for name in terminal.TERMINAL_COLUMNS})
     )
 
-    async def _store_reply(self: Any, reply: Any) -> None:
-        params = {f"v_{name}": getattr(reply, name) for name in turns.TERMINAL_COLUMNS}
-        async with self.db.session() as db:
+    async def store_reply(database: Any, reply: Any) -> None:
+        params = {f"v_{name}": getattr(reply, name) for name in terminal.TERMINAL_COLUMNS}
+        async with database.session() as db:
             await (await db.connection()).execute(statement, {"_id": reply.id, **params})
             await db.commit()
 
-    turns.TurnRunner._store_reply = _store_reply
+    terminal.store_reply = store_reply
 
 
 def patch_reuse() -> None:
@@ -144,8 +144,8 @@ async def main_async(args: argparse.Namespace) -> None:
     from server.domain.catalog import Catalog
     from server.domain.common import Principal
     from server.domain.quota import QuotaGuard, make_storage
+    from server.domain.runs import InputMessage, TurnOptions, TurnRunner
     from server.domain.sessions import SessionService, Settings
-    from server.domain.turns import InputMessage, TurnRunner
     from server.store.db import Database
     from server.store.migrate import upgrade
 
@@ -184,7 +184,7 @@ async def main_async(args: argparse.Namespace) -> None:
             walls["start"] = time.perf_counter()
             inputs = [InputMessage(role="user", content="Write sixty-four words about benchmarks.")]
             last_delta = None
-            async for event in runner.run(principal, session_id, inputs, Settings()):
+            async for event in runner.run(principal, session_id, inputs, TurnOptions()):
                 now = clock()
                 if event.kind == "input":
                     marks.append(("store inputs", now))

@@ -43,15 +43,16 @@ from server.domain.pagination import PageTokens
 from server.domain.quota import QuotaGuard, make_storage
 from server.domain.recovery import STALE_MARGIN_S, Recovery
 from server.domain.retry import RetryPolicy
+from server.domain.runs import TurnRunner
 from server.domain.sessions import SessionService
 from server.domain.tenants import ApiKeyService, TenantService
 from server.domain.transcripts import TranscriptService
-from server.domain.turns import TurnRunner
 from server.domain.usage import UsageService
 from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend
 from server.store.db import Database
+from server.tools.builtin import load_registry
 from server.workers import bind_socket
 
 log = logging.getLogger("agentapi")
@@ -156,7 +157,9 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
         await recovery.at_startup()
     except AgentAPIError as exc:
         log.warning("crash recovery postponed, the database is unavailable: %s", exc)
-    pb.add_AgentServiceServicer_to_server(AgentServicer(AgentService(db, tokens), catalog), server)
+    registry = load_registry(config.tool_modules)
+    agents = AgentService(db, tokens, frozenset(registry.names()))
+    pb.add_AgentServiceServicer_to_server(AgentServicer(agents, catalog), server)
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
     sessions = SessionService(db, tokens)
     turns = TurnRunner(
@@ -172,6 +175,8 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
             attempt_timeout_s=config.attempt_timeout_s,
         ),
         max_turn_duration_s=config.max_turn_duration_s,
+        registry=registry,
+        tool_bounds=(config.tool_timeout_s, config.tool_max_output_bytes),
     )
     pb.add_SessionServiceServicer_to_server(
         SessionServicer(sessions, turns, TranscriptService(db, sessions, turns)), server

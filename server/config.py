@@ -75,6 +75,10 @@ class Config:
     idempotency_retention_s: float = 24 * 3600.0
     workers: int = 1
     event_loop: str = "asyncio"
+    # Server-side tools: modules whose TOOLS join the built-in registry, and each call's bounds.
+    tool_modules: tuple[str, ...] = field(default_factory=tuple)
+    tool_timeout_s: float = 30.0
+    tool_max_output_bytes: int = 64 * 1024
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -91,6 +95,7 @@ class Config:
             "http_addr": env.get("AGENTAPI_HTTP_ADDR") or "127.0.0.1:8080",
             "runner_id": env.get("AGENTAPI_RUNNER_ID") or "",
             "event_loop": env.get("AGENTAPI_EVENT_LOOP") or "asyncio",
+            "tool_modules": tuple(m.strip() for m in env.get("AGENTAPI_TOOL_MODULES", "").split(",") if m.strip()),
         }
         for name, type_ in _NUMERIC_SETTINGS.items():
             raw = env.get(f"AGENTAPI_{name.upper()}")
@@ -148,6 +153,8 @@ _NUMERIC_SETTINGS: dict[str, type] = {
     "attempt_timeout_s": float,
     "idempotency_retention_s": float,
     "workers": int,
+    "tool_timeout_s": float,
+    "tool_max_output_bytes": int,
 }
 
 

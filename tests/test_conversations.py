@@ -206,7 +206,7 @@ async def test_a_second_turn_while_one_runs_is_session_busy(stack: Stack) -> Non
         metadata=AUTH,
     )
     events = aiter(first)
-    assert (await anext(events)).HasField("input_message")  # the first turn is stored and running
+    assert (await anext(events)).HasField("turn_started")  # the first turn is stored and running
     error = await _expect(
         stack.sessions.SendMessage(pb.SendMessageRequest(session_id=session.id, messages=[user("two")]), metadata=AUTH),
         grpc.StatusCode.ABORTED,

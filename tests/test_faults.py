@@ -83,13 +83,6 @@ TAXONOMY = {
     "gateway_timeout": ("[[error:504]]", "DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT", None, False),
     "context_length": ("[[error:context]]", "INVALID_ARGUMENT", "CONTEXT_WINDOW_EXCEEDED", None, False),
     "content_policy": ("[[error:content_filter]]", "FAILED_PRECONDITION", "CONTENT_FILTERED", None, False),
-    "content_filter_finish": (
-        "one two [[finish:content_filter]]",
-        "FAILED_PRECONDITION",
-        "CONTENT_FILTERED",
-        None,
-        True,
-    ),
     "unknown_model": ("[[error:404]]", "NOT_FOUND", "MODEL_NOT_FOUND", None, False),
     "upstream_rejects_key": ("[[error:401]]", "INTERNAL", "UPSTREAM_AUTH_FAILED", None, False),
     "malformed_stream": ("one two three [[malformed:1]]", "UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", None, True),
@@ -126,7 +119,7 @@ async def test_upstream_failure_taxonomy(routes: dict[str, Stack], route: str, c
     deltas = "".join(e.delta.content for e in received if e.HasField("delta"))
     assert bool(deltas) == mid_stream, f"deltas before the failure: {deltas!r}"
     # Never a silent success: the stream ends with the FAILED reply, then the status.
-    assert received[0].input_message.content == f"{case} {content}"
+    assert received[0].HasField("turn_started") and received[1].input_message.content == f"{case} {content}"
     final = received[-1].assistant_message
     assert final.status == pb.MESSAGE_STATUS_FAILED and stored_reason(final) == reason
     stored = await all_messages(stack, session.id)
@@ -136,6 +129,24 @@ async def test_upstream_failure_taxonomy(routes: dict[str, Stack], route: str, c
     ]
     assert stored[1].id == final.id and stored_reason(stored[1]) == reason
     assert stored[1].content == deltas  # the partial reply is kept, nothing more
+
+
+@pytest.mark.parametrize("route", ["direct", "litellm"])
+@pytest.mark.parametrize("content", ["one two [[finish:content_filter]]", "[[empty]] [[finish:content_filter]]"])
+async def test_a_content_filter_finish_is_a_completed_reply_with_its_partial_content(
+    routes: dict[str, Stack], route: str, content: str
+) -> None:
+    # OpenAI answers a filtered completion with a 200, the partial content and
+    # finish_reason "content_filter": a reply, not an upstream failure.
+    await run_turn(routes[route], "warm up")  # a cold LiteLLM can take longer than the 1 s attempt timeout
+    session, received, error = await run_turn(routes[route], content)
+    assert error is None, error
+    final = received[-1].assistant_message
+    deltas = "".join(e.delta.content for e in received if e.HasField("delta"))
+    assert (final.status, final.finish_reason) == (pb.MESSAGE_STATUS_COMPLETED, "content_filter")
+    assert final.content == deltas and (deltas.startswith("Echo: one") if "one" in content else deltas == "")
+    stored = await all_messages(routes[route], session.id)
+    assert (stored[-1].status, stored[-1].finish_reason) == (pb.MESSAGE_STATUS_COMPLETED, "content_filter")
 
 
 async def test_connection_refused_is_upstream_unavailable(sqlite_url: str) -> None:

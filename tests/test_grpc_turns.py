@@ -37,8 +37,8 @@ async def test_streamed_turn_events_and_stored_messages(stack: Stack, key: str, 
     events = await stream_turn(stack, session.id, user("hello streaming world"))
 
     kinds = [e.WhichOneof("event") for e in events]
-    assert kinds[0] == "input_message" and kinds[-1] == "assistant_message"
-    assert set(kinds[1:-1]) == {"delta"} and len(kinds) - 2 >= 2
+    assert kinds[:2] == ["turn_started", "input_message"] and kinds[-1] == "assistant_message"
+    assert set(kinds[2:-1]) == {"delta"} and len(kinds) - 3 >= 2
     numbers = [e.delta.sequence_number for e in events if e.HasField("delta")]
     assert numbers == list(range(1, len(numbers) + 1))
     final = events[-1].assistant_message
@@ -47,6 +47,8 @@ async def test_streamed_turn_events_and_stored_messages(stack: Stack, key: str, 
     assert final.status == pb.MESSAGE_STATUS_COMPLETED
     assert final.finish_reason == "stop"
     assert final.model == "scripted-a"
+    started = events[0].turn_started
+    assert (started.message_id, started.model) == (final.id, "scripted-a"), "the first event names the reply"
     assert final.usage.prompt_tokens > 0 and final.usage.completion_tokens > 0
     assert final.usage.total_tokens == final.usage.prompt_tokens + final.usage.completion_tokens
 
@@ -60,7 +62,7 @@ async def test_streamed_turn_events_and_stored_messages(stack: Stack, key: str, 
         (pb.ROLE_USER, "hello streaming world", 1),
         (pb.ROLE_ASSISTANT, "Echo: hello streaming world", 2),
     ]
-    assert stored[0].id == events[0].input_message.id and stored[1].id == final.id
+    assert stored[0].id == events[1].input_message.id and stored[1].id == final.id
 
 
 async def test_unary_turn_sends_history_and_survives_restart(
@@ -116,7 +118,7 @@ async def test_upstream_error_before_first_delta_is_typed_and_stored(stack: Stac
             received.append(event)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_reason(caught.value) == "UPSTREAM_UNAVAILABLE"
-    assert received[0].input_message.content == "boom [[error:503]]"
+    assert received[1].input_message.content == "boom [[error:503]]"
     assert received[-1].assistant_message.status == pb.MESSAGE_STATUS_FAILED
     stored = await all_messages(stack, session.id)
     assert [m.status for m in stored] == [pb.MESSAGE_STATUS_COMPLETED, pb.MESSAGE_STATUS_FAILED]

@@ -80,11 +80,12 @@ async def test_streamed_replay_streams_the_stored_turn_with_coalesced_deltas(
     marker, idem = uuid.uuid4().hex, new_key()
     first = await stream(stack, session.id, f"stream once {marker}", idem)
     again = await stream(stack, session.id, f"stream once {marker}", idem)
-    assert [e.WhichOneof("event") for e in again] == ["input_message", "delta", "assistant_message"]
-    assert again[0].input_message == first[0].input_message
+    assert [e.WhichOneof("event") for e in again] == ["turn_started", "input_message", "delta", "assistant_message"]
+    assert again[0].turn_started == first[0].turn_started, "a replay names the same reply id from its first event"
+    assert again[1].input_message == first[1].input_message
     assert again[-1].assistant_message == first[-1].assistant_message
-    assert again[1].delta.content == "".join(e.delta.content for e in first if e.HasField("delta"))
-    assert again[1].delta.content == first[-1].assistant_message.content
+    assert again[2].delta.content == "".join(e.delta.content for e in first if e.HasField("delta"))
+    assert again[2].delta.content == first[-1].assistant_message.content
     assert upstream_calls(upstream, marker) == 1
     assert len(await all_messages(stack, session.id)) == 2
 
@@ -95,7 +96,7 @@ async def test_streamed_tool_call_replay_keeps_the_assembled_call(stack: Stack, 
     content = 'weather please [[tool:get_weather {"city": "Paris"}]]'
     first = await stream(stack, session.id, content, idem)
     again = await stream(stack, session.id, content, idem)
-    replayed = again[1].delta.tool_calls
+    replayed = again[2].delta.tool_calls
     assert len(replayed) == 1 and replayed[0].name == "get_weather" and replayed[0].id
     assert replayed[0].arguments == first[-1].assistant_message.tool_calls[0].function.arguments
     assert again[-1].assistant_message == first[-1].assistant_message
@@ -461,8 +462,8 @@ async def test_cancelled_keyed_turn_replays_what_was_stored(stack: Stack, key: s
         await asyncio.sleep(0.02)
     else:
         raise AssertionError("the cancelled call's outcome was never stored")
-    assert replay[0].input_message.content == content
-    assert replay[1].delta.content.startswith("Echo: ")
+    assert replay[1].input_message.content == content
+    assert replay[2].delta.content.startswith("Echo: ")
     stored = await all_messages(stack, session.id)
     assert [(m.role, m.status) for m in stored] == [
         (pb.ROLE_USER, pb.MESSAGE_STATUS_COMPLETED),

@@ -156,7 +156,7 @@ async def test_sessions_and_turns_over_http(offline_stack: Stack, key: str) -> N
             events = await sse_events(response)
         assert {name for name, _ in events} == {"message"}
         data = [event for _, event in events]
-        assert data[0]["inputMessage"]["content"] == "three four five"
+        assert data[1]["inputMessage"]["content"] == "three four five"
         deltas = [d["delta"] for d in data if "delta" in d]
         assert len(deltas) >= 3 and [int(d["sequenceNumber"]) for d in deltas] == list(range(1, len(deltas) + 1))
         final = data[-1]["assistantMessage"]
@@ -174,7 +174,7 @@ async def test_a_turn_failing_after_the_stream_began_ends_with_an_error_event(of
         async with http.stream("POST", f"/v1/sessions/{session['id']}:sendStreamingMessage", json=turn) as response:
             assert response.status_code == 200
             events = await sse_events(response)
-    assert events[0][1]["inputMessage"]["content"] == "hi"
+    assert "turnStarted" in events[0][1] and events[1][1]["inputMessage"]["content"] == "hi"
     assert events[-2][1]["assistantMessage"]["status"] == "MESSAGE_STATUS_FAILED"
     assert events[-1] == ("error", events[-1][1]) and events[-1][1]["error"]["code"] == "model_not_found"
 

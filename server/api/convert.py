@@ -8,14 +8,15 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from agentapi import v1 as pb
+from server.api import turn_options
 from server.api.status import to_status
 from server.domain import agents as agent_rules
 from server.domain.agents import AgentFields
 from server.domain.conversations import conversation_etag
 from server.domain.errors import AgentAPIError
+from server.domain.runs import Delta, InputMessage
 from server.domain.sessions import SessionView, Settings
 from server.domain.tenants import TenantFields
-from server.domain.turns import Delta, InputMessage
 from server.store.models import AgentRevisionRow, AgentRow, ApiKeyRow, ConversationRow, MessageRow, TenantRow
 
 ROLE_TO_PROTO = {
@@ -23,6 +24,7 @@ ROLE_TO_PROTO = {
     "user": pb.ROLE_USER,
     "assistant": pb.ROLE_ASSISTANT,
     "tool": pb.ROLE_TOOL,
+    "developer": pb.ROLE_DEVELOPER,
 }
 ROLE_FROM_PROTO = {value: key for key, value in ROLE_TO_PROTO.items()}
 STATUS_TO_PROTO = {
@@ -91,6 +93,38 @@ def agent_fields(agent: pb.Agent) -> AgentFields:
         tools=[tool_to_json(t) for t in agent.tools],
         metadata=from_struct(agent.metadata),
         allowed_tenants=list(agent.allowed_tenants),
+        builtin_tools=list(agent.builtin_tools),
+        mcp_servers=[agent_mcp_server_to_json(s) for s in agent.mcp_servers],
+        max_steps=agent.max_steps if agent.HasField("max_steps") else None,
+    )
+
+
+APPROVAL_MODE_FROM_PROTO = {
+    pb.APPROVAL_MODE_UNSPECIFIED: "never",
+    pb.APPROVAL_MODE_NEVER: "never",
+    pb.APPROVAL_MODE_ALWAYS: "always",
+    pb.APPROVAL_MODE_PER_TOOL: "per_tool",
+}
+APPROVAL_MODE_TO_PROTO = {name: value for value, name in APPROVAL_MODE_FROM_PROTO.items() if value}
+
+
+def agent_mcp_server_to_json(server: pb.AgentMcpServer) -> dict[str, Any]:
+    """An agent's MCP server entry as stored; an unknown approval mode fails validation."""
+    return {
+        "server_id": server.server_id,
+        "allowed_tools": list(server.allowed_tools),
+        "require_approval": APPROVAL_MODE_FROM_PROTO.get(server.require_approval, ""),
+        "approval_required_tools": list(server.approval_required_tools),
+    }
+
+
+def agent_mcp_server(entry: dict[str, Any]) -> pb.AgentMcpServer:
+    """A stored MCP server entry as a proto."""
+    return pb.AgentMcpServer(
+        server_id=entry.get("server_id", ""),
+        allowed_tools=entry.get("allowed_tools") or [],
+        require_approval=APPROVAL_MODE_TO_PROTO.get(entry.get("require_approval", "never"), 0),
+        approval_required_tools=entry.get("approval_required_tools") or [],
     )
 
 
@@ -112,9 +146,13 @@ def agent(row: AgentRow, catalog: set[str] | None = None) -> pb.Agent:
         etag=agent_rules.etag(row),
         revision=row.revision,
         allowed_tenants=row.allowed_tenants or [],
+        builtin_tools=row.builtin_tools or [],
+        mcp_servers=[agent_mcp_server(entry) for entry in row.mcp_servers or ()],
     )
     if row.temperature is not None:
         message.temperature = row.temperature
+    if row.max_steps is not None:
+        message.max_steps = row.max_steps
     if catalog is not None:
         message.unsupported_models.extend(m for m in [row.default_model, *row.fallback_models] if m not in catalog)
     return message
@@ -133,10 +171,14 @@ def agent_revision(row: AgentRevisionRow) -> pb.AgentRevision:
         tools=[tool_from_json(t) for t in settings["tools"]],
         metadata=struct(settings["metadata"]),
         allowed_tenants=settings.get("allowed_tenants") or [],
+        builtin_tools=settings.get("builtin_tools") or [],
+        mcp_servers=[agent_mcp_server(entry) for entry in settings.get("mcp_servers") or ()],
         revision=row.revision,
     )
     if settings.get("temperature") is not None:
         snapshot.temperature = settings["temperature"]
+    if settings.get("max_steps") is not None:
+        snapshot.max_steps = settings["max_steps"]
     return pb.AgentRevision(revision=row.revision, agent=snapshot, create_time=timestamp(row.create_time))
 
 
@@ -205,12 +247,14 @@ def session(view: SessionView) -> pb.Session:
 
 
 def tool_call(call: dict[str, Any]) -> pb.ToolCall:
-    """An OpenAI tool call as a proto."""
+    """A stored tool call (OpenAI's shape, plus its executor) as a proto."""
     function = call.get("function") or {}
     return pb.ToolCall(
         id=call.get("id", ""),
         type=call.get("type", "function"),
         function=pb.FunctionCall(name=function.get("name", ""), arguments=function.get("arguments", "")),
+        executor=call.get("executor", "client"),
+        awaiting_approval=bool(call.get("awaiting_approval")),
     )
 
 
@@ -243,7 +287,14 @@ def message(row: MessageRow) -> pb.Message:
         update_time=timestamp(row.update_time),
         token_count=row.token_count,
         content_parts=[content_part(p) for p in row.content_parts or ()],
+        logprobs=[token_logprob(entry) for entry in row.logprobs or ()],
+        refusal=row.refusal or "",
+        executor=row.executor,
+        step=row.step,
     )
+    options = turn_options.to_proto(row.options)
+    if options is not None:
+        result.options.CopyFrom(options)
     if row.prompt_last_sequence:
         result.prompt_messages.first = row.prompt_first_sequence
         result.prompt_messages.last = row.prompt_last_sequence
@@ -265,16 +316,47 @@ def input_message(message: pb.InputMessage) -> InputMessage:
 
 
 def content_part_to_json(part: pb.ContentPart) -> dict[str, Any]:
-    """A content part in OpenAI's shape."""
+    """A content part in OpenAI's shape (``text``, ``image_url`` with its
+    ``detail``, ``input_audio``, ``file``); an unknown type keeps only its type."""
     if part.type == "image_url":
-        return {"type": "image_url", "image_url": {"url": part.image_url}}
-    return {"type": part.type, "text": part.text}
+        image = {"url": part.image_url, **({"detail": part.detail} if part.detail else {})}
+        return {"type": "image_url", "image_url": image}
+    if part.type == "input_audio":
+        return {
+            "type": "input_audio",
+            "input_audio": {"data": part.input_audio.data, "format": part.input_audio.format},
+        }
+    if part.type == "file":
+        return {"type": "file", "file": json_format.MessageToDict(part.file, preserving_proto_field_name=True)}
+    if part.type == "text":
+        return {"type": "text", "text": part.text}
+    return {"type": part.type}
 
 
 def content_part(part: dict[str, Any]) -> pb.ContentPart:
     """An OpenAI content part as a proto."""
+    image = part.get("image_url") or {}
+    audio = part.get("input_audio") or {}
     return pb.ContentPart(
-        type=part.get("type", ""), text=part.get("text", ""), image_url=(part.get("image_url") or {}).get("url", "")
+        type=part.get("type", ""),
+        text=part.get("text", ""),
+        image_url=image.get("url", ""),
+        detail=image.get("detail", ""),
+        input_audio=pb.InputAudio(**audio) if audio else None,
+        file=pb.FileContent(**part["file"]) if part.get("file") else None,
+    )
+
+
+def token_logprob(entry: dict[str, Any]) -> pb.TokenLogprob:
+    """An OpenAI ``logprobs.content`` entry as a proto."""
+    return pb.TokenLogprob(
+        token=entry.get("token", ""),
+        logprob=entry.get("logprob") or 0.0,
+        bytes=bytes(entry.get("bytes") or ()),
+        top_logprobs=[
+            pb.TopLogprob(token=t.get("token", ""), logprob=t.get("logprob") or 0.0, bytes=bytes(t.get("bytes") or ()))
+            for t in entry.get("top_logprobs") or ()
+        ],
     )
 
 
@@ -286,7 +368,25 @@ def delta(value: Delta) -> pb.Delta:
         tool_calls=[
             pb.ToolCallDelta(index=f.index, id=f.id, name=f.name, arguments=f.arguments) for f in value.tool_calls
         ],
+        logprobs=[token_logprob(entry) for entry in value.logprobs],
+        refusal=value.refusal,
     )
+
+
+def tool_call_started(row: MessageRow, call: dict[str, Any]) -> pb.ToolCallStarted:
+    """A server-side tool call about to run: its IN_PROGRESS tool message and the model's call."""
+    return pb.ToolCallStarted(
+        tool_call_id=row.tool_call_id,
+        name=row.name,
+        arguments=str((call.get("function") or {}).get("arguments", "")),
+        executor=row.executor,
+        step=row.step,
+    )
+
+
+def turn_started(reply: MessageRow) -> pb.TurnStarted:
+    """The first event of a turn: the reply's id and the model answering."""
+    return pb.TurnStarted(message_id=reply.id, model=reply.model, create_time=timestamp(reply.create_time))
 
 
 BUDGET_PERIOD_TO_PROTO = {"day": pb.BUDGET_PERIOD_DAY, "month": pb.BUDGET_PERIOD_MONTH}

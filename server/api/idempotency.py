@@ -109,6 +109,8 @@ class _Coalescer:
             return
         merged, delta = self._delta.delta, message.delta
         merged.content += delta.content
+        merged.refusal += delta.refusal
+        merged.logprobs.extend(delta.logprobs)
         for fragment in delta.tool_calls:
             last = merged.tool_calls[-1] if merged.tool_calls else None
             if last is not None and last.index == fragment.index and not fragment.id:

@@ -10,11 +10,11 @@ from typing import Any
 import grpc
 
 from agentapi import v1 as pb
-from server.api import convert
+from server.api import convert, turn_options
 from server.api.interceptor import current_principal
-from server.domain.sessions import SessionService, Settings
+from server.domain.runs import InputMessage, TurnEvent, TurnRunner
+from server.domain.sessions import SessionService
 from server.domain.transcripts import TranscriptService, unknown_format
-from server.domain.turns import InputMessage, TurnEvent, TurnRunner
 
 EXPORT_FORMATS = {
     pb.EXPORT_FORMAT_UNSPECIFIED: "openai_json",
@@ -24,21 +24,20 @@ EXPORT_FORMATS = {
 }
 
 
-def _options(options: pb.TurnOptions) -> Settings:
-    return Settings(
-        temperature=options.temperature if options.HasField("temperature") else None,
-        max_output_tokens=options.max_output_tokens if options.HasField("max_output_tokens") else None,
-    )
-
-
 async def _stream_events(events: AsyncIterator[TurnEvent], response: Any) -> AsyncIterator[Any]:
-    """A turn's events as ``response`` messages (input_message, delta,
-    assistant_message); a failed turn ends with its typed status after the
-    stored FAILED message."""
+    """A turn's events as ``response`` messages (turn_started, input_message,
+    delta, assistant_message); a failed turn ends with its typed status after
+    the stored FAILED message."""
     async with aclosing(events):
         async for event in events:
             if event.kind == "delta":
                 yield response(delta=convert.delta(event.delta))
+            elif event.kind == "started":
+                yield response(turn_started=convert.turn_started(event.message))
+            elif event.kind == "tool_started":
+                yield response(tool_call_started=convert.tool_call_started(event.message, event.call))
+            elif event.kind == "tool_completed":
+                yield response(tool_call_completed=convert.message(event.message))
             elif event.kind == "input":
                 yield response(input_message=convert.message(event.message))
             else:
@@ -84,7 +83,12 @@ class SessionServicer(pb.SessionServiceServicer):
         inputs_path: str = "messages",
     ) -> AsyncIterator[TurnEvent]:
         return self.turns.run(
-            current_principal(), session_id, inputs, _options(options), context.time_remaining(), inputs_path
+            current_principal(),
+            session_id,
+            inputs,
+            turn_options.from_proto(options),
+            context.time_remaining(),
+            inputs_path,
         )
 
     async def SendMessage(

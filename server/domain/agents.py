@@ -36,7 +36,13 @@ MUTABLE_FIELDS = (
     "tools",
     "metadata",
     "allowed_tenants",
+    "builtin_tools",
+    "mcp_servers",
+    "max_steps",
 )
+DEFAULT_MAX_STEPS = 8
+MAX_STEPS_LIMIT = 64
+APPROVAL_MODES = ("never", "always", "per_tool")
 
 
 @dataclass
@@ -52,12 +58,20 @@ class AgentFields:
     tools: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     allowed_tenants: list[str] = field(default_factory=list)
+    # Built-in tool names, from the server's registry.
+    builtin_tools: list[str] = field(default_factory=list)
+    # {"server_id", "allowed_tools": [...], "require_approval": never|always|per_tool,
+    #  "approval_required_tools": [...]} per MCP server the agent may use.
+    mcp_servers: list[dict[str, Any]] = field(default_factory=list)
+    max_steps: int | None = None
 
 
 def fields_of(row: AgentRow) -> AgentFields:
     """The writable fields of a stored agent."""
     values = {f.name: getattr(row, "metadata_" if f.name == "metadata" else f.name) for f in fields(AgentFields)}
     values["allowed_tenants"] = values["allowed_tenants"] or []
+    values["builtin_tools"] = values["builtin_tools"] or []
+    values["mcp_servers"] = values["mcp_servers"] or []
     return AgentFields(**values)
 
 
@@ -79,12 +93,15 @@ def schema_problem(schema: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def validate(agent: AgentFields, prefix: str = "agent") -> None:
+def validate(agent: AgentFields, prefix: str = "agent", builtin_tools: frozenset[str] | None = None) -> None:
     """Checks every field and raises INVALID_ARGUMENT (FIELD_VIOLATION) naming
     all bad ones: key slug of 1-63, non-empty default model, temperature 0-2,
     distinct fallbacks that differ from the default, function tools with valid
-    names and object ``parameters``, metadata up to 16 KiB of JSON."""
+    names and object ``parameters``, metadata up to 16 KiB of JSON, built-in
+    tools the registry (``builtin_tools``) has, MCP servers named once each,
+    max_steps 1 to 64."""
     violations = Violations()
+    _validate_server_tools(agent, prefix, builtin_tools, violations)
     if not KEY_PATTERN.match(agent.key):
         violations.add(f"{prefix}.key", "must be 1 to 63 of a-z, 0-9, '-' or '_', starting with a letter or digit")
     if not agent.default_model.strip():
@@ -125,6 +142,32 @@ def validate(agent: AgentFields, prefix: str = "agent") -> None:
     violations.raise_if_any()
 
 
+def _validate_server_tools(
+    agent: AgentFields, prefix: str, builtin_tools: frozenset[str] | None, violations: Violations
+) -> None:
+    for index, name in enumerate(agent.builtin_tools):
+        if builtin_tools is not None and name not in builtin_tools:
+            known = ", ".join(sorted(builtin_tools)) or "none"
+            violations.add(
+                f"{prefix}.builtin_tools[{index}]", f"unknown built-in tool {name!r}; the server has: {known}"
+            )
+        elif name in agent.builtin_tools[:index]:
+            violations.add(f"{prefix}.builtin_tools[{index}]", "must not repeat another built-in tool")
+    seen: set[str] = set()
+    for index, server in enumerate(agent.mcp_servers):
+        path = f"{prefix}.mcp_servers[{index}]"
+        server_id = server.get("server_id", "")
+        if not KEY_PATTERN.match(server_id):
+            violations.add(f"{path}.server_id", "must be an MCP server id")
+        elif server_id in seen:
+            violations.add(f"{path}.server_id", "must not repeat another MCP server")
+        seen.add(server_id)
+        if server.get("require_approval", "never") not in APPROVAL_MODES:
+            violations.add(f"{path}.require_approval", "must be never, always or per_tool")
+    if agent.max_steps is not None and not 1 <= agent.max_steps <= MAX_STEPS_LIMIT:
+        violations.add(f"{prefix}.max_steps", f"must be between 1 and {MAX_STEPS_LIMIT}")
+
+
 def etag(row: AgentRow) -> str:
     """A checksum of the agent's revision and update time."""
     return hashlib.sha256(f"{row.id}:{row.revision}:{row.update_time.isoformat()}".encode()).hexdigest()[:16]
@@ -161,16 +204,17 @@ class AgentService:
     Agents are shared across tenants; only admins may change them.
     """
 
-    def __init__(self, db: Database, tokens: PageTokens) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, builtin_tools: frozenset[str] | None = None) -> None:
         self.db = db
         self.tokens = tokens
+        self.builtin_tools = builtin_tools
 
     async def create(self, principal: Principal, agent: AgentFields, agent_id: str = "") -> AgentRow:
         """Stores a new agent. Raises INVALID_ARGUMENT (FIELD_VIOLATION,
         INVALID_AGENT_ID), ALREADY_EXISTS (AGENT_ALREADY_EXISTS) for a taken
         key or id, PERMISSION_DENIED (OPERATOR_REQUIRED)."""
         require_operator(principal)
-        validate(agent)
+        validate(agent, builtin_tools=self.builtin_tools)
         chosen = require_uuid(agent_id, "agent_id", "INVALID_AGENT_ID") if agent_id else new_id()
         now = utcnow()
         row = AgentRow(id=chosen, revision=1, create_time=now, update_time=now, delete_time=None)
@@ -263,7 +307,7 @@ class AgentService:
                     "ABORTED", "ETAG_MISMATCH", "the agent changed since it was read; re-read and retry"
                 )
             merged = replace(fields_of(row), **{p: getattr(agent, p) for p in paths})
-            validate(merged)
+            validate(merged, builtin_tools=self.builtin_tools)
             _apply(row, merged, paths)
             row.revision += 1
             row.update_time = utcnow()

@@ -73,11 +73,17 @@ MAX_HISTORY_TOKEN_BUDGET = 10_000_000
 
 
 def validate_settings(
-    settings: Settings, prefix: str, violations: Violations, available_tools: list[dict[str, Any]] | None = None
+    settings: Settings,
+    prefix: str,
+    violations: Violations,
+    available_tools: list[dict[str, Any]] | None = None,
+    server_tools: tuple[list[str], list[str]] = ([], []),
 ) -> None:
     """Records violations for out-of-range temperature, max tokens or history
     budget, bad tool names, and allowed tools that ``available_tools`` (the
-    agent's tools, or the session's own) does not define."""
+    agent's tools, or the session's own) does not define, nor ``server_tools``
+    (the agent's built-in tool names, and its MCP server ids, whose tools are
+    named ``<server id>__<tool>``)."""
     if settings.temperature is not None and not 0.0 <= settings.temperature <= 2.0:
         violations.add(f"{prefix}.temperature", "must be between 0 and 2")
     if settings.max_output_tokens is not None and settings.max_output_tokens < 1:
@@ -88,9 +94,10 @@ def validate_settings(
         if not TOOL_NAME_PATTERN.match(tool_name(tool)):
             violations.add(f"{prefix}.tools[{index}].function.name", "must be 1 to 64 of a-z, A-Z, 0-9, '_' or '-'")
     if available_tools is not None:
-        names = {tool_name(t) for t in (settings.tools or available_tools)}
+        names = {tool_name(t) for t in (settings.tools or available_tools)} | set(server_tools[0])
+        prefixes = tuple(f"{server_id}__" for server_id in server_tools[1])
         for index, name in enumerate(settings.allowed_tools):
-            if name not in names:
+            if name not in names and not (prefixes and name.startswith(prefixes)):
                 known = ", ".join(sorted(names)) or "none"
                 violations.add(f"{prefix}.allowed_tools[{index}]", f"unknown tool {name!r}; the tools are: {known}")
 
@@ -165,7 +172,14 @@ class SessionService:
                         f"agent {agent.key!r} is deleted",
                         {"agent_id": agent.id},
                     )
-            validate_settings(overrides, "session.overrides", violations, list(agent.tools) if agent else [])
+            server_tools = (
+                (list(agent.builtin_tools or []), [entry["server_id"] for entry in agent.mcp_servers or []])
+                if agent
+                else ([], [])
+            )
+            validate_settings(
+                overrides, "session.overrides", violations, list(agent.tools) if agent else [], server_tools
+            )
             violations.raise_if_any()
             carried: list[MessageRow] = []
             if conversation_id:

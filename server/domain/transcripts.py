@@ -8,9 +8,9 @@ from typing import Any
 
 from server.domain.common import Principal
 from server.domain.errors import AgentAPIError, FieldViolation, Violations, invalid_argument
-from server.domain.sessions import SessionService, SessionView, Settings
+from server.domain.runs import InputMessage, TurnOptions, TurnRunner, in_prompt, to_openai
+from server.domain.sessions import SessionService, SessionView
 from server.domain.tool_outputs import UNFINISHED
-from server.domain.turns import InputMessage, TurnRunner, in_prompt, to_openai
 from server.store.db import Database
 from server.store.models import MessageRow
 from server.store.repositories import MessageRepository
@@ -194,7 +194,7 @@ class TranscriptService:
             ]
             while inputs:
                 final = None
-                async for event in self.turns.run(principal, target.row.id, inputs, Settings(), deadline_s):
+                async for event in self.turns.run(principal, target.row.id, inputs, TurnOptions(), deadline_s):
                     if event.kind == "final":
                         final = event.message
                 if final is None or final.status != "requires_action":

@@ -15,8 +15,9 @@ provider quota exhausted (OpenAI's           RESOURCE_EXHAUSTED / UPSTREAM_QUOTA
 (also mid-stream)
 read or connect timeout; 408, 504            DEADLINE_EXCEEDED / UPSTREAM_TIMEOUT [504]
 context length                               INVALID_ARGUMENT / CONTEXT_WINDOW_EXCEEDED [400]
-content policy (an error, or a stream that   FAILED_PRECONDITION / CONTENT_FILTERED [400]
-ends with ``finish_reason: content_filter``)
+content policy error (a stream that ends    FAILED_PRECONDITION / CONTENT_FILTERED [400]
+with ``finish_reason: content_filter`` is
+not an error: a completed reply, as OpenAI)
 404; unknown model                           NOT_FOUND / MODEL_NOT_FOUND [404]
 malformed stream (not JSON, not SSE) or      UNAVAILABLE / UPSTREAM_PROTOCOL_ERROR [502]
 truncated (closed mid-body, no ``[DONE]``)
@@ -180,14 +181,4 @@ def protocol_error(model: str, detail: str) -> AgentAPIError:
     """UNAVAILABLE (UPSTREAM_PROTOCOL_ERROR) for a malformed or truncated stream."""
     return AgentAPIError(
         "UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", f"malformed upstream stream: {detail}", {"model": model}
-    )
-
-
-def content_filtered(model: str) -> AgentAPIError:
-    """FAILED_PRECONDITION (CONTENT_FILTERED) for a stream the provider's filter cut."""
-    return AgentAPIError(
-        "FAILED_PRECONDITION",
-        "CONTENT_FILTERED",
-        "the provider's content filter stopped the reply",
-        {"model": model},
     )

@@ -30,7 +30,6 @@ class _Stream:
 
     async def __aiter__(self) -> AsyncIterator[ChatChunk]:
         done = False
-        filtered = False
         try:
             async for sse in EventSource(self._response).aiter_sse():
                 # Read on to the end of the body after [DONE] (it ends right
@@ -53,14 +52,11 @@ class _Stream:
                     chunk = parse_chunk(payload)
                 except (AttributeError, TypeError, ValueError, KeyError) as exc:
                     raise errors.protocol_error(self._model, f"a chunk has an unexpected shape ({exc})") from exc
-                filtered = filtered or chunk.finish_reason == "content_filter"
                 yield chunk
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, self._model, started=True) from exc
         if not done:
             raise errors.protocol_error(self._model, "the stream ended without [DONE]")
-        if filtered:  # the provider cut the reply: not a success, whatever was streamed
-            raise errors.content_filtered(self._model)
 
 
 def _stream_error(error: object, model: str) -> Exception:
@@ -82,15 +78,18 @@ def _float(value: object) -> float | None:
 
 def parse_chunk(payload: dict[str, Any]) -> ChatChunk:
     """Converts one ``chat.completion.chunk`` JSON object to a :class:`ChatChunk`."""
-    content = ""
+    content = refusal = ""
     finish_reason = ""
     fragments: tuple[ToolCallFragment, ...] = ()
+    logprobs: tuple[dict[str, Any], ...] = ()
     choices = payload.get("choices") or ()
     if choices:
         choice = choices[0]
         delta = choice.get("delta") or {}
         content = delta.get("content") or ""
+        refusal = delta.get("refusal") or ""
         finish_reason = choice.get("finish_reason") or ""
+        logprobs = tuple((choice.get("logprobs") or {}).get("content") or ())
         raw_calls = delta.get("tool_calls")
         if raw_calls:
             fragments = tuple(
@@ -113,6 +112,8 @@ def parse_chunk(payload: dict[str, Any]) -> ChatChunk:
         if usage
         else None,
         model=payload.get("model") or "",
+        logprobs=logprobs,
+        refusal=refusal,
     )
 
 
@@ -140,6 +141,9 @@ class OpenAICompatibleBackend:
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
         )
+
+    def check(self, model: str, params: dict[str, Any]) -> None:
+        """Nothing to refuse here: the upstream answers for its own models."""
 
     @asynccontextmanager
     async def stream(self, request: ChatRequest) -> AsyncIterator[_Stream]:

@@ -19,10 +19,16 @@ class ChatRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     tools: list[dict[str, Any]] = field(default_factory=list)
+    # Further chat-completions fields, forwarded as they are (response_format,
+    # tool_choice, stop, seed, logprobs, max_completion_tokens, ...).
+    params: dict[str, Any] = field(default_factory=dict)
+    # Unknown fields the caller passed through; the fields above win.
+    extra_body: dict[str, Any] = field(default_factory=dict)
 
     def body(self, stream: bool) -> dict[str, Any]:
         """The JSON body for ``POST /chat/completions``."""
-        body: dict[str, Any] = {"model": self.model, "messages": self.messages, "stream": stream}
+        body: dict[str, Any] = {**self.extra_body, **self.params}
+        body.update(model=self.model, messages=self.messages, stream=stream)
         if stream:
             body["stream_options"] = {"include_usage": True}
         if self.temperature is not None:
@@ -62,6 +68,14 @@ class ChatChunk:
     finish_reason: str = ""
     usage: TokenUsage | None = None
     model: str = ""
+    # OpenAI ``logprobs.content`` entries for this chunk's tokens.
+    logprobs: tuple[dict[str, Any], ...] = ()
+    refusal: str = ""
+
+    @property
+    def has_output(self) -> bool:
+        """Whether the chunk carries any part of the reply (a delta to relay)."""
+        return bool(self.content or self.tool_calls or self.refusal)
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,11 @@ class ChatStream(Protocol):
 
 class ChatBackend(Protocol):
     """What the turn lifecycle needs from an upstream: streamed completions and a catalog."""
+
+    def check(self, model: str, params: dict[str, Any]) -> None:
+        """Raises INVALID_ARGUMENT (UNSUPPORTED_PARAMETER, with a field
+        violation on ``options.<name>``) for a request field ``model`` cannot
+        honour; called before the turn stores anything."""
 
     def stream(self, request: ChatRequest) -> Any:
         """An async context manager yielding a :class:`ChatStream`; raises

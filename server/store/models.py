@@ -64,6 +64,9 @@ class AgentRow(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     allowed_tenants: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
+    builtin_tools: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
+    mcp_servers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True, default=list)
+    max_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
     delete_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
@@ -147,6 +150,15 @@ class MessageRow(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     content_parts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # Assistant replies: the per-turn options (OpenAI request fields) the turn ran with.
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Assistant replies: OpenAI ``logprobs.content`` entries, when asked for and sent.
+    logprobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    refusal: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Tool messages: who ran the call (client, builtin, mcp:<server id>).
+    executor: Mapped[str] = mapped_column(String(140), default="", server_default="")
+    # The model step of the run the message belongs to (inputs: 0).
+    step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Tokens of this message as it appears in a prompt, counted once when stored.
     token_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Assistant replies: the sequence range [first, last] of the history that went into the prompt.

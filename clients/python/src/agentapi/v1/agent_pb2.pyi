@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ApprovalMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApprovalModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApprovalMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPROVAL_MODE_UNSPECIFIED: _ApprovalMode.ValueType  # 0
+    """Not set: means APPROVAL_MODE_NEVER."""
+    APPROVAL_MODE_NEVER: _ApprovalMode.ValueType  # 1
+    """Calls run without approval."""
+    APPROVAL_MODE_ALWAYS: _ApprovalMode.ValueType  # 2
+    """Every call waits for approval."""
+    APPROVAL_MODE_PER_TOOL: _ApprovalMode.ValueType  # 3
+    """Calls of the tools in `approval_required_tools` wait for approval."""
+
+class ApprovalMode(_ApprovalMode, metaclass=_ApprovalModeEnumTypeWrapper):
+    """When a server tool call waits for a person's approval."""
+
+APPROVAL_MODE_UNSPECIFIED: ApprovalMode.ValueType  # 0
+"""Not set: means APPROVAL_MODE_NEVER."""
+APPROVAL_MODE_NEVER: ApprovalMode.ValueType  # 1
+"""Calls run without approval."""
+APPROVAL_MODE_ALWAYS: ApprovalMode.ValueType  # 2
+"""Every call waits for approval."""
+APPROVAL_MODE_PER_TOOL: ApprovalMode.ValueType  # 3
+"""Calls of the tools in `approval_required_tools` wait for approval."""
+Global___ApprovalMode: _TypeAlias = ApprovalMode  # noqa: Y015
 
 @_typing.final
 class Agent(_message.Message):
@@ -45,6 +74,9 @@ class Agent(_message.Message):
     UNSUPPORTED_MODELS_FIELD_NUMBER: _builtins.int
     ALLOWED_TENANTS_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    BUILTIN_TOOLS_FIELD_NUMBER: _builtins.int
+    MCP_SERVERS_FIELD_NUMBER: _builtins.int
+    MAX_STEPS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID, or the client's choice at creation (AIP-133)."""
     key: _builtins.str
@@ -63,6 +95,10 @@ class Agent(_message.Message):
     """Checksum of the agent's current state, for optimistic concurrency."""
     revision: _builtins.int
     """Revision number, starting at 1 and incremented by every update."""
+    max_steps: _builtins.int
+    """Most model steps in one run, 1 to 64; unset means 8. A run that needs
+    more ends FAILED with MAX_STEPS_EXCEEDED, everything stored.
+    """
     @_builtins.property
     def fallback_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Upstream model ids tried in order when the default model fails before
@@ -101,6 +137,16 @@ class Agent(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When a soft-deleted agent will be purged for good (AIP-164)."""
 
+    @_builtins.property
+    def builtin_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Built-in tools the server runs for the agent, by name (`calculator`,
+        `current_time`, `echo`, and any an operator registered).
+        """
+
+    @_builtins.property
+    def mcp_servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentMcpServer]:
+        """MCP servers whose tools the server runs for the agent."""
+
     def __init__(
         self,
         *,
@@ -121,16 +167,64 @@ class Agent(_message.Message):
         unsupported_models: _abc.Iterable[_builtins.str] | None = ...,
         allowed_tenants: _abc.Iterable[_builtins.str] | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        builtin_tools: _abc.Iterable[_builtins.str] | None = ...,
+        mcp_servers: _abc.Iterable[Global___AgentMcpServer] | None = ...,
+        max_steps: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "create_time", b"create_time", "delete_time", b"delete_time", "expire_time", b"expire_time", "metadata", b"metadata", "temperature", b"temperature", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_steps", b"_max_steps", "_temperature", b"_temperature", "create_time", b"create_time", "delete_time", b"delete_time", "expire_time", b"expire_time", "max_steps", b"max_steps", "metadata", b"metadata", "temperature", b"temperature", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "allowed_tenants", b"allowed_tenants", "create_time", b"create_time", "default_model", b"default_model", "delete_time", b"delete_time", "display_name", b"display_name", "etag", b"etag", "expire_time", b"expire_time", "fallback_models", b"fallback_models", "id", b"id", "key", b"key", "metadata", b"metadata", "revision", b"revision", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools", "unsupported_models", b"unsupported_models", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_steps", b"_max_steps", "_temperature", b"_temperature", "allowed_tenants", b"allowed_tenants", "builtin_tools", b"builtin_tools", "create_time", b"create_time", "default_model", b"default_model", "delete_time", b"delete_time", "display_name", b"display_name", "etag", b"etag", "expire_time", b"expire_time", "fallback_models", b"fallback_models", "id", b"id", "key", b"key", "max_steps", b"max_steps", "mcp_servers", b"mcp_servers", "metadata", b"metadata", "revision", b"revision", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools", "unsupported_models", b"unsupported_models", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_steps: _TypeAlias = _typing.Literal["max_steps"]  # noqa: Y015
+    _WhichOneofArgType__max_steps: _TypeAlias = _typing.Literal["_max_steps", b"_max_steps"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_steps) -> _WhichOneofReturnType__max_steps | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___Agent: _TypeAlias = Agent  # noqa: Y015
+
+@_typing.final
+class AgentMcpServer(_message.Message):
+    """An MCP server an agent may use, and how."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_TOOLS_FIELD_NUMBER: _builtins.int
+    REQUIRE_APPROVAL_FIELD_NUMBER: _builtins.int
+    APPROVAL_REQUIRED_TOOLS_FIELD_NUMBER: _builtins.int
+    server_id: _builtins.str
+    """The registered MCP server's id."""
+    require_approval: Global___ApprovalMode.ValueType
+    """Whether a call needs a person's approval first."""
+    @_builtins.property
+    def allowed_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The server's tools the agent may call, by their name on the server;
+        empty means all of its approved tools.
+        """
+
+    @_builtins.property
+    def approval_required_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With APPROVAL_MODE_PER_TOOL: the tools whose calls need approval."""
+
+    def __init__(
+        self,
+        *,
+        server_id: _builtins.str = ...,
+        allowed_tools: _abc.Iterable[_builtins.str] | None = ...,
+        require_approval: Global___ApprovalMode.ValueType = ...,
+        approval_required_tools: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_tools", b"allowed_tools", "approval_required_tools", b"approval_required_tools", "require_approval", b"require_approval", "server_id", b"server_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentMcpServer: _TypeAlias = AgentMcpServer  # noqa: Y015
 
 @_typing.final
 class AgentRevision(_message.Message):

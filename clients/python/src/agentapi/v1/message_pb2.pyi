@@ -39,6 +39,10 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     """The model."""
     ROLE_TOOL: _Role.ValueType  # 4
     """The output of a tool call, answering `tool_call_id`."""
+    ROLE_DEVELOPER: _Role.ValueType  # 5
+    """Instructions from the application developer (OpenAI's `developer`
+    role), sent upstream as `developer`.
+    """
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """Who wrote a message, in OpenAI's chat roles."""
@@ -53,6 +57,10 @@ ROLE_ASSISTANT: Role.ValueType  # 3
 """The model."""
 ROLE_TOOL: Role.ValueType  # 4
 """The output of a tool call, answering `tool_call_id`."""
+ROLE_DEVELOPER: Role.ValueType  # 5
+"""Instructions from the application developer (OpenAI's `developer`
+role), sent upstream as `developer`.
+"""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _MessageStatus:
@@ -123,6 +131,8 @@ class Message(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     LOGPROBS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    EXECUTOR_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     session_id: _builtins.str
@@ -154,6 +164,14 @@ class Message(_message.Message):
     refusal: _builtins.str
     """For an assistant message: the model's refusal text, when it refused
     to answer in the requested format.
+    """
+    executor: _builtins.str
+    """For a tool message: who ran the call: `client` (the caller, through
+    SubmitToolOutputs), `builtin`, or `mcp:<server id>`.
+    """
+    step: _builtins.int
+    """The model step of its run that the message belongs to, from 1 (inputs
+    are step 0).
     """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
@@ -238,10 +256,12 @@ class Message(_message.Message):
         options: _turn_options_pb2.TurnOptions | None = ...,
         logprobs: _abc.Iterable[_turn_options_pb2.TokenLogprob] | None = ...,
         refusal: _builtins.str = ...,
+        executor: _builtins.str = ...,
+        step: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "metadata", b"metadata", "options", b"options", "prompt_messages", b"prompt_messages", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "content_parts", b"content_parts", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "logprobs", b"logprobs", "metadata", b"metadata", "model", b"model", "name", b"name", "options", b"options", "prompt_messages", b"prompt_messages", "refusal", b"refusal", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "content_parts", b"content_parts", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "executor", b"executor", "finish_reason", b"finish_reason", "id", b"id", "logprobs", b"logprobs", "metadata", b"metadata", "model", b"model", "name", b"name", "options", b"options", "prompt_messages", b"prompt_messages", "refusal", b"refusal", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "step", b"step", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -416,10 +436,18 @@ class ToolCall(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    EXECUTOR_FIELD_NUMBER: _builtins.int
+    AWAITING_APPROVAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Upstream-assigned id, answered by a tool message's `tool_call_id`."""
     type: _builtins.str
     """Always `function`."""
+    executor: _builtins.str
+    """Who runs the call: `client`, `builtin` or `mcp:<server id>`. Only
+    `client` calls, and calls awaiting approval, need the caller.
+    """
+    awaiting_approval: _builtins.bool
+    """The call waits for a person's approval (SubmitToolOutputs `approvals`)."""
     @_builtins.property
     def function(self) -> Global___FunctionCall:
         """The function called."""
@@ -430,10 +458,12 @@ class ToolCall(_message.Message):
         id: _builtins.str = ...,
         type: _builtins.str = ...,
         function: Global___FunctionCall | None = ...,
+        executor: _builtins.str = ...,
+        awaiting_approval: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["function", b"function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_approval", b"awaiting_approval", "executor", b"executor", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

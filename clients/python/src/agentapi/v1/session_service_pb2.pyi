@@ -267,6 +267,8 @@ class SendStreamingMessageResponse(_message.Message):
     DELTA_FIELD_NUMBER: _builtins.int
     ASSISTANT_MESSAGE_FIELD_NUMBER: _builtins.int
     TURN_STARTED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_STARTED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def input_message(self) -> _message_pb2.Message:
         """An input message, sent once it is stored."""
@@ -287,6 +289,14 @@ class SendStreamingMessageResponse(_message.Message):
         (and keeps on an idempotent replay) and the model answering.
         """
 
+    @_builtins.property
+    def tool_call_started(self) -> Global___ToolCallStarted:
+        """A server-side tool call is about to run."""
+
+    @_builtins.property
+    def tool_call_completed(self) -> _message_pb2.Message:
+        """A server-side tool call ended: its stored tool message."""
+
     def __init__(
         self,
         *,
@@ -294,16 +304,56 @@ class SendStreamingMessageResponse(_message.Message):
         delta: Global___Delta | None = ...,
         assistant_message: _message_pb2.Message | None = ...,
         turn_started: Global___TurnStarted | None = ...,
+        tool_call_started: Global___ToolCallStarted | None = ...,
+        tool_call_completed: _message_pb2.Message | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "turn_started", b"turn_started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "turn_started", b"turn_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started", "tool_call_started", "tool_call_completed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___SendStreamingMessageResponse: _TypeAlias = SendStreamingMessageResponse  # noqa: Y015
+
+@_typing.final
+class ToolCallStarted(_message.Message):
+    """A server-side tool call about to run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    EXECUTOR_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """The call's id."""
+    name: _builtins.str
+    """The function name as the model called it."""
+    arguments: _builtins.str
+    """The arguments JSON text."""
+    executor: _builtins.str
+    """`builtin` or `mcp:<server id>`."""
+    step: _builtins.int
+    """The model step that made the call, from 1."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments: _builtins.str = ...,
+        executor: _builtins.str = ...,
+        step: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "executor", b"executor", "name", b"name", "step", b"step", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallStarted: _TypeAlias = ToolCallStarted  # noqa: Y015
 
 @_typing.final
 class TurnStarted(_message.Message):
@@ -521,17 +571,24 @@ class SubmitToolOutputsRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     TOOL_OUTPUTS_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    APPROVALS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session's UUID."""
     @_builtins.property
     def tool_outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolOutput]:
-        """One output per pending tool call (outputs stored earlier may be
-        omitted or repeated unchanged).
+        """One output per pending client tool call (outputs stored earlier may
+        be omitted or repeated unchanged).
         """
 
     @_builtins.property
     def options(self) -> _turn_options_pb2.TurnOptions:
         """Settings for the continued turn only."""
+
+    @_builtins.property
+    def approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolApproval]:
+        """Decisions on the calls awaiting approval; an approved call runs on the
+        server, a denied one reaches the model as denied.
+        """
 
     def __init__(
         self,
@@ -539,10 +596,11 @@ class SubmitToolOutputsRequest(_message.Message):
         session_id: _builtins.str = ...,
         tool_outputs: _abc.Iterable[Global___ToolOutput] | None = ...,
         options: _turn_options_pb2.TurnOptions | None = ...,
+        approvals: _abc.Iterable[Global___ToolApproval] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "session_id", b"session_id", "tool_outputs", b"tool_outputs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "options", b"options", "session_id", b"session_id", "tool_outputs", b"tool_outputs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -558,6 +616,8 @@ class SubmitToolOutputsResponse(_message.Message):
     DELTA_FIELD_NUMBER: _builtins.int
     ASSISTANT_MESSAGE_FIELD_NUMBER: _builtins.int
     TURN_STARTED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_STARTED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def input_message(self) -> _message_pb2.Message:
         """A stored tool message."""
@@ -574,6 +634,14 @@ class SubmitToolOutputsResponse(_message.Message):
     def turn_started(self) -> Global___TurnStarted:
         """The first event of the turn, as in SendStreamingMessage."""
 
+    @_builtins.property
+    def tool_call_started(self) -> Global___ToolCallStarted:
+        """A server-side tool call is about to run."""
+
+    @_builtins.property
+    def tool_call_completed(self) -> _message_pb2.Message:
+        """A server-side tool call ended: its stored tool message."""
+
     def __init__(
         self,
         *,
@@ -581,16 +649,48 @@ class SubmitToolOutputsResponse(_message.Message):
         delta: Global___Delta | None = ...,
         assistant_message: _message_pb2.Message | None = ...,
         turn_started: Global___TurnStarted | None = ...,
+        tool_call_started: Global___ToolCallStarted | None = ...,
+        tool_call_completed: _message_pb2.Message | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "turn_started", b"turn_started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "turn_started", b"turn_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started", "tool_call_started", "tool_call_completed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___SubmitToolOutputsResponse: _TypeAlias = SubmitToolOutputsResponse  # noqa: Y015
+
+@_typing.final
+class ToolApproval(_message.Message):
+    """A person's decision on a tool call awaiting approval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """The id of the call decided."""
+    approve: _builtins.bool
+    """Run the call (true) or not (false)."""
+    reason: _builtins.str
+    """Why; a denied call reaches the model as "denied by the user: <reason>"."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "reason", b"reason", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolApproval: _TypeAlias = ToolApproval  # noqa: Y015
 
 @_typing.final
 class EndSessionRequest(_message.Message):

@@ -1,0 +1,333 @@
+"""The run lifecycle: input messages in, a run of steps, one final reply out.
+
+1. Validate, load the session and its history, and commit the input messages
+   with an IN_PROGRESS assistant message (so a crash leaves a findable row).
+2. Build the prompt: the system prompt, the stored history, the new inputs,
+   and the run's tools (:mod:`.toolset`: client, built-in and MCP).
+3. A model step (:mod:`.step`; retries and fallbacks before its first delta
+   in :mod:`.attempts`); every content or client tool-call fragment becomes a
+   delta, numbered across the run.
+4. When the step called server tools, run them (:mod:`.tool_calls`), store
+   each result as a tool message, and take another step; stop when the model
+   answers, needs the caller (a client tool, an approval), fails, or reaches
+   the agent's ``max_steps``.
+5. Every step ends in a stored terminal state whatever happens
+   (:mod:`.terminal`): COMPLETED, REQUIRES_ACTION, FAILED with the typed
+   error, or CANCELLED with the partial reply when the caller goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.domain.agents import DEFAULT_MAX_STEPS
+from server.domain.catalog import Catalog
+from server.domain.common import Principal, utcnow
+from server.domain.errors import AgentAPIError
+from server.domain.history import count_message, count_text, count_tools, window
+from server.domain.quota import QuotaGuard
+from server.domain.retry import RetryPolicy
+from server.domain.runs.events import TurnEvent
+from server.domain.runs.failures import busy
+from server.domain.runs.messages import InputMessage, in_prompt, new_message, to_openai, validate_inputs
+from server.domain.runs.options import TurnOptions, check_tool_choice
+from server.domain.runs.step import RunState, model_step
+from server.domain.runs.terminal import insert_messages
+from server.domain.runs.tool_calls import run_calls, server_calls, tool_rows
+from server.domain.runs.toolset import McpTools, build_toolset
+from server.domain.sessions import SessionService, Settings, tool_name
+from server.domain.tool_outputs import reconcile
+from server.llm.types import ChatBackend, ChatRequest
+from server.store.accounts import UsageRepository, tenant_cache
+from server.store.db import Database
+from server.store.models import MessageRow
+from server.store.repositories import MessageRepository
+from server.tools.builtin import BuiltinRegistry
+from server.tools.execution import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_S
+
+log = logging.getLogger(__name__)
+
+# Tokens kept free for the reply when the turn sets no max_output_tokens.
+DEFAULT_OUTPUT_RESERVE = 1024
+
+
+def merge(settings: Settings, options: TurnOptions) -> Settings:
+    """The session's effective settings with the turn's model, tools,
+    temperature and max output tokens over them."""
+    return replace(
+        settings,
+        model=options.model or settings.model,
+        tools=settings.tools if options.tools is None else options.tools,
+        temperature=options.temperature if options.temperature is not None else settings.temperature,
+        max_output_tokens=options.max_output_tokens or settings.max_output_tokens,
+    )
+
+
+class TurnRunner:
+    """Runs turns against a chat backend and records them in the database."""
+
+    def __init__(
+        self,
+        db: Database,
+        backend: ChatBackend,
+        catalog: Catalog,
+        quota: QuotaGuard,
+        runner_id: str = "",
+        policy: RetryPolicy | None = None,
+        max_turn_duration_s: float = 600.0,
+        registry: BuiltinRegistry | None = None,
+        mcp: McpTools | None = None,
+        tool_bounds: tuple[float, int] = (DEFAULT_TIMEOUT_S, DEFAULT_MAX_OUTPUT_BYTES),
+    ) -> None:
+        self.db = db
+        self.backend = backend
+        self.catalog = catalog
+        self.quota = quota
+        self.runner_id = runner_id
+        self.policy = policy or RetryPolicy()
+        self.max_turn_duration_s = max_turn_duration_s
+        self.registry = registry or BuiltinRegistry()
+        self.mcp = mcp
+        self.tool_timeout_s, self.tool_max_output_bytes = tool_bounds
+
+    async def run(
+        self,
+        principal: Principal,
+        session_id: str,
+        inputs: Sequence[InputMessage],
+        options: TurnOptions,
+        deadline_s: float | None = None,
+        inputs_path: str = "messages",
+    ) -> AsyncIterator[TurnEvent]:
+        """Yields ``started`` (the reply's id and model), the stored inputs,
+        the deltas, then the final stored reply.
+
+        ``deadline_s`` is the caller's remaining time in seconds (None: no
+        deadline); the turn also stops at the server's maximum turn duration,
+        failing with DEADLINE_EXCEEDED (TURN_DEADLINE_EXCEEDED) and its
+        partial reply stored.
+
+        Raises before anything is stored: INVALID_ARGUMENT (FIELD_VIOLATION,
+        INVALID_SESSION_ID, UNKNOWN_TOOL_CALL_ID, CONTEXT_WINDOW_EXCEEDED when
+        the inputs alone do not fit the model), NOT_FOUND (SESSION_NOT_FOUND),
+        FAILED_PRECONDITION (SESSION_ENDED, TOOL_OUTPUTS_PENDING,
+        TOOL_OUTPUT_CONFLICT), INVALID_ARGUMENT (UNSUPPORTED_PARAMETER) for
+        an option the model cannot honour, RESOURCE_EXHAUSTED (BUDGET_EXCEEDED,
+        RATE_LIMITED) for the tenant's quotas, ABORTED (SESSION_BUSY) while
+        another turn of the session runs. Upstream failures do not raise: the
+        final event carries the error.
+        """
+        accepted = time.monotonic()
+        budget_s = self.max_turn_duration_s if deadline_s is None else min(self.max_turn_duration_s, deadline_s)
+        deadline = accepted + budget_s
+        validate_inputs(inputs, options, inputs_path)
+        async with AsyncExitStack() as reads:
+            db = await reads.enter_async_context(self.db.session())
+            view = await SessionService.load(db, principal, session_id, readonly=True)
+            if view.row.status == "ended":
+                raise AgentAPIError(
+                    "FAILED_PRECONDITION",
+                    "SESSION_ENDED",
+                    "the session has ended; start a new session",
+                    {"session_id": view.row.id},
+                )
+            history = await MessageRepository(db, view.row.id).history()
+            if any(m.status == "in_progress" for m in history):
+                raise busy(view.row.id)
+            plan = reconcile(history, inputs, inputs_path)
+            if plan.reply is not None:
+                yield TurnEvent("started", message=plan.reply)
+                for row in plan.repeated:
+                    yield TurnEvent("input", message=row)
+                yield TurnEvent("final", message=plan.reply)
+                return
+            settings = merge(view.effective, options)
+            toolset = await build_toolset(
+                settings.tools, view.agent, settings.allowed_tools, self.registry, self.mcp, principal.tenant_id
+            )
+            check_tool_choice(options, {tool_name(t) for t in toolset.openai}, "options")
+            self.backend.check(settings.model, options.params)
+            sequence = history[-1].sequence if history else 0
+            now = utcnow()
+            rows = []
+            for index in plan.new:
+                message = inputs[index]
+                sequence += 1
+                row = new_message(
+                    view.row.id,
+                    principal.tenant_id,
+                    sequence,
+                    message.role,
+                    now,
+                    content=message.text,
+                    content_parts=message.content_parts or None,
+                    tool_calls=message.tool_calls or None,
+                    tool_call_id=message.tool_call_id,
+                    name=message.name,
+                )
+                row.token_count = count_message(to_openai(row), settings.model)
+                rows.append(row)
+            context = await self._window(history, rows, settings, options.output_reserve)
+            tenant = await tenant_cache(self.db).get(db, principal.tenant_id)
+            if tenant is not None:
+                prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows)
+                await self.quota.check_budget(UsageRepository(db), tenant, prompt_tokens)
+                await self.quota.admit(tenant)
+            reply = new_message(
+                view.row.id,
+                principal.tenant_id,
+                sequence + 1,
+                "assistant",
+                now,
+                model=settings.model,
+                status="in_progress",
+                runner_id=self.runner_id,
+                prompt_first_sequence=(context or rows or [history[-1]])[0].sequence,
+                prompt_last_sequence=sequence,
+                options=options.stored(),
+                step=1,
+            )
+            # The INSERT and COMMIT run beside the upstream request (_stream
+            # holds every event back until they are done); the task takes
+            # over the database session.
+            stored = asyncio.ensure_future(self._store_inputs(reads.pop_all(), db, [*rows, reply]))
+            if self.db.local_writer:
+                # Nothing to hide behind the upstream request, and a session
+                # waiting on SQLite's write lock meanwhile held pool
+                # connections under overload (bench itl phase).
+                await asyncio.shield(stored)
+        prompt = [to_openai(m) for m in context] + [to_openai(m) for m in rows]
+        del history, context  # an open stream keeps only what it needs
+        if settings.system_prompt:
+            prompt.insert(0, {"role": "system", "content": settings.system_prompt})
+        request = ChatRequest(
+            model=settings.model,
+            messages=prompt,
+            temperature=settings.temperature,
+            max_tokens=settings.max_output_tokens,
+            tools=toolset.openai,
+            params=options.params,
+            extra_body=options.extra_body,
+        )
+        state = RunState(
+            self.db,
+            self.backend,
+            self.catalog,
+            self.policy,
+            toolset,
+            accepted,
+            deadline,
+            settings.fallback_models,
+            (view.agent.max_steps if view.agent else None) or DEFAULT_MAX_STEPS,
+        )
+        events = self._steps(state, request, reply, stored, [*plan.repeated, *rows])
+        async for event in events:
+            if event.kind == "final" and tenant is not None:
+                await self.quota.record_tokens(tenant, reply.prompt_tokens + reply.completion_tokens)
+            yield event
+
+    @staticmethod
+    async def _store_inputs(scope: AsyncExitStack, db: AsyncSession, messages: list[MessageRow]) -> None:
+        """INSERTs the turn's new messages and its IN_PROGRESS reply, and
+        commits; closes the session (``scope``) however it ends. Raises
+        ABORTED (SESSION_BUSY) when another turn took the sequence numbers,
+        UNAVAILABLE (DATABASE_UNAVAILABLE)."""
+        async with scope:
+            try:
+                await MessageRepository(db, messages[0].session_id).insert(messages)
+                await db.commit()
+            except IntegrityError as exc:
+                raise busy(messages[0].session_id) from exc
+
+    async def _window(
+        self, history: list[MessageRow], rows: list[MessageRow], settings: Settings, reserve: int | None
+    ) -> list[MessageRow]:
+        """The stored history that goes into the prompt: finished messages, the
+        newest whole groups within the history budget (the session's
+        ``history_token_budget``, else the model's context window less the
+        output reserve, the system prompt, the tools and the new inputs).
+        Raises INVALID_ARGUMENT (CONTEXT_WINDOW_EXCEEDED) when the inputs alone
+        overflow the context window."""
+        usable = [m for m in history if in_prompt(m)]
+        if settings.history_token_budget is not None:
+            return usable[window(usable, settings.history_token_budget) :]
+        info = await self.catalog.find(settings.model)
+        if info is None or not info.context_window:
+            return usable
+        fixed = (
+            count_text(settings.system_prompt, settings.model)
+            + count_tools(settings.tools, settings.model)
+            + sum(r.token_count for r in rows)
+            + (reserve or settings.max_output_tokens or DEFAULT_OUTPUT_RESERVE)
+        )
+        budget = info.context_window - fixed
+        if budget < 0:
+            raise AgentAPIError(
+                "INVALID_ARGUMENT",
+                "CONTEXT_WINDOW_EXCEEDED",
+                f"the new messages need about {fixed} tokens with the output reserve; "
+                f"model {settings.model!r} takes {info.context_window}",
+                {"model": settings.model, "context_window": str(info.context_window)},
+            )
+        return usable[window(usable, budget) :]
+
+    async def _steps(
+        self,
+        state: RunState,
+        request: ChatRequest,
+        reply: MessageRow,
+        stored: asyncio.Future[None],
+        inputs: list[Any],
+    ) -> AsyncIterator[TurnEvent]:
+        """The run's steps: a model step; when it called server tools (and
+        nothing needs the caller), their calls, then the next model step with
+        their results, until the model answers, needs the caller, fails or
+        reaches ``max_steps``. Yields every event; the last is ``final``."""
+        step = 1
+        while True:
+            final = None
+            async for event in model_step(state, request, reply, stored, inputs if step == 1 else (), step):
+                if event.kind == "final":
+                    final = event
+                    break
+                yield event
+            assert final is not None
+            calls = server_calls(reply, state.toolset) if final.error is None else []
+            if calls:
+                # Also when the caller must answer other calls of the step
+                # (REQUIRES_ACTION): the server's own calls are run first.
+                rows = tool_rows(reply, calls, step, self.runner_id)
+                bounds = (self.tool_timeout_s, self.tool_max_output_bytes)
+                async for event in run_calls(self.db, state.toolset, calls, rows, state.deadline, *bounds):
+                    yield event
+            if not calls or reply.status != "completed":
+                yield final
+                return
+            step += 1
+            prompt = [*request.messages, to_openai(reply), *(to_openai(row) for row in rows)]
+            reply = new_message(
+                reply.session_id,
+                reply.tenant_id,
+                rows[-1].sequence + 1,
+                "assistant",
+                utcnow(),
+                model=request.model,
+                status="in_progress",
+                runner_id=self.runner_id,
+                prompt_first_sequence=reply.prompt_first_sequence,
+                prompt_last_sequence=rows[-1].sequence,
+                options=reply.options,
+                step=step,
+            )
+            request = replace(request, messages=prompt)
+            stored = asyncio.ensure_future(insert_messages(self.db, [reply]))
+            await asyncio.shield(stored)
