@@ -8,6 +8,7 @@ client; the scripted upstream (tests/support/upstream.py) records what it got.""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import openai
@@ -18,6 +19,11 @@ from agentapi import v1 as pb
 from tests.helpers import all_messages, create_agent
 from tests.stack import Stack, start_stack
 from tests.support.upstream import REFUSAL_TEXT, ScriptedUpstream
+
+
+def unique(text: str) -> str:
+    """``text`` with a unique suffix: the upstream is shared by the SQLite and MariaDB runs."""
+    return f"{text} {uuid.uuid4().hex[:8]}"
 
 
 def chat_bodies(upstream: ScriptedUpstream, marker: str) -> list[dict[str, Any]]:
@@ -78,7 +84,7 @@ KEPT_BY_LITELLM = {"user": "end-user-1", "metadata": {"k": "v"}}
 async def test_every_parameter_reaches_the_upstream_and_is_stored(
     stack: Stack, upstream: ScriptedUpstream, stream: bool
 ) -> None:
-    marker = f"params-{stream}"
+    marker = unique("params")
     parts = [
         {"type": "text", "text": marker},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
@@ -114,23 +120,26 @@ async def test_every_parameter_reaches_the_upstream_and_is_stored(
 
 
 async def test_max_tokens_is_sent_as_max_tokens(stack: Stack, upstream: ScriptedUpstream) -> None:
+    marker = unique("cap me")
     await stack.openai().chat.completions.create(
-        model="scripted-a", messages=[{"role": "user", "content": "cap me"}], max_tokens=12
+        model="scripted-a", messages=[{"role": "user", "content": marker}], max_tokens=12
     )
-    (sent,) = chat_bodies(upstream, "cap me")
+    (sent,) = chat_bodies(upstream, marker)
     assert sent["max_tokens"] == 12 and "max_completion_tokens" not in sent
 
 
 async def test_n_above_one_is_refused_naming_n(stack: Stack, upstream: ScriptedUpstream) -> None:
+    marker = unique("two please")
     with pytest.raises(openai.BadRequestError) as caught:
         await stack.openai().chat.completions.create(
-            model="scripted-a", messages=[{"role": "user", "content": "two please"}], n=2
+            model="scripted-a", messages=[{"role": "user", "content": marker}], n=2
         )
     assert caught.value.body["param"] == "n"
-    assert not chat_bodies(upstream, "two please")
+    assert not chat_bodies(upstream, marker)
 
 
 async def test_model_and_tools_apply_to_a_continued_turn(stack: Stack, upstream: ScriptedUpstream) -> None:
+    marker = unique("turn two")
     client = stack.openai()
     raw = await client.chat.completions.with_raw_response.create(
         model="scripted-a", messages=[{"role": "user", "content": "turn one"}]
@@ -139,11 +148,11 @@ async def test_model_and_tools_apply_to_a_continued_turn(stack: Stack, upstream:
     tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
     second = await client.chat.completions.create(
         model="scripted-b",
-        messages=[{"role": "user", "content": "turn two [[tool:weather {}]]"}],
+        messages=[{"role": "user", "content": f"{marker} [[tool:weather {{}}]]"}],
         tools=tools,
         extra_headers=session,
     )
-    (sent,) = chat_bodies(upstream, "turn two")
+    (sent,) = chat_bodies(upstream, marker)
     assert sent["model"] == "scripted-b"
     assert [t["function"]["name"] for t in sent["tools"]] == ["weather"]
     assert second.model == "scripted-b"
@@ -273,16 +282,17 @@ class MathAnswer(BaseModel):
 
 
 async def test_the_sdk_parse_helper_returns_the_pydantic_model(stack: Stack, upstream: ScriptedUpstream) -> None:
+    marker = unique("solve 8x + 7 = -23")
     client = stack.openai()
     completion = await client.chat.completions.parse(
         model="scripted-a",
-        messages=[{"role": "user", "content": "solve 8x + 7 = -23"}],
+        messages=[{"role": "user", "content": marker}],
         response_format=MathAnswer,
     )
     parsed = completion.choices[0].message.parsed
     assert isinstance(parsed, MathAnswer)
-    assert parsed == MathAnswer(steps=[], final_answer="solve 8x + 7 = -23", confident=False)
-    (sent,) = chat_bodies(upstream, "solve 8x")
+    assert parsed == MathAnswer(steps=[], final_answer=marker, confident=False)
+    (sent,) = chat_bodies(upstream, marker)
     assert sent["response_format"]["type"] == "json_schema"
     assert sent["response_format"]["json_schema"]["name"] == "MathAnswer"
     json_mode = await client.chat.completions.create(
@@ -324,7 +334,7 @@ async def test_a_large_prompt_runs_once_and_answers_200(stack: Stack, upstream: 
     of over 5 MB (SendMessage returns the stored input with the answer). The
     bridge's channel used to refuse that reply with grpc's RESOURCE_EXHAUSTED,
     answered 429 after the turn ran and was billed, so the SDK retried it."""
-    marker = "large-prompt-marker"
+    marker = unique("large-prompt")
     system = "lorem ipsum dolor sit amet " * (1_800_000 // 27)
     # Hyphens, not spaces: the upstream echoes one delta per word, and a few
     # large deltas keep the echo of 1.9 MB quick.

@@ -36,7 +36,7 @@ def body(**fields: Any) -> dict[str, Any]:
 
 # (raw body, the param OpenAI's error must name); each was a 500 or a silent accept before.
 MALFORMED = [
-    pytest.param(body(messages=[{"role": 5, "content": "x"}]), "messages[0].role", id="non-string role"),
+    pytest.param(body(messages=[{"role": ["user"], "content": "x"}]), "messages[0].role", id="non-string role"),
     pytest.param(body(messages=[{"role": "robot", "content": "x"}]), "messages[0].role", id="unknown role"),
     pytest.param(
         body(messages=[{"role": "assistant", "content": "x", "tool_calls": "call"}, *USER]),

@@ -16,12 +16,9 @@ from gateway.errors import bad_request
 from gateway.openai import chat_schema as schema
 
 AGENT_PREFIX = "agent:"
-# The proto's Role has no DEVELOPER yet: until it does, a developer message is
-# stored and sent as a system message (which upstreams treat alike); the bridge
-# keeps it as developer as soon as the generated code has ROLE_DEVELOPER.
 ROLES = {
     "system": pb.ROLE_SYSTEM,
-    "developer": getattr(pb, "ROLE_DEVELOPER", pb.ROLE_SYSTEM),
+    "developer": pb.ROLE_DEVELOPER,
     "user": pb.ROLE_USER,
     "assistant": pb.ROLE_ASSISTANT,
     "tool": pb.ROLE_TOOL,
