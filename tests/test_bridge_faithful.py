@@ -7,18 +7,22 @@ client; the scripted upstream (tests/support/upstream.py) records what it got.""
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
 import uuid
 from typing import Any
 
+import jsonschema
 import openai
+import pydantic
 import pytest
 from pydantic import BaseModel
 
 from agentapi import v1 as pb
 from tests.helpers import all_messages, create_agent
 from tests.stack import Stack, start_stack
-from tests.support.upstream import REFUSAL_TEXT, ScriptedUpstream
+from tests.support.upstream import REFUSAL_TEXT, ScriptedUpstream, minimal_instance
 
 
 def unique(text: str) -> str:
@@ -301,6 +305,28 @@ async def test_the_sdk_parse_helper_returns_the_pydantic_model(stack: Stack, ups
         response_format={"type": "json_object"},
     )
     assert json.loads(json_mode.choices[0].message.content) == {"echo": "answer in JSON"}
+
+
+class Kind(enum.Enum):
+    A = "a"
+    B = "b"
+
+
+class Everything(BaseModel):
+    when: datetime.datetime
+    kind: Kind
+    maybe: int | None
+    score: float = pydantic.Field(ge=1.5)
+    tags: list[str] = pydantic.Field(min_length=2)
+    nested: Step
+
+
+@pytest.mark.parametrize("model", [MathAnswer, Everything])
+def test_the_scripted_upstreams_json_is_valid_against_the_schema(model: type[BaseModel]) -> None:
+    schema = model.model_json_schema()
+    instance = minimal_instance(schema, schema, "some text")
+    jsonschema.validate(instance, schema)
+    model.model_validate(instance)
 
 
 # --------------------------------------------------------------------------- #

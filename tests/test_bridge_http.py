@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import openai
@@ -14,6 +15,7 @@ import pytest
 import uvicorn
 from grpc_health.v1 import health_pb2
 
+from agentapi import v1 as pb
 from gateway.app import create_app
 from gateway.settings import BridgeSettings
 from tests.helpers import create_agent
@@ -79,6 +81,36 @@ async def test_the_sdk_reads_the_request_id_of_a_completion(offline_stack: Stack
     )
     assert raw.headers["x-request-id"] == "trace-42"
     assert raw.request_id == "trace-42"  # the SDK's own accessor (openai-python reads x-request-id)
+
+
+class RecordingSessions:
+    """Stands in for the SessionService stub: records each call's metadata."""
+
+    def __init__(self) -> None:
+        self.metadata: list[dict[str, str]] = []
+
+    async def CreateSession(self, request: pb.CreateSessionRequest, metadata: Any) -> pb.CreateSessionResponse:
+        self.metadata.append(dict(metadata))
+        return pb.CreateSessionResponse(session=pb.Session(id="s-1"))
+
+    async def SendMessage(self, request: pb.SendMessageRequest, metadata: Any) -> pb.SendMessageResponse:
+        self.metadata.append(dict(metadata))
+        return pb.SendMessageResponse(message=pb.Message(id="m-1", role=pb.ROLE_ASSISTANT, content="ok", model="m"))
+
+
+async def test_the_request_id_is_sent_to_grpc_with_every_call() -> None:
+    app = create_app("127.0.0.1:1", BridgeSettings())
+    sessions = app.state.bridge.sessions = RecordingSessions()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge") as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            headers={**AUTH_HEADER, "X-Request-Id": "req-7", "Idempotency-Key": "k-7"},
+        )
+    assert response.status_code == 200 and response.json()["id"] == "chatcmpl-m-1"
+    create, send = sessions.metadata
+    assert create["x-request-id"] == send["x-request-id"] == "req-7"
+    assert send["idempotency-key"] == "k-7" and create["idempotency-key"].startswith("chat-completion-session:")
 
 
 # --------------------------------------------------------------------------- #
