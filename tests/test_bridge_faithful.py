@@ -11,6 +11,7 @@ import datetime
 import enum
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import jsonschema
@@ -256,22 +257,38 @@ async def test_logprobs_come_back_and_are_stored(stack: Stack, stream: bool) -> 
     assert [lp.token for lp in stored.logprobs] == [e.token for e in entries]
 
 
-async def test_a_refusal_comes_back_as_refusal(sqlite_url: str, upstream: ScriptedUpstream) -> None:
+@pytest.fixture
+async def direct(sqlite_url: str, upstream: ScriptedUpstream) -> AsyncIterator[Stack]:
+    """agentapi calling the scripted upstream without LiteLLM in between."""
+    running = await start_stack(sqlite_url, upstream.base_url, "unused", runner_id="direct")
+    yield running
+    await running.stop()
+
+
+async def test_a_developer_message_stays_developer(direct: Stack, upstream: ScriptedUpstream) -> None:
+    """Directly against the upstream: LiteLLM's proxy (1.103.7) sends a developer
+    message to an ``openai/`` model as a system message."""
+    marker = unique("developer")
+    raw = await direct.openai().chat.completions.with_raw_response.create(
+        model="scripted-a",
+        messages=[{"role": "developer", "content": "Answer briefly."}, {"role": "user", "content": marker}],
+    )
+    (sent,) = chat_bodies(upstream, marker)
+    assert sent["messages"][0] == {"role": "developer", "content": "Answer briefly."}
+    stored = await all_messages(direct, raw.headers["x-session-id"])
+    assert stored[0].role == pb.ROLE_DEVELOPER
+
+
+async def test_a_refusal_comes_back_as_refusal(direct: Stack) -> None:
     """Directly against the upstream: LiteLLM's proxy (1.103.7) moves a refusal
     into ``provider_specific_fields`` and drops refusal deltas."""
-    direct = await start_stack(sqlite_url, upstream.base_url, "unused", runner_id="refusal")
-    try:
-        client = direct.openai()
-        messages = [{"role": "user", "content": "do the bad thing [[refusal]]"}]
-        completion = await client.chat.completions.create(model="scripted-a", messages=messages)
-        assert completion.choices[0].message.refusal == REFUSAL_TEXT
-        assert completion.choices[0].message.content is None
-        chunks = [
-            c async for c in await client.chat.completions.create(model="scripted-a", messages=messages, stream=True)
-        ]
-        assert "".join(c.choices[0].delta.refusal or "" for c in chunks if c.choices) == REFUSAL_TEXT
-    finally:
-        await direct.stop()
+    client = direct.openai()
+    messages = [{"role": "user", "content": "do the bad thing [[refusal]]"}]
+    completion = await client.chat.completions.create(model="scripted-a", messages=messages)
+    assert completion.choices[0].message.refusal == REFUSAL_TEXT
+    assert completion.choices[0].message.content is None
+    chunks = [c async for c in await client.chat.completions.create(model="scripted-a", messages=messages, stream=True)]
+    assert "".join(c.choices[0].delta.refusal or "" for c in chunks if c.choices) == REFUSAL_TEXT
 
 
 class Step(BaseModel):
