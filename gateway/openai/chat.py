@@ -17,6 +17,7 @@ from agentapi import v1 as pb
 from gateway.bridge import Bridge, call_metadata, idempotency_key
 from gateway.errors import ApiError, from_rpc_error, from_status, openai_error
 from gateway.openai import chat_convert as convert
+from gateway.openai.chat_schema import ChatCompletionRequest
 
 SESSION_HEADER = "X-Session-Id"
 _UNFINISHED = (pb.MESSAGE_STATUS_FAILED, pb.MESSAGE_STATUS_CANCELLED)
@@ -34,7 +35,9 @@ def error_response(error: ApiError, headers: dict[str, str] | None = None) -> JS
     return JSONResponse(error.body, status_code=error.http_status, headers={**error.headers, **(headers or {})})
 
 
-async def _open_session(bridge: Bridge, request: Request, body: Any, key: str | None) -> tuple[str, bool]:
+async def _open_session(
+    bridge: Bridge, request: Request, body: ChatCompletionRequest, key: str | None
+) -> tuple[str, bool]:
     """The session to use: the ``X-Session-Id`` one, or a new one for
     ``model`` (a plain model, or ``agent:<key>``). Returns (id, created)."""
     existing = request.headers.get(SESSION_HEADER, "").strip()
