@@ -20,6 +20,7 @@ from agentapi.v1 import (
     agent_service_pb2,
     api_key_service_pb2,
     conversation_service_pb2,
+    mcp_server_service_pb2,
     model_service_pb2,
     session_service_pb2,
     tenant_service_pb2,
@@ -29,6 +30,7 @@ from server.api.agents import AgentServicer
 from server.api.conversations import ConversationServicer
 from server.api.idempotency import IdempotencyInterceptor
 from server.api.interceptor import ApiInterceptor
+from server.api.mcp_servers import McpServerServicer
 from server.api.models import ModelServicer
 from server.api.sessions import SessionServicer
 from server.api.tenants import ApiKeyServicer, TenantServicer, UsageServicer
@@ -39,11 +41,13 @@ from server.domain.catalog import Catalog
 from server.domain.conversations import ConversationService
 from server.domain.errors import AgentAPIError
 from server.domain.idempotency import IdempotencyStore
+from server.domain.mcp_servers import McpServerService
 from server.domain.pagination import PageTokens
 from server.domain.quota import QuotaGuard, make_storage
 from server.domain.recovery import STALE_MARGIN_S, Recovery
 from server.domain.retry import RetryPolicy
 from server.domain.runs import TurnRunner
+from server.domain.runs.mcp_tools import McpRunTools
 from server.domain.sessions import SessionService
 from server.domain.tenants import ApiKeyService, TenantService
 from server.domain.transcripts import TranscriptService
@@ -67,6 +71,7 @@ SERVICE_NAMES = tuple(
         (tenant_service_pb2, "TenantService"),
         (api_key_service_pb2, "ApiKeyService"),
         (usage_service_pb2, "UsageService"),
+        (mcp_server_service_pb2, "McpServerService"),
     )
 )
 
@@ -158,6 +163,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     except AgentAPIError as exc:
         log.warning("crash recovery postponed, the database is unavailable: %s", exc)
     registry = load_registry(config.tool_modules)
+    mcp_servers = McpServerService(db, tokens, config.secret_key, config.allow_stdio_mcp)
     agents = AgentService(db, tokens, frozenset(registry.names()))
     pb.add_AgentServiceServicer_to_server(AgentServicer(agents, catalog), server)
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
@@ -176,6 +182,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
         ),
         max_turn_duration_s=config.max_turn_duration_s,
         registry=registry,
+        mcp=McpRunTools(mcp_servers),
         tool_bounds=(config.tool_timeout_s, config.tool_max_output_bytes),
     )
     pb.add_SessionServiceServicer_to_server(
@@ -185,6 +192,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     pb.add_TenantServiceServicer_to_server(TenantServicer(TenantService(db, tokens)), server)
     pb.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(ApiKeyService(db, tokens)), server)
     pb.add_UsageServiceServicer_to_server(UsageServicer(UsageService(db)), server)
+    pb.add_McpServerServiceServicer_to_server(McpServerServicer(mcp_servers), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -52,6 +52,11 @@ class Config:
         event_loop: ``asyncio`` (the default) or ``uvloop`` (when installed; with
             aiomysql, a MySQL connection that drops fails a request INTERNAL
             rather than UNAVAILABLE under uvloop, aio-libs/aiomysql#966).
+        secret_key: AGENTAPI_SECRET_KEY, from which the key that encrypts
+            stored secrets (MCP header and env values) is derived; None
+            refuses to store any. Changing it makes stored secrets unreadable.
+        allow_stdio_mcp: AGENTAPI_ALLOW_STDIO_MCP=1 lets operators register
+            stdio MCP servers, commands that agentapi starts on its own host.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -79,6 +84,9 @@ class Config:
     tool_modules: tuple[str, ...] = field(default_factory=tuple)
     tool_timeout_s: float = 30.0
     tool_max_output_bytes: int = 64 * 1024
+    # MCP servers (server/domain/mcp_servers.py).
+    secret_key: str | None = field(default=None, repr=False)
+    allow_stdio_mcp: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -96,6 +104,9 @@ class Config:
             "runner_id": env.get("AGENTAPI_RUNNER_ID") or "",
             "event_loop": env.get("AGENTAPI_EVENT_LOOP") or "asyncio",
             "tool_modules": tuple(m.strip() for m in env.get("AGENTAPI_TOOL_MODULES", "").split(",") if m.strip()),
+            # MCP servers: the secrets key and the stdio switch.
+            "secret_key": env.get("AGENTAPI_SECRET_KEY") or None,
+            "allow_stdio_mcp": env.get("AGENTAPI_ALLOW_STDIO_MCP", "").strip().lower() in ("1", "true", "yes"),
         }
         for name, type_ in _NUMERIC_SETTINGS.items():
             raw = env.get(f"AGENTAPI_{name.upper()}")

@@ -13,6 +13,7 @@ from agentapi import v1 as pb
 from server.api import convert, turn_options
 from server.api.interceptor import current_principal
 from server.domain.runs import InputMessage, TurnEvent, TurnRunner
+from server.domain.runs.approvals import Approval
 from server.domain.sessions import SessionService
 from server.domain.transcripts import TranscriptService, unknown_format
 
@@ -81,6 +82,7 @@ class SessionServicer(pb.SessionServiceServicer):
         inputs: list[InputMessage],
         options: pb.TurnOptions,
         inputs_path: str = "messages",
+        approvals: list[Approval] | None = None,
     ) -> AsyncIterator[TurnEvent]:
         return self.turns.run(
             current_principal(),
@@ -89,6 +91,7 @@ class SessionServicer(pb.SessionServiceServicer):
             turn_options.from_proto(options),
             context.time_remaining(),
             inputs_path,
+            approvals or (),
         )
 
     async def SendMessage(
@@ -120,7 +123,8 @@ class SessionServicer(pb.SessionServiceServicer):
             InputMessage(role="tool", content=output.output, tool_call_id=output.tool_call_id)
             for output in request.tool_outputs
         ]
-        events = self._run(context, request.session_id, inputs, request.options, "tool_outputs")
+        approvals = [Approval(a.tool_call_id, a.approve, a.reason) for a in request.approvals]
+        events = self._run(context, request.session_id, inputs, request.options, "tool_outputs", approvals)
         return _stream_events(events, pb.SubmitToolOutputsResponse)
 
     async def ListMessages(

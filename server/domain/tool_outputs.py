@@ -20,7 +20,7 @@ inputs of a turn (SendMessage, SendStreamingMessage, SubmitToolOutputs):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,8 +83,11 @@ def pending_calls(history: Sequence[Stored]) -> list[str]:
     return [i for i in ids if i not in answered]
 
 
-def reconcile(history: Sequence[Stored], inputs: Sequence[Input], path: str = "messages") -> Reconciled:
-    """Applies the module's rules; ``path`` names the inputs in field violations."""
+def reconcile(
+    history: Sequence[Stored], inputs: Sequence[Input], path: str = "messages", decided: Collection[str] = ()
+) -> Reconciled:
+    """Applies the module's rules; ``path`` names the inputs in field
+    violations; ``decided`` are call ids that approvals answer (not pending)."""
     group = _call_group(history)
     ids: list[str] = group[1] if group else []
     stored = {m.tool_call_id: m for m in history[group[0] + 1 :] if m.role == "tool"} if group else {}
@@ -119,7 +122,7 @@ def reconcile(history: Sequence[Stored], inputs: Sequence[Input], path: str = "m
                 {"tool_call_id": call_id},
             )
     violations.raise_if_any("the tool outputs do not match the pending tool calls", reason="UNKNOWN_TOOL_CALL_ID")
-    still_pending = [i for i in ids if i not in stored and i not in seen]
+    still_pending = [i for i in ids if i not in stored and i not in seen and i not in decided]
     if still_pending:
         raise AgentAPIError(
             "FAILED_PRECONDITION",
@@ -133,3 +136,13 @@ def reconcile(history: Sequence[Stored], inputs: Sequence[Input], path: str = "m
         if after and after[-1].status not in UNFINISHED:
             result.reply = after[-1]
     return result
+
+
+def reply_after(history: Sequence[Stored], answers: Sequence[Any]) -> Any | None:
+    """The finished assistant reply that followed the stored tool messages
+    ``answers`` (a retry that repeats them answers with it), or None."""
+    if not answers:
+        return None
+    last = max(history.index(m) for m in answers if m in history)
+    after = [m for m in history[last + 1 :] if m.role == "assistant"]
+    return after[-1] if after and after[-1].status not in UNFINISHED else None

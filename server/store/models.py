@@ -235,3 +235,31 @@ class IdempotencyRecordRow(Base):
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
     expire_time: Mapped[datetime] = mapped_column(Timestamp, index=True)
+
+
+class McpServerRow(Base):
+    """A registered MCP server. ``secrets`` is a Fernet token of the JSON
+    ``{"headers": {...}, "env": {...}}`` (values encrypted; only the names are
+    stored in clear, in ``header_names`` and ``env_names``). ``tools`` is the
+    last discovered listing; ``approved_tools`` maps each approved tool name to
+    its approved definition (description, input_schema, definition_hash, approve_time)."""
+
+    __tablename__ = "mcp_servers"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    transport: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(Text, default="")
+    command: Mapped[str] = mapped_column(Text, default="")
+    args: Mapped[list[str]] = mapped_column(JSON, default=list)
+    header_names: Mapped[list[str]] = mapped_column(JSON, default=list)
+    env_names: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secrets: Mapped[str | None] = mapped_column(LongText, nullable=True)
+    timeout_ms: Mapped[int] = mapped_column(Integer)
+    tools: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    tools_discover_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    approved_tools: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
+    update_time: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (Index(None, "create_time", "id"),)

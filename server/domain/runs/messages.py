@@ -38,13 +38,15 @@ class InputMessage:
         return "".join(part.get("text", "") for part in self.content_parts if part.get("type") == "text")
 
 
-def validate_inputs(inputs: Sequence[InputMessage], options: TurnOptions, path: str = "messages") -> None:
+def validate_inputs(
+    inputs: Sequence[InputMessage], options: TurnOptions, path: str = "messages", allow_empty: bool = False
+) -> None:
     """Raises INVALID_ARGUMENT (FIELD_VIOLATION) for no messages, a bad role, an
     empty user message, a tool message without ``tool_call_id``, a content
     part of an unknown type or without its payload, a last message that is
     not from the user or a tool, or out-of-range options."""
     violations = Violations()
-    if not inputs:
+    if not inputs and not allow_empty:
         violations.add(path, "must contain at least one message")
     for index, message in enumerate(inputs):
         field_path = f"{path}[{index}]"

@@ -36,6 +36,7 @@ from server.domain.errors import AgentAPIError
 from server.domain.history import count_message, count_text, count_tools, window
 from server.domain.quota import QuotaGuard
 from server.domain.retry import RetryPolicy
+from server.domain.runs.approvals import Approval, Decisions, decide, decision_rows
 from server.domain.runs.events import TurnEvent
 from server.domain.runs.failures import busy
 from server.domain.runs.messages import InputMessage, in_prompt, new_message, to_openai, validate_inputs
@@ -45,7 +46,7 @@ from server.domain.runs.terminal import insert_messages
 from server.domain.runs.tool_calls import run_calls, server_calls, tool_rows
 from server.domain.runs.toolset import McpTools, build_toolset
 from server.domain.sessions import SessionService, Settings, tool_name
-from server.domain.tool_outputs import reconcile
+from server.domain.tool_outputs import reconcile, reply_after
 from server.llm.types import ChatBackend, ChatRequest
 from server.store.accounts import UsageRepository, tenant_cache
 from server.store.db import Database
@@ -107,6 +108,7 @@ class TurnRunner:
         options: TurnOptions,
         deadline_s: float | None = None,
         inputs_path: str = "messages",
+        approvals: Sequence[Approval] = (),
     ) -> AsyncIterator[TurnEvent]:
         """Yields ``started`` (the reply's id and model), the stored inputs,
         the deltas, then the final stored reply.
@@ -120,7 +122,7 @@ class TurnRunner:
         INVALID_SESSION_ID, UNKNOWN_TOOL_CALL_ID, CONTEXT_WINDOW_EXCEEDED when
         the inputs alone do not fit the model), NOT_FOUND (SESSION_NOT_FOUND),
         FAILED_PRECONDITION (SESSION_ENDED, TOOL_OUTPUTS_PENDING,
-        TOOL_OUTPUT_CONFLICT), INVALID_ARGUMENT (UNSUPPORTED_PARAMETER) for
+        TOOL_OUTPUT_CONFLICT, APPROVAL_CONFLICT), INVALID_ARGUMENT (UNSUPPORTED_PARAMETER) for
         an option the model cannot honour, RESOURCE_EXHAUSTED (BUDGET_EXCEEDED,
         RATE_LIMITED) for the tenant's quotas, ABORTED (SESSION_BUSY) while
         another turn of the session runs. Upstream failures do not raise: the
@@ -129,7 +131,7 @@ class TurnRunner:
         accepted = time.monotonic()
         budget_s = self.max_turn_duration_s if deadline_s is None else min(self.max_turn_duration_s, deadline_s)
         deadline = accepted + budget_s
-        validate_inputs(inputs, options, inputs_path)
+        validate_inputs(inputs, options, inputs_path, allow_empty=bool(approvals))
         async with AsyncExitStack() as reads:
             db = await reads.enter_async_context(self.db.session())
             view = await SessionService.load(db, principal, session_id, readonly=True)
@@ -143,7 +145,10 @@ class TurnRunner:
             history = await MessageRepository(db, view.row.id).history()
             if any(m.status == "in_progress" for m in history):
                 raise busy(view.row.id)
-            plan = reconcile(history, inputs, inputs_path)
+            decisions = decide(history, approvals) if approvals else Decisions()
+            plan = reconcile(history, inputs, inputs_path, decisions.decided)
+            if plan.reply is None and not plan.new and not decisions.approved and not decisions.denied:
+                plan.reply = reply_after(history, [*plan.repeated, *decisions.repeated])
             if plan.reply is not None:
                 yield TurnEvent("started", message=plan.reply)
                 for row in plan.repeated:
@@ -151,9 +156,7 @@ class TurnRunner:
                 yield TurnEvent("final", message=plan.reply)
                 return
             settings = merge(view.effective, options)
-            toolset = await build_toolset(
-                settings.tools, view.agent, settings.allowed_tools, self.registry, self.mcp, principal.tenant_id
-            )
+            toolset = await build_toolset(settings.tools, view.agent, settings.allowed_tools, self.registry, self.mcp)
             check_tool_choice(options, {tool_name(t) for t in toolset.openai}, "options")
             self.backend.check(settings.model, options.params)
             sequence = history[-1].sequence if history else 0
@@ -176,7 +179,14 @@ class TurnRunner:
                 )
                 row.token_count = count_message(to_openai(row), settings.model)
                 rows.append(row)
-            context = await self._window(history, rows, settings, options.output_reserve)
+            approved_rows, denied_rows = decision_rows(
+                decisions, view.row.id, principal.tenant_id, sequence + 1, self.runner_id
+            )
+            for row in (*approved_rows, *denied_rows):
+                row.token_count = count_message(to_openai(row), settings.model)
+            sequence += len(approved_rows) + len(denied_rows)
+            rows_in_prompt = [*rows, *denied_rows]
+            context = await self._window(history, rows_in_prompt, settings, options.output_reserve)
             tenant = await tenant_cache(self.db).get(db, principal.tenant_id)
             if tenant is not None:
                 prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows)
@@ -191,7 +201,7 @@ class TurnRunner:
                 model=settings.model,
                 status="in_progress",
                 runner_id=self.runner_id,
-                prompt_first_sequence=(context or rows or [history[-1]])[0].sequence,
+                prompt_first_sequence=(context or rows or approved_rows or denied_rows or [history[-1]])[0].sequence,
                 prompt_last_sequence=sequence,
                 options=options.stored(),
                 step=1,
@@ -199,13 +209,15 @@ class TurnRunner:
             # The INSERT and COMMIT run beside the upstream request (_stream
             # holds every event back until they are done); the task takes
             # over the database session.
-            stored = asyncio.ensure_future(self._store_inputs(reads.pop_all(), db, [*rows, reply]))
+            stored = asyncio.ensure_future(
+                self._store_inputs(reads.pop_all(), db, [*rows, *approved_rows, *denied_rows, reply])
+            )
             if self.db.local_writer:
                 # Nothing to hide behind the upstream request, and a session
                 # waiting on SQLite's write lock meanwhile held pool
                 # connections under overload (bench itl phase).
                 await asyncio.shield(stored)
-        prompt = [to_openai(m) for m in context] + [to_openai(m) for m in rows]
+        prompt = [to_openai(m) for m in context] + [to_openai(m) for m in rows_in_prompt]
         del history, context  # an open stream keeps only what it needs
         if settings.system_prompt:
             prompt.insert(0, {"role": "system", "content": settings.system_prompt})
@@ -229,10 +241,11 @@ class TurnRunner:
             settings.fallback_models,
             (view.agent.max_steps if view.agent else None) or DEFAULT_MAX_STEPS,
         )
-        events = self._steps(state, request, reply, stored, [*plan.repeated, *rows])
+        approved = (decisions.approved, approved_rows, denied_rows)
+        events = self._steps(state, request, reply, stored, [*plan.repeated, *rows], approved)
         async for event in events:
             if event.kind == "final" and tenant is not None:
-                await self.quota.record_tokens(tenant, reply.prompt_tokens + reply.completion_tokens)
+                await self.quota.record_tokens(tenant, state.tokens_used)
             yield event
 
     @staticmethod
@@ -287,11 +300,31 @@ class TurnRunner:
         reply: MessageRow,
         stored: asyncio.Future[None],
         inputs: list[Any],
+        approved: tuple[list[dict[str, Any]], list[MessageRow], list[MessageRow]] = ([], [], []),
     ) -> AsyncIterator[TurnEvent]:
-        """The run's steps: a model step; when it called server tools (and
-        nothing needs the caller), their calls, then the next model step with
-        their results, until the model answers, needs the caller, fails or
-        reaches ``max_steps``. Yields every event; the last is ``final``."""
+        """The run's steps: the calls a person approved (``approved``: the
+        calls, their IN_PROGRESS rows, and the rows of denied calls), then a
+        model step; when it called server tools (and nothing needs the
+        caller), their calls, then the next model step with their results,
+        until the model answers, needs the caller, fails or reaches
+        ``max_steps``. Yields every event; the last is ``final``."""
+        calls, approved_rows, denied_rows = approved
+        if approved_rows or denied_rows:
+            await stored
+            state.started = True
+            yield TurnEvent("started", message=reply)
+            for row in inputs:
+                yield TurnEvent("input", message=row)
+            inputs = []
+            for row in denied_rows:
+                yield TurnEvent("tool_completed", message=row)
+            if approved_rows:
+                bounds = (self.tool_timeout_s, self.tool_max_output_bytes)
+                async for event in run_calls(
+                    self.db, state.toolset, calls, approved_rows, state.deadline, *bounds, inserted=True
+                ):
+                    yield event
+                request = replace(request, messages=[*request.messages, *(to_openai(r) for r in approved_rows)])
         step = 1
         while True:
             final = None
@@ -301,6 +334,7 @@ class TurnRunner:
                     break
                 yield event
             assert final is not None
+            state.tokens_used += reply.prompt_tokens + reply.completion_tokens
             calls = server_calls(reply, state.toolset) if final.error is None else []
             if calls:
                 # Also when the caller must answer other calls of the step

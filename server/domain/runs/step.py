@@ -51,6 +51,7 @@ class RunState:
     max_steps: int = 8
     numbered: int = 0  # deltas relayed so far, across the run's steps
     started: bool = False  # whether ``started`` (the run's first event) is out
+    tokens_used: int = 0  # prompt and completion tokens of the run's steps so far
 
 
 def max_steps_exceeded(max_steps: int) -> AgentAPIError:

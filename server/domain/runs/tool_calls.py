@@ -23,7 +23,7 @@ from server.domain.runs.terminal import insert_messages, store_tool_result
 from server.domain.runs.toolset import ServerTool, Toolset
 from server.store.db import Database
 from server.store.models import MessageRow
-from server.tools.base import ToolOutcome
+from server.tools.base import TOOL_UNAVAILABLE, ToolOutcome
 from server.tools.execution import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_S, execute
 
 MAX_CONCURRENT_CALLS = 4
@@ -67,18 +67,25 @@ async def run_calls(
     deadline: float,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    inserted: bool = False,
 ) -> AsyncIterator[TurnEvent]:
-    """Stores ``rows`` (one per call, IN_PROGRESS), yields ``tool_started`` for
-    each, runs the calls and yields ``tool_completed`` with each stored tool
-    message as it ends. When the caller goes away, the running calls are
-    cancelled (an MCP call through its SDK) and stored CANCELLED."""
-    await insert_messages(db, rows)
+    """Stores ``rows`` (one per call, IN_PROGRESS; unless ``inserted``), yields
+    ``tool_started`` for each, runs the calls and yields ``tool_completed``
+    with each stored tool message as it ends. A call whose tool the run no
+    longer offers ends TOOL_UNAVAILABLE. When the caller goes away, the
+    running calls are cancelled (an MCP call through its SDK) and stored
+    CANCELLED."""
+    if not inserted:
+        await insert_messages(db, rows)
     for call, row in zip(calls, rows, strict=True):
         yield TurnEvent("tool_started", message=row, call=call)
     limit = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
 
     async def one(call: dict[str, Any], row: MessageRow) -> MessageRow:
-        tool: ServerTool = toolset.server[row.name]
+        tool: ServerTool | None = toolset.server.get(row.name)
+        if tool is None:  # approved earlier, gone from the agent's tools since
+            gone = ToolOutcome.failed(TOOL_UNAVAILABLE, f"tool {row.name!r} is no longer offered to this agent")
+            return await _store(db, row, gone, time.monotonic())
         async with limit:
             began = time.monotonic()
             bound = max(0.0, min(timeout_s, deadline - began))

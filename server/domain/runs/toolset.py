@@ -39,11 +39,12 @@ class ServerTool:
 
 
 class McpTools(Protocol):
-    """The MCP side: a server's approved tools for an agent's entry."""
+    """The MCP side: the approved tools of the servers an agent names."""
 
-    async def server_tools(self, tenant_id: str, entry: dict[str, Any]) -> Sequence[ServerTool]:
-        """The tools of ``entry["server_id"]`` the entry allows, with their
-        approval policy applied. Raises AgentAPIError (MCP_SERVER_NOT_FOUND)."""
+    async def server_tools(self, entries: Sequence[dict[str, Any]]) -> Sequence[ServerTool]:
+        """The tools each entry (``server_id``, ``allowed_tools``,
+        ``require_approval``, ``approval_required_tools``) allows, with their
+        approval policy applied. Raises FAILED_PRECONDITION (MCP_SERVER_NOT_FOUND)."""
 
 
 @dataclass
@@ -70,7 +71,6 @@ async def build_toolset(
     allowed_tools: Sequence[str],
     registry: BuiltinRegistry,
     mcp: McpTools | None,
-    tenant_id: str,
 ) -> Toolset:
     """The run's tools. ``client_tools`` are the effective function tools
     (already filtered by ``allowed_tools``); the agent's built-in and MCP tools
@@ -97,8 +97,8 @@ async def build_toolset(
         candidates.append(ServerTool(definition, registry, name))
     if agent.mcp_servers and mcp is None:
         raise AgentAPIError("FAILED_PRECONDITION", "MCP_UNAVAILABLE", "this server has no MCP support configured")
-    for entry in agent.mcp_servers:
-        candidates.extend(await mcp.server_tools(tenant_id, entry))  # type: ignore[union-attr]
+    if agent.mcp_servers:
+        candidates.extend(await mcp.server_tools(agent.mcp_servers))  # type: ignore[union-attr]
     client_names = {tool_name(t) for t in client_tools}
     for tool in candidates:
         name = tool.definition.name
