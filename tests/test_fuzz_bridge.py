@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from sqlalchemy import text
@@ -127,6 +127,7 @@ CHAT_BODY = st.fixed_dictionaries(
         "custom_extra": JSON_VALUES,
     },
 )
+USER = {"role": "user", "content": "hi"}
 HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=300)
 CHAT_HEADERS = st.fixed_dictionaries(
     {},
@@ -135,6 +136,33 @@ CHAT_HEADERS = st.fixed_dictionaries(
         "X-Session-Id": HEADER_TEXT,
     },
 )
+
+
+def _deep(depth: int) -> Any:
+    value: Any = {}
+    for _ in range(depth):
+        value = {"a": [value]}
+    return value
+
+
+# Bodies that once answered 500 (issue 13), tried first on every run.
+KNOWN_BAD: list[dict[str, Any]] = [
+    {"model": "agentapi-offline", "messages": [{"role": {"r": 1}, "content": "x"}]},
+    {"model": "agentapi-offline", "messages": [{"role": "assistant", "tool_calls": "x"}, USER]},
+    {"model": "agentapi-offline", "messages": [USER], "max_tokens": True},
+    {"model": "agentapi-offline", "messages": [USER], "max_tokens": 2**70},
+    {"model": "agentapi-offline", "messages": [USER], "seed": 2**64},
+    {"model": "agentapi-offline", "messages": [{"role": "user", "content": "\ud800"}]},
+    {"model": "agentapi-offline", "messages": [USER], "stream": True, "stream_options": "yes"},
+    {"model": "agentapi-offline", "messages": [USER], "tools": [{"type": "function", "function": _deep(60)}]},
+    {"model": "agentapi-offline", "messages": [USER], "extra": _deep(150)},
+]
+
+
+def _known_bad_examples(test: Any) -> Any:
+    for body in KNOWN_BAD:
+        test = example(body=body, headers={}, raw=False)(test)
+    return test
 
 
 def _counts(database: Path) -> tuple[int, int]:
@@ -154,6 +182,7 @@ def fuzz_chat(base_url: str, database: Path) -> tuple[list[str], list[str]]:
 
     @settings(FUZZ_SETTINGS, max_examples=CHAT_EXAMPLES)
     @given(body=CHAT_BODY, headers=CHAT_HEADERS, raw=st.booleans())
+    @_known_bad_examples
     def run(body: dict[str, Any], headers: dict[str, str], raw: bool) -> None:
         data = json.dumps(body).encode() if not raw else json.dumps(body)[:-1].encode()  # raw: cut-off JSON
         encoded = {k: v.encode("latin-1") for k, v in headers.items()}
