@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from starlette.responses import JSONResponse
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -103,6 +104,11 @@ class ApiError(Exception):
         if self.retry_after_s is None:
             return {}
         return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+
+
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The error's OpenAI body with its HTTP status, ``Retry-After`` and ``headers``."""
+    return JSONResponse(error.body, status_code=error.http_status, headers={**error.headers, **(headers or {})})
 
 
 def _default_type(http_status: int) -> str:

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from agentapi import v1 as pb
 from gateway.bridge import Bridge, call_metadata, idempotency_key
-from gateway.errors import ApiError, from_rpc_error, from_status, openai_error
+from gateway.errors import ApiError, error_response, from_rpc_error, from_status, openai_error
 from gateway.openai import chat_convert as convert
 from gateway.openai.chat_schema import ChatCompletionRequest
 
@@ -28,11 +28,6 @@ def session_idempotency_key(key: str) -> str:
     derived, so that the turn itself keeps the caller's key and a retry finds
     both the same session and the same turn."""
     return f"chat-completion-session:{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-def error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The error's OpenAI body with its status, ``Retry-After`` and ``headers``."""
-    return JSONResponse(error.body, status_code=error.http_status, headers={**error.headers, **(headers or {})})
 
 
 async def _open_session(

@@ -11,8 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from agentapi import v1 as pb
 from gateway.bridge import Bridge, call_metadata
-from gateway.errors import ApiError, OpenAIKind, from_rpc_error, openai_error
-from gateway.openai.chat import error_response
+from gateway.errors import ApiError, OpenAIKind, error_response, from_rpc_error, openai_error
 from gateway.openai.chat_convert import AGENT_PREFIX
 
 
