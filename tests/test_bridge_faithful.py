@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from agentapi import v1 as pb
 from tests.helpers import all_messages, create_agent
-from tests.stack import Stack, start_stack
+from tests.stack import AUTH, Stack, start_stack
 from tests.support.upstream import REFUSAL_TEXT, ScriptedUpstream, minimal_instance
 
 
@@ -400,3 +400,22 @@ async def test_a_request_over_the_servers_message_limit_is_413_not_429(stack: St
         await stack.openai().chat.completions.create(model="scripted-a", messages=[{"role": "user", "content": prompt}])
     assert caught.value.status_code == 413
     assert caught.value.body["code"] == "request_too_large"
+
+
+async def test_a_tenant_over_its_rate_limit_gets_rate_limit_exceeded(offline_stack: Stack) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    limits = pb.RateLimits(requests_per_minute=1)
+    await offline_stack.tenants.CreateTenant(
+        pb.CreateTenantRequest(tenant=pb.Tenant(id=tenant, rate_limits=limits)), metadata=AUTH
+    )
+    created = await offline_stack.api_keys.CreateApiKey(
+        pb.CreateApiKeyRequest(api_key=pb.ApiKey(tenant_id=tenant, scope=pb.API_KEY_SCOPE_CLIENT)), metadata=AUTH
+    )
+    client = offline_stack.openai(api_key=created.secret)
+    messages = [{"role": "user", "content": "once a minute"}]
+    await client.chat.completions.create(model="agentapi-offline", messages=messages)
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.chat.completions.create(model="agentapi-offline", messages=messages)
+    body = caught.value.body
+    assert (body["code"], body["type"], body["reason"]) == ("rate_limit_exceeded", "rate_limit_error", "RATE_LIMITED")
+    assert int(caught.value.response.headers["retry-after"]) >= 1
