@@ -56,6 +56,7 @@ from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend
 from server.store.db import Database
+from server.store.migrate import schema_problem
 from server.tools.builtin import load_registry
 from server.workers import bind_socket
 
@@ -88,6 +89,72 @@ def make_backend(config: Config) -> ChatBackend:
     )
 
 
+class Readiness:
+    """Keeps gRPC health (the overall status and every service's) SERVING only
+    while the database answers and is migrated to the head revision, checked
+    every ``interval_s`` seconds in the background; NOT_SERVING otherwise,
+    with the reason logged once per change. After a shutdown began, health
+    stays NOT_SERVING (the health servicer ignores later changes)."""
+
+    def __init__(self, db: Database, servicer: health.aio.HealthServicer, interval_s: float) -> None:
+        self.db = db
+        self.servicer = servicer
+        self.interval_s = interval_s
+        self.problem: str | None = "not checked yet"
+
+    async def check(self) -> str | None:
+        """What keeps this replica from serving, or None; and sets health to match."""
+        try:
+            async with asyncio.timeout(max(5.0, self.interval_s)):
+                problem = await schema_problem(self.db)
+        except (AgentAPIError, TimeoutError) as exc:
+            problem = f"the database is unavailable: {getattr(exc, 'message', None) or 'no answer'}"
+        if problem != self.problem:
+            if problem is None:
+                log.info("ready: the database answers and is migrated")
+            else:
+                log.warning("not ready (health NOT_SERVING): %s", problem)
+        self.problem = problem
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if problem is None else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.servicer.set(name, status)
+        return problem
+
+    async def run(self) -> None:
+        """Until cancelled: :meth:`check` every ``interval_s`` seconds."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("readiness check failed")
+
+
+def unmigrated(config: Config) -> str | None:
+    """Before ``agentapi serve``: one line saying to run ``agentapi migrate`` when
+    the database is reachable but not at the head revision; None when it is,
+    or when it cannot be checked (unreachable: the server starts NOT_SERVING
+    and serves once the database answers; a URL it cannot use: the server's
+    own start reports it)."""
+
+    async def check() -> str | None:
+        db = Database(config.database_url, config.db_connect_timeout_s, config.db_query_timeout_s)
+        try:
+            return await schema_problem(db)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(check())
+    except AgentAPIError as exc:
+        log.warning("could not check the schema at start: %s", exc.message)
+    except Exception as exc:  # e.g. an unknown dialect: serving fails on it, with its own message
+        log.debug("could not check the schema at start", exc_info=exc)
+    return None
+
+
 def runner_id_for(config: Config, port: int) -> str:
     """``Config.effective_runner_id``, with the bound port in place of a ``:0``
     (a picked port is no stable identity, and two such servers must differ)."""
@@ -112,6 +179,7 @@ class GrpcServer:
     recovery: Recovery
     sweeper: asyncio.Task[None]
     local_port: int = 0
+    readiness: asyncio.Task[None] | None = None
 
     async def drain(self) -> None:
         """Reports NOT_SERVING and refuses new calls (UNAVAILABLE, SHUTTING_DOWN)."""
@@ -126,9 +194,13 @@ class GrpcServer:
         if not await self.interceptor.wait_idle(grace_s):
             cancelled = await self.interceptor.cancel_in_flight()
             log.warning("shutdown: cancelled %d calls still running after %.1f s", cancelled, grace_s)
-        self.sweeper.cancel()
+        background = [self.sweeper, *([self.readiness] if self.readiness else [])]
+        for task in background:
+            task.cancel()
         await self.server.stop(None)
-        await asyncio.gather(self.sweeper, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
+        with contextlib.suppress(AgentAPIError):
+            await self.recovery.forget()
         await self.catalog.aclose()
         await self.backend.aclose()
         await self.db.dispose()
@@ -141,7 +213,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     the workers; ``local_port`` also listens on a loopback port of its own
     (``GrpcServer.local_port``), so that this process's bridge calls this
     process's gRPC server rather than whichever worker the kernel picks."""
-    db = Database(config.database_url)
+    db = Database(config.database_url, config.db_connect_timeout_s, config.db_query_timeout_s, config.db_pool_timeout_s)
     backend = make_backend(config)
     secret = hashlib.sha256(b"agentapi-page-token:" + config.effective_master_key.encode()).digest()
     tokens = PageTokens(secret)
@@ -157,7 +229,14 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     port = server.add_insecure_port(config.grpc_addr)
     own_port = server.add_insecure_port("127.0.0.1:0") if local_port else port
     runner_id = idempotency.runner_id = runner_id_for(config, port)
-    recovery = Recovery(db, runner_id, idempotency, stale_after_s, live_since=interceptor.live_since)
+    recovery = Recovery(
+        db,
+        runner_id,
+        idempotency,
+        stale_after_s,
+        live_since=interceptor.live_since,
+        dead_after_s=config.runner_dead_after_s,
+    )
     try:  # before serving, so that no turn of this process can be taken for a lost one
         await recovery.at_startup()
     except AgentAPIError as exc:
@@ -196,12 +275,15 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    readiness = Readiness(db, health_servicer, config.readiness_interval_s)
+    await readiness.check()  # before serving: health starts SERVING only if the database is ready
     await server.start()
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     catalog.start()
     sweeper = asyncio.create_task(recovery.run(), name="agentapi-recovery")
-    return GrpcServer(server, port, db, backend, health_servicer, catalog, interceptor, recovery, sweeper, own_port)
+    checker = asyncio.create_task(readiness.run(), name="agentapi-readiness")
+    return GrpcServer(
+        server, port, db, backend, health_servicer, catalog, interceptor, recovery, sweeper, own_port, checker
+    )
 
 
 def announce(config: Config, grpc_port: int | None, http_port: int | None) -> None:

@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.migrate:  # once, before any worker starts
         upgrade(config.database_url)
+    from server.app import unmigrated
+
+    if problem := unmigrated(config):
+        print(f"agentapi: {problem}", file=sys.stderr)
+        return 2
     if config.workers > 1:
         from server.workers import supervise
 

@@ -57,6 +57,16 @@ class Config:
             refuses to store any. Changing it makes stored secrets unreadable.
         allow_stdio_mcp: AGENTAPI_ALLOW_STDIO_MCP=1 lets operators register
             stdio MCP servers, commands that agentapi starts on its own host.
+        db_connect_timeout_s: longest wait to open a MySQL connection (TCP and
+            handshake), in seconds.
+        db_query_timeout_s: longest wait for the MySQL server's reply to a
+            statement (per packet), in seconds; then the connection is closed and
+            the call fails UNAVAILABLE (DATABASE_UNAVAILABLE).
+        db_pool_timeout_s: longest wait for a free pooled connection, in seconds.
+        runner_dead_after_s: a runner whose heartbeat is older than this, in
+            seconds, is dead: any replica reclaims its turns.
+        readiness_interval_s: seconds between two readiness checks of the
+            database (reachable, migrated to head), which set gRPC health.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -87,6 +97,12 @@ class Config:
     # MCP servers (server/domain/mcp_servers.py).
     secret_key: str | None = field(default=None, repr=False)
     allow_stdio_mcp: bool = False
+    # Database faults, readiness and runner liveness.
+    db_connect_timeout_s: float = 5.0
+    db_query_timeout_s: float = 10.0
+    db_pool_timeout_s: float = 5.0
+    runner_dead_after_s: float = 30.0
+    readiness_interval_s: float = 2.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -166,6 +182,11 @@ _NUMERIC_SETTINGS: dict[str, type] = {
     "workers": int,
     "tool_timeout_s": float,
     "tool_max_output_bytes": int,
+    "db_connect_timeout_s": float,
+    "db_query_timeout_s": float,
+    "db_pool_timeout_s": float,
+    "runner_dead_after_s": float,
+    "readiness_interval_s": float,
 }
 
 

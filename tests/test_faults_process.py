@@ -8,6 +8,7 @@ its idempotency key is released)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -111,8 +112,9 @@ async def servers(tmp_path: Path) -> AsyncIterator[list[Server]]:
         await server.close()
 
 
-async def start(servers: list[Server], tmp_path: Path, *args: Any) -> Server:
+async def start(servers: list[Server], tmp_path: Path, *args: Any, **env: str) -> Server:
     server = Server(*args, tmp_path / f"agentapi-{len(servers)}.log")
+    server.env.update(env)
     servers.append(server)
     return await server.start()
 
@@ -192,9 +194,10 @@ async def test_sigterm_past_the_grace_period_stores_the_turn_cancelled(
     server = await start(servers, tmp_path, sqlite_url, upstream.base_url, runner, 0.5)
     session_id = await server.new_session()
     words = " ".join(f"w{i}" for i in range(30))
+    idem = f"key-{uuid.uuid4()}"
     call = server.sessions.SendStreamingMessage(
         pb.SendStreamingMessageRequest(session_id=session_id, messages=[user(f"{words} [[slow:200]]")]),
-        metadata=AUTH,
+        metadata=(*AUTH, ("idempotency-key", idem)),
     )
     received = await first_delta(call)
     server.signal(signal.SIGTERM)
@@ -208,13 +211,16 @@ async def test_sigterm_past_the_grace_period_stores_the_turn_cancelled(
         await db_rows(sqlite_url, "SELECT id FROM messages WHERE status = 'in_progress' AND runner_id = :r", r=runner)
         == []
     )
-    ((status, content, completion_tokens),) = await db_rows(
+    ((status, content, completion_tokens, error),) = await db_rows(
         sqlite_url,
-        "SELECT status, content, completion_tokens FROM messages WHERE session_id = :s AND role = 'assistant'",
+        "SELECT status, content, completion_tokens, error FROM messages WHERE session_id = :s AND role = 'assistant'",
         s=session_id,
     )
     streamed = "".join(e.delta.content for e in received if e.HasField("delta"))
     assert status == "cancelled" and content.startswith(streamed) and streamed
+    assert json.loads(error)["reason"] == "SHUTTING_DOWN"  # not "the caller cancelled"
+    # The key is released, not stored with the shutdown's error: a retry on another replica runs.
+    assert await db_rows(sqlite_url, "SELECT state FROM idempotency_records WHERE key = :k", k=idem) == []
     assert len(content) < len(f"Echo: {words}") and 0 < completion_tokens
 
 
@@ -247,9 +253,82 @@ async def test_sigkill_then_restart_marks_the_lost_turn_interrupted(
     assert await db_rows(mariadb_url, record, k=idem) == []
     page = await restarted.sessions.ListMessages(pb.ListMessagesRequest(session_id=session_id), metadata=AUTH)
     assert [m.status for m in page.messages] == [pb.MESSAGE_STATUS_COMPLETED, pb.MESSAGE_STATUS_FAILED]
-    # The key was released with the turn, so the caller's retry runs.
+    # The key was released with the turn, so the caller's retry runs: it answers
+    # the stored user message, which is neither stored nor sent upstream twice.
+    upstream.reset()
     retried = [
         event
         async for event in restarted.sessions.SendStreamingMessage(request, metadata=(*AUTH, ("idempotency-key", idem)))
     ]
     assert retried[-1].assistant_message.status == pb.MESSAGE_STATUS_COMPLETED
+    original_input = [e.input_message.id for e in received if e.HasField("input_message")]
+    assert [e.input_message.id for e in retried if e.HasField("input_message")] == original_input
+    page = await restarted.sessions.ListMessages(pb.ListMessagesRequest(session_id=session_id), metadata=AUTH)
+    assert [(m.role, m.status) for m in page.messages] == [
+        (pb.ROLE_USER, pb.MESSAGE_STATUS_COMPLETED),
+        (pb.ROLE_ASSISTANT, pb.MESSAGE_STATUS_FAILED),
+        (pb.ROLE_ASSISTANT, pb.MESSAGE_STATUS_COMPLETED),
+    ]
+    (sent,) = [r["body"]["messages"] for r in upstream.requests if r["path"].endswith("/chat/completions")]
+    assert [m["role"] for m in sent] == ["user"]
+
+
+async def test_a_runner_that_comes_back_under_another_id_does_not_hold_sessions(
+    mariadb_url: str, upstream: ScriptedUpstream, servers: list[Server], tmp_path: Path
+) -> None:
+    """SIGKILL, and the replica returns as another runner (a new pod name):
+    nobody restarts the dead runner id, so its turn is reclaimed by the
+    heartbeat sweep of a live replica, within AGENTAPI_RUNNER_DEAD_AFTER_S
+    and a sweep or two, not after the 11-minute staleness age."""
+    dead_runner = f"gone-{uuid.uuid4().hex[:8]}"
+    server = await start(servers, tmp_path, mariadb_url, upstream.base_url, dead_runner, 5.0)
+    session_id = await server.new_session()
+    idem = f"key-{uuid.uuid4()}"
+    request = pb.SendStreamingMessageRequest(
+        session_id=session_id, messages=[user("abandoned one two three four five [[slow:150]]")]
+    )
+    call = server.sessions.SendStreamingMessage(request, metadata=(*AUTH, ("idempotency-key", idem)))
+    await first_delta(call)
+    server.signal(signal.SIGKILL)
+    assert await server.exit_code() == -signal.SIGKILL
+    call.cancel()
+    other = await start(
+        servers,
+        tmp_path,
+        mariadb_url,
+        upstream.base_url,
+        f"new-{uuid.uuid4().hex[:8]}",
+        5.0,
+        AGENTAPI_RUNNER_DEAD_AFTER_S="3",
+    )
+    reply_row = "SELECT status, error FROM messages WHERE session_id = :s AND role = 'assistant'"
+    started = time.monotonic()
+    while (rows := await db_rows(mariadb_url, reply_row, s=session_id))[0][0] == "in_progress":
+        assert time.monotonic() - started < 20, "the dead runner's turn was never reclaimed"
+        await asyncio.sleep(0.2)
+    ((status, error),) = rows
+    assert status == "failed" and json.loads(error)["reason"] == "INTERRUPTED"
+    assert await db_rows(mariadb_url, "SELECT state FROM idempotency_records WHERE `key` = :k", k=idem) == []
+    assert await db_rows(mariadb_url, "SELECT id FROM runners WHERE id = :r", r=dead_runner) == []
+    # The session takes turns again, and the caller's retry answers the stored input.
+    retried = [
+        event
+        async for event in other.sessions.SendStreamingMessage(request, metadata=(*AUTH, ("idempotency-key", idem)))
+    ]
+    assert retried[-1].assistant_message.status == pb.MESSAGE_STATUS_COMPLETED
+    page = await other.sessions.ListMessages(pb.ListMessagesRequest(session_id=session_id), metadata=AUTH)
+    assert [m.role for m in page.messages] == [pb.ROLE_USER, pb.ROLE_ASSISTANT, pb.ROLE_ASSISTANT]
+
+
+async def test_serve_refuses_an_unmigrated_database_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "AGENTAPI_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"}
+    env.update({"AGENTAPI_GRPC_ADDR": f"127.0.0.1:{free_port()}", "AGENTAPI_HTTP_ADDR": f"127.0.0.1:{free_port()}"})
+    done = subprocess.run(COMMAND, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "agentapi: the database is not migrated: run `agentapi migrate` (or `agentapi serve --migrate`)"
+    ]
+    migrated = subprocess.run(
+        [*COMMAND[:-1], "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert migrated.returncode == 0

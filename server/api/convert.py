@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -14,6 +16,7 @@ from server.domain import agents as agent_rules
 from server.domain.agents import AgentFields
 from server.domain.conversations import conversation_etag
 from server.domain.errors import AgentAPIError
+from server.domain.money import money
 from server.domain.runs import Delta, InputMessage
 from server.domain.sessions import SessionView, Settings
 from server.domain.tenants import TenantFields
@@ -276,7 +279,7 @@ def message(row: MessageRow) -> pb.Message:
             prompt_tokens=row.prompt_tokens,
             completion_tokens=row.completion_tokens,
             total_tokens=row.prompt_tokens + row.completion_tokens,
-            cost_usd=row.cost_usd,
+            cost_usd=float(row.cost_usd),
         ),
         time_to_first_token_ms=row.time_to_first_token_ms,
         duration_ms=row.duration_ms,
@@ -413,10 +416,16 @@ def tenant_fields(tenant: pb.Tenant) -> TenantFields:
         display_name=tenant.display_name,
         budget_period=BUDGET_PERIOD_FROM_PROTO.get(tenant.budget.period, ""),
         max_tokens=tenant.budget.max_tokens if tenant.budget.HasField("max_tokens") else None,
-        max_cost_usd=tenant.budget.max_cost_usd if tenant.budget.HasField("max_cost_usd") else None,
+        max_cost_usd=_budget_usd(tenant.budget.max_cost_usd) if tenant.budget.HasField("max_cost_usd") else None,
         requests_per_minute=tenant.rate_limits.requests_per_minute,
         tokens_per_minute=tenant.rate_limits.tokens_per_minute,
     )
+
+
+def _budget_usd(value: float) -> Decimal:
+    """A proto double in US dollars as an exact Decimal; NaN and infinities become
+    NaN, which validation refuses."""
+    return money(value) if math.isfinite(value) and abs(value) < 1e12 else Decimal("NaN")
 
 
 def tenant(row: TenantRow) -> pb.Tenant:
@@ -425,7 +434,7 @@ def tenant(row: TenantRow) -> pb.Tenant:
     if row.max_tokens is not None:
         budget.max_tokens = row.max_tokens
     if row.max_cost_usd is not None:
-        budget.max_cost_usd = row.max_cost_usd
+        budget.max_cost_usd = float(row.max_cost_usd)
     return pb.Tenant(
         id=row.id,
         display_name=row.display_name,

@@ -13,6 +13,9 @@ changed anything: a commit while it ran (see :func:`server.store.db.track_commit
 makes its outcome final; without one, errors a retry may cure (UNAVAILABLE,
 RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED, CANCELLED, INTERNAL) release
 the key, and the caller's own mistakes (INVALID_ARGUMENT, NOT_FOUND, ...) are stored.
+A failure of agentapi itself (DATABASE_UNAVAILABLE, SHUTTING_DOWN) releases the
+key even after a commit: the retry runs, and a turn's retry answers the input
+the first attempt stored instead of storing it again.
 
 ``CreateApiKey`` is stored without its secret: only the key's SHA-256 may rest
 in the database, so a replay returns the key with an empty ``secret``.
@@ -33,7 +36,8 @@ from grpc_status import rpc_status
 from server.api.interceptor import current_principal
 from server.api.status import to_status
 from server.domain.errors import AgentAPIError
-from server.domain.idempotency import Claim, IdempotencyStore, Outcome, check_key, request_hash
+from server.domain.idempotency import Claim, IdempotencyStore, Outcome, check_key, request_hash, use_key
+from server.domain.runs.failures import SHUTDOWN_CANCEL
 from server.store.db import track_commits
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,9 @@ TURN_METHODS = frozenset({"SendMessage", "SendStreamingMessage", "SubmitToolOutp
 RELEASE_CODES = frozenset(
     {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED", "DEADLINE_EXCEEDED", "CANCELLED", "INTERNAL", "UNKNOWN"}
 )
+# Failures of agentapi itself that release the key even after a commit: the
+# database went away mid-request, or the server shut down under it.
+ALWAYS_RELEASE_REASONS = frozenset({"DATABASE_UNAVAILABLE", "SHUTTING_DOWN", "INTERRUPTED"})
 # Response fields never stored: secrets shown once.
 _SECRET_FIELDS = {"CreateApiKey": ("secret",)}
 
@@ -63,7 +70,9 @@ def _key(metadata: Any) -> str | None:
 
 def _error_record(exc: BaseException) -> dict[str, Any] | None:
     """The stored form of the status a call ended with (None: unknown, e.g. an abort)."""
-    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+    if isinstance(exc, asyncio.CancelledError) and SHUTDOWN_CANCEL in exc.args:
+        exc = AgentAPIError("UNAVAILABLE", "SHUTTING_DOWN", "the server shut down before the request finished")
+    elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
         exc = AgentAPIError("CANCELLED", "CANCELLED", "the original request was cancelled before it finished")
     elif isinstance(exc, grpc.aio.AbortError):
         return None
@@ -160,10 +169,14 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
 
         async def claim(request: Any, context: grpc.aio.ServicerContext) -> Claim | Outcome | None:
             key = _key(context.invocation_metadata())
+            use_key(None)
             if key is None:
                 return None
             digest = request_hash(method, request.SerializeToString(deterministic=True))
-            return await self.store.begin(current_principal(), key, method, digest)
+            claimed = await self.store.begin(current_principal(), key, method, digest)
+            if isinstance(claimed, Claim):
+                use_key(key)
+            return claimed
 
         if handler.unary_unary is not None:
             behavior = handler.unary_unary
@@ -222,7 +235,13 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
         cancellation; a database failure here is logged (the store retries
         it), never raised over the call's own outcome."""
         error = None if exc is None else _error_record(exc)
-        release = exc is not None and not wrote and (error is None or error["code"] in RELEASE_CODES)
+        release = exc is not None and (
+            (not wrote and (error is None or error["code"] in RELEASE_CODES))
+            # agentapi failed, not the request: whatever it stored, a retry must
+            # run (and a turn's retry answers the stored input, see
+            # server/domain/runs/admission.py), never replay this error.
+            or (error is not None and error["reason"] in ALWAYS_RELEASE_REASONS)
+        )
         try:
             await asyncio.shield(self.store.settle(claim, responses, error, release))
         except asyncio.CancelledError:

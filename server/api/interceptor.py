@@ -26,6 +26,7 @@ from server.api.status import to_status
 from server.domain.auth import Authenticator
 from server.domain.common import Principal, utcnow
 from server.domain.errors import AgentAPIError
+from server.domain.runs.failures import SHUTDOWN_CANCEL
 from server.store.db import translate
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
         calls = [task for task in self._calls if not task.done()]
         for task in calls:
             self._stopped.add(task)
-            task.cancel()
+            task.cancel(SHUTDOWN_CANCEL)  # the turn stores SHUTTING_DOWN as its reason
         if calls:
             await asyncio.wait(calls, timeout=timeout_s)
         return len(calls)

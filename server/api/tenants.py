@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import grpc
 
 from agentapi import v1 as pb
@@ -105,5 +107,6 @@ class UsageServicer(pb.UsageServiceServicer):
             total.prompt_tokens += row.prompt_tokens
             total.completion_tokens += row.completion_tokens
             total.total_tokens += row.total_tokens
-            total.cost_usd += row.cost_usd
+        # Summed exactly (Decimal), converted to the proto's double once.
+        total.cost_usd = float(sum((Decimal(r["cost_usd"]) for r in rows), Decimal(0)))
         return response

@@ -21,6 +21,7 @@ server/api/idempotency.py decides what goes in them.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -39,6 +40,19 @@ log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 255
 _CLAIM_ATTEMPTS = 5
+_current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("agentapi_idempotency_key", default=None)
+
+
+def use_key(key: str | None) -> None:
+    """Records, for the rest of this call (its task's context), the idempotency
+    key it claimed; the turn stores it with its reply (see :func:`current_key`)."""
+    _current_key.set(key)
+
+
+def current_key() -> str | None:
+    """The idempotency key this call claimed, or None. A turn stores it on its
+    reply, so that a retry after a crash answers the stored input again."""
+    return _current_key.get()
 
 
 def check_key(key: str) -> str:

@@ -6,6 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +22,8 @@ TENANT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 BUDGET_PERIODS = ("day", "month")
 TENANT_FIELDS = ("display_name", "budget", "rate_limits")
 SECRET_PREFIX = "sk-aa-"
+# What DECIMAL(20, 10) holds.
+MAX_COST_USD = Decimal(10) ** 10
 
 
 @dataclass
@@ -31,7 +34,7 @@ class TenantFields:
     display_name: str = ""
     budget_period: str = "month"
     max_tokens: int | None = None
-    max_cost_usd: float | None = None
+    max_cost_usd: Decimal | None = None
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
 
@@ -45,8 +48,11 @@ def validate_tenant(fields: TenantFields) -> None:
         violations.add("tenant.budget.period", "must be BUDGET_PERIOD_DAY or BUDGET_PERIOD_MONTH")
     if fields.max_tokens is not None and fields.max_tokens < 1:
         violations.add("tenant.budget.max_tokens", "must be at least 1, or unset for no cap")
-    if fields.max_cost_usd is not None and not fields.max_cost_usd > 0:
-        violations.add("tenant.budget.max_cost_usd", "must be above 0, or unset for no cap")
+    cap = fields.max_cost_usd
+    if isinstance(cap, float):  # a caller's float: its shortest decimal form
+        cap = fields.max_cost_usd = Decimal(repr(cap))
+    if cap is not None and not (cap.is_finite() and 0 < cap < MAX_COST_USD):
+        violations.add("tenant.budget.max_cost_usd", f"must be above 0 and below {MAX_COST_USD}, or unset for no cap")
     if fields.requests_per_minute < 0:
         violations.add("tenant.rate_limits.requests_per_minute", "must be 0 (unlimited) or more")
     if fields.tokens_per_minute < 0:

@@ -39,7 +39,7 @@ def _ledger(row: MessageRow) -> dict[str, Any]:
             "completion_tokens": row.completion_tokens,
             "total_tokens": row.prompt_tokens + row.completion_tokens,
         },
-        "cost_usd": row.cost_usd,
+        "cost_usd": float(row.cost_usd),
         "create_time": row.create_time.isoformat() + "Z",
         **({"error": row.error} if row.error else {}),
     }

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import weakref
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from cachetools import TTLCache
 from sqlalchemy import String, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.store.models import ApiKeyRow, MessageRow, SessionRow, TenantRow
+from server.store.models import MONEY_SCALE, ApiKeyRow, MessageRow, SessionRow, TenantRow
 from server.store.repositories import keyset
 
 
@@ -93,6 +94,7 @@ class ApiKeyRepository:
         return list((await self.session.execute(query)).scalars())
 
 
+_MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 USAGE_COLUMNS = {
     "tenant": MessageRow.tenant_id,
     "agent": func.coalesce(SessionRow.agent_id, ""),
@@ -107,14 +109,14 @@ class UsageRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def totals(self, tenant_id: str, since: datetime) -> tuple[int, float]:
+    async def totals(self, tenant_id: str, since: datetime) -> tuple[int, Decimal]:
         """(tokens, cost in USD) a tenant used since ``since``."""
         query = select(
             func.coalesce(func.sum(MessageRow.prompt_tokens + MessageRow.completion_tokens), 0),
-            func.coalesce(func.sum(MessageRow.cost_usd), 0.0),
+            func.coalesce(func.sum(MessageRow.cost_usd), 0),
         ).where(MessageRow.tenant_id == tenant_id, MessageRow.role == "assistant", MessageRow.create_time >= since)
         tokens, cost = (await self.session.execute(query)).one()
-        return int(tokens), float(cost)
+        return int(tokens), Decimal(str(cost)).quantize(_MONEY_QUANTUM)
 
     async def grouped(
         self, tenant_id: str | None, start: datetime | None, end: datetime, dimensions: list[str]
@@ -130,7 +132,7 @@ class UsageRepository:
                 func.count().label("turns"),
                 func.coalesce(func.sum(MessageRow.prompt_tokens), 0).label("prompt_tokens"),
                 func.coalesce(func.sum(MessageRow.completion_tokens), 0).label("completion_tokens"),
-                func.coalesce(func.sum(MessageRow.cost_usd), 0.0).label("cost_usd"),
+                func.coalesce(func.sum(MessageRow.cost_usd), 0).label("cost_usd"),
             )
             .join(SessionRow, SessionRow.id == MessageRow.session_id)
             .where(MessageRow.role == "assistant", MessageRow.create_time < end)
@@ -141,4 +143,7 @@ class UsageRepository:
             query = query.where(MessageRow.create_time >= start)
         if dimensions:
             query = query.group_by(*[columns[d] for d in dimensions]).order_by(*[columns[d] for d in dimensions])
-        return [dict(row._mapping) for row in await self.session.execute(query)]
+        rows = [dict(row._mapping) for row in await self.session.execute(query)]
+        for row in rows:  # SQLite sums floats: back to the ledger's exact scale
+            row["cost_usd"] = Decimal(str(row["cost_usd"])).quantize(_MONEY_QUANTUM)
+        return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -19,10 +20,13 @@ from server.domain.errors import AgentAPIError
 
 log = logging.getLogger(__name__)
 
-# Seconds to open a MySQL connection, and to wait for a pooled one: when the
-# database is gone, requests fail fast with UNAVAILABLE instead of queueing.
-CONNECT_TIMEOUT_S = 5
-POOL_TIMEOUT_S = 10
+# Defaults (Config.db_*_timeout_s): seconds to open a MySQL connection, to wait
+# for the server's reply to a statement, and to wait for a pooled connection.
+# When the database is gone or frozen, requests fail fast with UNAVAILABLE
+# (DATABASE_UNAVAILABLE) instead of queueing behind it.
+CONNECT_TIMEOUT_S = 5.0
+QUERY_TIMEOUT_S = 10.0
+POOL_TIMEOUT_S = 5.0
 # A pooled connection idle this long is pinged before use. One used more
 # recently is trusted: a ping on every checkout (pool_pre_ping) costs a round
 # trip, two per turn (bench/README.md); if the server restarted meanwhile, the
@@ -65,6 +69,54 @@ def _fix_aiomysql_bytes() -> None:
         connection.escape_bytes_prefixed = escape_bytes
 
 
+def _bound_aiomysql_reads() -> None:
+    """Gives aiomysql a read timeout, which it lacks (PyMySQL has
+    ``read_timeout``): reading a statement's whole result, and any other
+    packet (an OK, the handshake), must finish within the connection's
+    ``agentapi_read_timeout`` (set when the pool opens it; during the
+    handshake, its ``connect_timeout``). On expiry the connection is closed
+    and OperationalError 2013 raised, as for a lost connection, so a frozen
+    server or network fails the call UNAVAILABLE and the pool discards the
+    connection. One timer per statement, not per packet: a result of many
+    rows and columns is many packets (bench/turncost.py)."""
+    try:
+        from aiomysql import connection
+        from pymysql.constants import CR
+        from pymysql.err import OperationalError as MySQLOperationalError
+    except ImportError:  # no MySQL driver installed
+        return
+    read_packet = connection.Connection._read_packet
+    read_result = connection.Connection._read_query_result
+    if getattr(read_packet, "agentapi_bounded", False):
+        return
+
+    async def bounded(self, read, *args):  # type: ignore[no-untyped-def]
+        timeout = getattr(self, "agentapi_read_timeout", None) or self.connect_timeout
+        if not timeout or getattr(self, "agentapi_reading", False):
+            return await read(self, *args)
+        self.agentapi_reading = True
+        try:
+            async with asyncio.timeout(timeout):
+                return await read(self, *args)
+        except TimeoutError as exc:
+            self.close()
+            raise MySQLOperationalError(
+                CR.CR_SERVER_LOST, f"no reply from the MySQL server within {timeout} s"
+            ) from exc
+        finally:
+            self.agentapi_reading = False
+
+    async def _read_packet(self, *args):  # type: ignore[no-untyped-def]
+        return await bounded(self, read_packet, *args)
+
+    async def _read_query_result(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return await bounded(self, lambda this, *a: read_result(this, *a, **kwargs), *args)
+
+    _read_packet.agentapi_bounded = True  # type: ignore[attr-defined]
+    connection.Connection._read_packet = _read_packet
+    connection.Connection._read_query_result = _read_query_result
+
+
 def ensure_sqlite_dir(url: str) -> None:
     """Creates the parent folder of a SQLite database file, e.g. ``./var/``."""
     parsed = make_url(url)
@@ -72,8 +124,17 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """Creates an async engine for ``sqlite+aiosqlite://`` or ``mysql+aiomysql://`` URLs."""
+def create_engine(
+    url: str,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    query_timeout_s: float = QUERY_TIMEOUT_S,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
+    pool_size: int = 20,
+    max_overflow: int = 20,
+) -> AsyncEngine:
+    """Creates an async engine for ``sqlite+aiosqlite://`` or ``mysql+aiomysql://``
+    URLs. On MySQL every connect, statement and pool checkout is bounded by
+    the timeouts (seconds; see :func:`_bound_aiomysql_reads`)."""
     ensure_sqlite_dir(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
@@ -90,15 +151,21 @@ def create_engine(url: str) -> AsyncEngine:
 
         return engine
     _fix_aiomysql_bytes()
+    _bound_aiomysql_reads()
     engine = create_async_engine(
         url,
-        pool_size=20,
-        max_overflow=20,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_recycle=3600,
-        pool_timeout=POOL_TIMEOUT_S,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        pool_timeout=pool_timeout_s,
+        connect_args={"connect_timeout": connect_timeout_s},
         pool_reset_on_return=None,  # _reset_when_in_transaction does it
     )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _read_timeout(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection._connection.agentapi_read_timeout = query_timeout_s
+
     _ping_when_idle(engine)
     _reset_when_in_transaction(engine)
     return engine
@@ -145,9 +212,18 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 class Database:
     """Owns the engine and hands out one ``AsyncSession`` per unit of work."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        query_timeout_s: float = QUERY_TIMEOUT_S,
+        pool_timeout_s: float = POOL_TIMEOUT_S,
+    ) -> None:
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, connect_timeout_s, query_timeout_s, pool_timeout_s)
+        self._timeouts = (connect_timeout_s, query_timeout_s, pool_timeout_s)
+        self._side_engine: AsyncEngine | None = None
+        self._side_sessions: async_sessionmaker[AsyncSession] | None = None
         # SQLite: one local writer, whose COMMIT is cheap and serialised; a
         # server database commits over the network and can overlap other work.
         self.local_writer = make_url(url).get_backend_name() == "sqlite"
@@ -156,8 +232,25 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """Yields a session; driver errors leave it as domain errors (see :func:`translate`)."""
+        async with self._session(self._sessions) as session:
+            yield session
+
+    @asynccontextmanager
+    async def side_session(self) -> AsyncIterator[AsyncSession]:
+        """Like :meth:`session`, from a second, small pool: for a short
+        transaction that runs while the caller holds a connection of the main
+        pool (a turn's budget reservation). From the main pool, 40 turns each
+        holding one connection and waiting for a second would wait for ever."""
+        if self._side_sessions is None:
+            self._side_engine = create_engine(self.url, *self._timeouts, pool_size=4, max_overflow=4)
+            self._side_sessions = async_sessionmaker(self._side_engine, expire_on_commit=False, class_=_TrackedSession)
+        async with self._session(self._side_sessions) as session:
+            yield session
+
+    @asynccontextmanager
+    async def _session(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
         try:
-            async with self._sessions() as session:
+            async with sessions() as session:
                 try:
                     yield session
                 except (DBAPIError, PoolTimeoutError) as exc:
@@ -172,6 +265,8 @@ class Database:
     async def dispose(self) -> None:
         """Closes every pooled connection."""
         await self.engine.dispose()
+        if self._side_engine is not None:
+            await self._side_engine.dispose()
 
 
 def translate(exc: DBAPIError | PoolTimeoutError) -> AgentAPIError:

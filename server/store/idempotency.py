@@ -14,6 +14,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.store.models import IdempotencyRecordRow, MessageRow
+from server.store.turns import release_turns
 
 IN_PROGRESS = "in_progress"
 COMPLETED = "completed"
@@ -108,20 +109,23 @@ class InterruptedReplies:
         self, error: dict[str, Any], now: datetime, runner_id: str | None = None, before: datetime | None = None
     ) -> int:
         """Fails the in-progress replies of ``runner_id``, or those created before
-        ``before``; content and usage so far are kept. Returns how many."""
+        ``before``; content and usage so far are kept; their sessions and budget
+        reservations are freed. Returns how many."""
         # Find the rows with a plain (non-locking) read, then update them by
         # primary key. A ranged UPDATE over the status index would take
         # next-key locks on MariaDB and deadlock (1213) with turns inserting
         # their messages at the same moment; the usual sweep finds nothing and
         # so locks nothing at all.
-        found = select(MessageRow.id).where(MessageRow.status == IN_PROGRESS)
+        found = select(MessageRow.id, MessageRow.session_id).where(MessageRow.status == IN_PROGRESS)
         if runner_id is not None:
             found = found.where(MessageRow.runner_id == runner_id)
         if before is not None:
             found = found.where(MessageRow.create_time < before)
-        ids = list((await self.session.execute(found)).scalars())
-        if not ids:
+        replies = [(row.id, row.session_id) for row in await self.session.execute(found)]
+        if not replies:
             return 0
+        ids = [reply_id for reply_id, _ in replies]
         query = update(MessageRow).where(MessageRow.id.in_(ids), MessageRow.status == IN_PROGRESS)
         result = await self.session.execute(query.values(status="failed", error=error, update_time=now))
+        await release_turns(self.session, replies)
         return int(result.rowcount or 0)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import inspect, text
 
-from server.store.db import ensure_sqlite_dir
+from server.store.db import Database, ensure_sqlite_dir
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -25,3 +26,34 @@ def upgrade(url: str, revision: str = "head") -> None:
     before the event loop starts, or through ``asyncio.to_thread``."""
     ensure_sqlite_dir(url)
     command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    """The newest migration's revision id (what ``agentapi migrate`` reaches)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+async def current_revision(db: Database) -> str | None:
+    """The revision the database is at; None for a database never migrated.
+    Raises UNAVAILABLE (DATABASE_UNAVAILABLE) when it cannot be reached."""
+    async with db.side_session() as session:  # not queued behind a busy main pool
+        connection = await session.connection()
+        exists = await connection.run_sync(lambda sync: inspect(sync).has_table("alembic_version"))
+        if not exists:
+            return None
+        return (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+
+
+async def schema_problem(db: Database) -> str | None:
+    """One line saying what is wrong with the schema (not migrated, or not to
+    the head revision), or None when it is at head. Raises UNAVAILABLE
+    (DATABASE_UNAVAILABLE) when the database cannot be reached."""
+    current, head = await current_revision(db), head_revision()
+    if current == head:
+        return None
+    state = "is not migrated" if current is None else f"is at revision {current}, not {head}"
+    return f"the database {state}: run `agentapi migrate` (or `agentapi serve --migrate`)"

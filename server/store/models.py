@@ -9,6 +9,7 @@ All times are naive UTC.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -40,6 +42,10 @@ Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 Uuid = String(36)
+# US dollars, exact: DECIMAL(20, 10) (ten digits each side of the point). SQLite
+# has no DECIMAL and keeps a float; SQLAlchemy still hands back Decimal.
+Money = Numeric(20, 10, asdecimal=True)
+MONEY_SCALE = 10
 
 
 class Base(DeclarativeBase):
@@ -117,6 +123,10 @@ class SessionRow(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     # "active" or "ended"; an ended session takes no new turns.
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    # The IN_PROGRESS reply that holds the session (one turn at a time): set by
+    # a conditional UPDATE before the upstream is called, cleared by the turn's
+    # terminal write or by recovery.
+    active_reply_id: Mapped[str | None] = mapped_column(Uuid, nullable=True, default=None)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
     end_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
@@ -145,7 +155,7 @@ class MessageRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     time_to_first_token_ms: Mapped[int] = mapped_column(Integer, default=0)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
-    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), server_default="0")
     upstream_request_id: Mapped[str] = mapped_column(String(255), default="")
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
@@ -166,6 +176,9 @@ class MessageRow(Base):
     prompt_last_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The process that runs an in-progress reply, so a restart can find the turns it lost.
     runner_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    # Assistant replies: the idempotency key of the request that ran the turn, so
+    # a retry after a crash finds the stored input instead of storing it again.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, default=None)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
@@ -186,7 +199,7 @@ class TenantRow(Base):
     display_name: Mapped[str] = mapped_column(String(255), default="")
     budget_period: Mapped[str] = mapped_column(String(8), default="month")
     max_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    max_cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_cost_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     requests_per_minute: Mapped[int] = mapped_column(BigInteger, default=0)
     tokens_per_minute: Mapped[int] = mapped_column(BigInteger, default=0)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
@@ -263,3 +276,29 @@ class McpServerRow(Base):
     update_time: Mapped[datetime] = mapped_column(Timestamp)
 
     __table_args__ = (Index(None, "create_time", "id"),)
+
+
+class BudgetReservationRow(Base):
+    """The tokens and cost a running turn may still spend, held against its
+    tenant's budget from admission until the turn's terminal write (or until
+    recovery fails the turn). Keyed by the turn's reply."""
+
+    __tablename__ = "budget_reservations"
+
+    reply_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[Decimal] = mapped_column(Money)
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class RunnerRow(Base):
+    """A runner's heartbeat: a live replica updates ``heartbeat_time`` every
+    few seconds; the turns of one silent for longer than
+    ``AGENTAPI_RUNNER_DEAD_AFTER_S`` are reclaimed by any other replica."""
+
+    __tablename__ = "runners"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    start_time: Mapped[datetime] = mapped_column(Timestamp)
+    heartbeat_time: Mapped[datetime] = mapped_column(Timestamp)

@@ -5,7 +5,10 @@ touching it (e.g. MariaDB, which other tests share).
 and pipes every connection to the target, in a daemon thread with its own
 event loop. ``cut()`` stops listening (new connections are refused) and
 resets every open connection, as a database server restart does;
-``restore()`` listens again on the same port. Also a context manager.
+``restore()`` listens again on the same port. ``freeze()`` keeps every
+connection open and accepts new ones but forwards nothing (a stalled server
+or a network partition: the peer waits, nothing tells it); ``thaw()`` forwards
+what was held and carries on. Also a context manager.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class TcpProxy:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing: asyncio.Event | None = None
 
     def start(self) -> Self:
         with socket.socket() as probe:
@@ -36,8 +40,23 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
         self._thread.start()
+        self._call(self._make_flowing())
         self.restore()
         return self
+
+    async def _make_flowing(self) -> None:
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        """Forwards nothing from now on, in either direction, and closes nothing."""
+        assert self._loop is not None and self._flowing is not None
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def thaw(self) -> None:
+        """Forwards again, what was held first."""
+        assert self._loop is not None and self._flowing is not None
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     def _call(self, coro: object) -> object:
         assert self._loop is not None
@@ -54,6 +73,7 @@ class TcpProxy:
     def stop(self) -> None:
         if self._loop is None:
             return
+        self.thaw()
         self.cut()
         self._call(self._finish())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -86,6 +106,8 @@ class TcpProxy:
 
     async def _pipe(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        assert self._flowing is not None
+        await self._flowing.wait()
         try:
             server_reader, server_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -96,6 +118,8 @@ class TcpProxy:
         async def copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 while data := await reader.read(65536):
+                    assert self._flowing is not None
+                    await self._flowing.wait()
                     writer.write(data)
                     await writer.drain()
             except (ConnectionError, OSError):

@@ -9,6 +9,7 @@ from typing import Any
 
 from server.domain.common import new_id
 from server.domain.errors import Violations
+from server.domain.money import ZERO
 from server.domain.runs.options import TurnOptions, validate_options
 from server.domain.sessions import Settings, validate_settings
 from server.store.models import MessageRow
@@ -124,7 +125,7 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
         "upstream_request_id": "",
         "error": None,
         "metadata_": {},
-        "cost_usd": 0.0,
+        "cost_usd": ZERO,
         "attempts": None,
         "token_count": 0,
         "prompt_first_sequence": 0,

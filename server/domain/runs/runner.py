@@ -34,21 +34,23 @@ from server.domain.catalog import Catalog
 from server.domain.common import Principal, utcnow
 from server.domain.errors import AgentAPIError
 from server.domain.history import count_message, count_text, count_tools, window
+from server.domain.idempotency import current_key
 from server.domain.quota import QuotaGuard
 from server.domain.retry import RetryPolicy
+from server.domain.runs.admission import admit, interrupted_input
 from server.domain.runs.approvals import Approval, Decisions, decide, decision_rows
 from server.domain.runs.events import TurnEvent
 from server.domain.runs.failures import busy
 from server.domain.runs.messages import InputMessage, in_prompt, new_message, to_openai, validate_inputs
 from server.domain.runs.options import TurnOptions, check_tool_choice
 from server.domain.runs.step import RunState, model_step
-from server.domain.runs.terminal import insert_messages
+from server.domain.runs.terminal import insert_messages, release_run
 from server.domain.runs.tool_calls import run_calls, server_calls, tool_rows
 from server.domain.runs.toolset import McpTools, build_toolset
 from server.domain.sessions import SessionService, Settings, tool_name
-from server.domain.tool_outputs import reconcile, reply_after
+from server.domain.tool_outputs import Reconciled, reconcile, reply_after
 from server.llm.types import ChatBackend, ChatRequest
-from server.store.accounts import UsageRepository, tenant_cache
+from server.store.accounts import tenant_cache
 from server.store.db import Database
 from server.store.models import MessageRow
 from server.store.repositories import MessageRepository
@@ -145,9 +147,12 @@ class TurnRunner:
             history = await MessageRepository(db, view.row.id).history()
             if any(m.status == "in_progress" for m in history):
                 raise busy(view.row.id)
+            key = current_key()
+            retried = interrupted_input(history, inputs, key)
             decisions = decide(history, approvals) if approvals else Decisions()
-            plan = reconcile(history, inputs, inputs_path, decisions.decided)
-            if plan.reply is None and not plan.new and not decisions.approved and not decisions.denied:
+            # A retry of an interrupted turn answers its stored input, stored once.
+            plan = Reconciled() if retried is not None else reconcile(history, inputs, inputs_path, decisions.decided)
+            if retried is None and not plan.new and not (decisions.approved or decisions.denied) and not plan.reply:
                 plan.reply = reply_after(history, [*plan.repeated, *decisions.repeated])
             if plan.reply is not None:
                 yield TurnEvent("started", message=plan.reply)
@@ -179,6 +184,10 @@ class TurnRunner:
                 )
                 row.token_count = count_message(to_openai(row), settings.model)
                 rows.append(row)
+            new_rows = rows
+            if retried is not None:
+                # The stored input, and the history before it (without the interrupted replies).
+                history, rows = [m for m in history if m.sequence < retried[0].sequence], retried
             approved_rows, denied_rows = decision_rows(
                 decisions, view.row.id, principal.tenant_id, sequence + 1, self.runner_id
             )
@@ -188,10 +197,6 @@ class TurnRunner:
             rows_in_prompt = [*rows, *denied_rows]
             context = await self._window(history, rows_in_prompt, settings, options.output_reserve)
             tenant = await tenant_cache(self.db).get(db, principal.tenant_id)
-            if tenant is not None:
-                prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows)
-                await self.quota.check_budget(UsageRepository(db), tenant, prompt_tokens)
-                await self.quota.admit(tenant)
             reply = new_message(
                 view.row.id,
                 principal.tenant_id,
@@ -202,15 +207,22 @@ class TurnRunner:
                 status="in_progress",
                 runner_id=self.runner_id,
                 prompt_first_sequence=(context or rows or approved_rows or denied_rows or [history[-1]])[0].sequence,
-                prompt_last_sequence=sequence,
+                prompt_last_sequence=rows[-1].sequence if retried is not None else sequence,
                 options=options.stored(),
                 step=1,
+                idempotency_key=key,
             )
+            prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows_in_prompt)
+            reservation = await admit(
+                self.db, db, self.quota, self.catalog, tenant, reply, prompt_tokens, settings.max_output_tokens
+            )
+            reply.reserved = reservation is not None  # the run's last terminal write drops it (terminal.py)
+            reply.run_reply_id = reply.id  # the id the run's claim and reservation are held under
             # The INSERT and COMMIT run beside the upstream request (_stream
             # holds every event back until they are done); the task takes
             # over the database session.
             stored = asyncio.ensure_future(
-                self._store_inputs(reads.pop_all(), db, [*rows, *approved_rows, *denied_rows, reply])
+                self._store_inputs(reads.pop_all(), db, [*new_rows, *approved_rows, *denied_rows, reply])
             )
             if self.db.local_writer:
                 # Nothing to hide behind the upstream request, and a session
@@ -325,7 +337,23 @@ class TurnRunner:
                 ):
                     yield event
                 request = replace(request, messages=[*request.messages, *(to_openai(r) for r in approved_rows)])
+        try:
+            async for event in self._model_and_tool_steps(state, request, reply, stored, inputs):
+                yield event
+        finally:
+            if state.open_claim is not None:  # the run ended while its server calls held the session
+                await asyncio.shield(release_run(self.db, state.open_claim))
+
+    async def _model_and_tool_steps(
+        self,
+        state: RunState,
+        request: ChatRequest,
+        reply: MessageRow,
+        stored: asyncio.Future[None],
+        inputs: list[Any],
+    ) -> AsyncIterator[TurnEvent]:
         step = 1
+        first = reply
         while True:
             final = None
             async for event in model_step(state, request, reply, stored, inputs if step == 1 else (), step):
@@ -334,6 +362,7 @@ class TurnRunner:
                     break
                 yield event
             assert final is not None
+            state.open_claim = reply if getattr(reply, "continues", False) else None
             state.tokens_used += reply.prompt_tokens + reply.completion_tokens
             calls = server_calls(reply, state.toolset) if final.error is None else []
             if calls:
@@ -361,7 +390,9 @@ class TurnRunner:
                 prompt_last_sequence=rows[-1].sequence,
                 options=reply.options,
                 step=step,
+                idempotency_key=reply.idempotency_key,
             )
+            reply.reserved, reply.run_reply_id = first.reserved, first.id
             request = replace(request, messages=prompt)
             stored = asyncio.ensure_future(insert_messages(self.db, [reply]))
             await asyncio.shield(stored)

@@ -24,7 +24,7 @@ from server.domain.history import count_message, count_text
 from server.domain.retry import RetryPolicy
 from server.domain.runs.attempts import FALLBACK_REASONS, attempt_record, open_attempt, retryable
 from server.domain.runs.events import Delta, TurnEvent
-from server.domain.runs.failures import turn_deadline
+from server.domain.runs.failures import stop_reason, turn_deadline
 from server.domain.runs.messages import to_openai
 from server.domain.runs.reply import ReplyBuilder
 from server.domain.runs.terminal import finish, reply_cost
@@ -52,6 +52,7 @@ class RunState:
     numbered: int = 0  # deltas relayed so far, across the run's steps
     started: bool = False  # whether ``started`` (the run's first event) is out
     tokens_used: int = 0  # prompt and completion tokens of the run's steps so far
+    open_claim: MessageRow | None = None  # a step whose claim its server tool calls still hold
 
 
 def max_steps_exceeded(max_steps: int) -> AgentAPIError:
@@ -133,6 +134,7 @@ async def model_step(
     header_cost = None
     attempts: list[dict[str, Any]] = []
     streaming_since: float | None = None
+    runs_server_tools = False
     models = [request.model, *(m for m in state.fallback_models if m != request.model)]
 
     async def announce() -> AsyncIterator[TurnEvent]:
@@ -205,9 +207,10 @@ async def model_step(
             raise max_steps_exceeded(state.max_steps)
     except AgentAPIError as exc:
         status, error = "failed", exc
-    except (asyncio.CancelledError, GeneratorExit):
-        status = "cancelled"
-        error = AgentAPIError("CANCELLED", "CANCELLED", "the caller cancelled the turn")
+    except (asyncio.CancelledError, GeneratorExit) as exc:
+        error = stop_reason(exc, deadline)
+        # A deadline ends the turn FAILED whichever timer fired first, gRPC's or ours.
+        status = "failed" if error.reason == "TURN_DEADLINE_EXCEEDED" else "cancelled"
         raise
     except Exception as exc:  # an adapter bug must still leave a terminal row
         log.exception("turn failed unexpectedly")
@@ -217,6 +220,8 @@ async def model_step(
         if streaming_since is not None:  # the attempt that streamed, however it ended
             attempts.append(attempt_record(reply.model, error.reason if error else "", streaming_since))
         reply.status = status or "cancelled"
+        # The session stays claimed while this step's server tool calls run.
+        reply.continues = error is None and runs_server_tools
         reply.content = accumulated.content
         reply.tool_calls = accumulated.tool_calls or None
         reply.logprobs = accumulated.logprobs or None
