@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -226,6 +227,20 @@ async def test_readyz_follows_the_servers_grpc_health(sqlite_url: str) -> None:
     assert not_ready.status_code == 503 and not_ready.json() == {"status": "NOT_SERVING"}
     assert alive.status_code == 200
     assert ready.status_code == 200 and ready.json() == {"status": "SERVING"}
+
+
+async def test_readyz_is_503_on_an_unmigrated_database(tmp_path: Path) -> None:
+    """What an operator's probe sees when the server reports NOT_SERVING itself
+    (the database is not migrated to head)."""
+    stack = await start_stack(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", readiness_interval_s=0.2)
+    try:
+        async with httpx.AsyncClient(base_url=stack.bridge_url) as http:
+            ready = await http.get("/readyz")
+            alive = await http.get("/healthz")
+    finally:
+        await stack.stop()
+    assert ready.status_code == 503 and ready.json() == {"status": "NOT_SERVING"}
+    assert alive.status_code == 200
 
 
 async def test_readyz_is_503_when_the_server_is_unreachable() -> None:
