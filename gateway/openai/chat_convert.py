@@ -54,9 +54,9 @@ def param_of(loc: tuple[int | str, ...]) -> str | None:
 
 
 def parse_request(raw: bytes) -> schema.ChatCompletionRequest:
-    """Validates a body. Raises a 400 :class:`ApiError` naming the first bad
-    field (malformed JSON, a wrong type or range, a lone surrogate, nesting
-    past 200 levels)."""
+    """Validates a body. Raises a 400 :class:`ApiError` for malformed JSON (a
+    lone surrogate, nesting past 200 levels included) or a wrong type or
+    range, with ``param`` the field that is wrong."""
     try:
         return schema.ChatCompletionRequest.model_validate_json(raw)
     except ValidationError as exc:
