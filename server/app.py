@@ -34,7 +34,8 @@ from server.api.mcp_servers import McpServerServicer
 from server.api.models import ModelServicer
 from server.api.sessions import SessionServicer
 from server.api.tenants import ApiKeyServicer, TenantServicer, UsageServicer
-from server.config import Config
+from server.config import Config, redact_url
+from server.domain import limits
 from server.domain.agents import AgentService
 from server.domain.auth import Authenticator
 from server.domain.catalog import Catalog
@@ -58,7 +59,7 @@ from server.llm.types import ChatBackend
 from server.store.db import Database
 from server.store.migrate import schema_problem
 from server.tools.builtin import load_registry
-from server.workers import bind_socket
+from server.workers import bind_socket, port_in_use
 
 log = logging.getLogger("agentapi")
 
@@ -75,6 +76,23 @@ SERVICE_NAMES = tuple(
         (mcp_server_service_pb2, "McpServerService"),
     )
 )
+
+
+class ListenError(Exception):
+    """A server cannot listen on its address (the port is in use, or the host
+    is not an address of this machine); the message is one line for the operator."""
+
+
+def _check_ports(config: Config, only: str | None) -> None:
+    """Raises ListenError, before anything starts, when a configured port
+    cannot be bound: grpc would log its own error line and raise a bare
+    RuntimeError, uvicorn an OSError traceback. Workers share their ports
+    (SO_REUSEPORT), which the parent checked once (``server.workers``)."""
+    if config.workers > 1:
+        return
+    for name, addr in (("grpc", config.grpc_addr), ("http", config.http_addr)):
+        if only in (None, name) and not addr.endswith(":0") and (problem := port_in_use(addr)):
+            raise ListenError(problem)
 
 
 def make_backend(config: Config) -> ChatBackend:
@@ -213,6 +231,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     the workers; ``local_port`` also listens on a loopback port of its own
     (``GrpcServer.local_port``), so that this process's bridge calls this
     process's gRPC server rather than whichever worker the kernel picks."""
+    limits.configure(config.limits)
     db = Database(config.database_url, config.db_connect_timeout_s, config.db_query_timeout_s, config.db_pool_timeout_s)
     backend = make_backend(config)
     secret = hashlib.sha256(b"agentapi-page-token:" + config.effective_master_key.encode()).digest()
@@ -224,9 +243,24 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     server = grpc.aio.server(
         # The first is the outermost: it authenticates, then idempotency runs as the caller.
         interceptors=[interceptor, IdempotencyInterceptor(idempotency)],
-        options=[("grpc.so_reuseport", 1 if config.workers > 1 else 0)],
+        options=[
+            ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
+            # gRPC refuses a larger request itself with RESOURCE_EXHAUSTED,
+            # which callers take for a rate limit: receive whatever the bridge
+            # may forward (the domain's limits then name the field that is too big).
+            ("grpc.max_receive_message_length", config.limits.grpc_receive_bytes),
+            # Replies are not bounded here (a page of messages, an export):
+            # -1 is gRPC's own server default, stated so that no one lowers it
+            # below the largest page without meaning to.
+            ("grpc.max_send_message_length", -1),
+        ],
     )
-    port = server.add_insecure_port(config.grpc_addr)
+    try:
+        port = server.add_insecure_port(config.grpc_addr)
+    except RuntimeError as exc:  # taken between the check and now
+        await db.dispose()
+        await backend.aclose()
+        raise ListenError(f"cannot listen on {config.grpc_addr}: {exc}") from exc
     own_port = server.add_insecure_port("127.0.0.1:0") if local_port else port
     runner_id = idempotency.runner_id = runner_id_for(config, port)
     recovery = Recovery(
@@ -293,8 +327,8 @@ def announce(config: Config, grpc_port: int | None, http_port: int | None) -> No
     if http_port is not None:
         http = f"{config.http_addr.rsplit(':', 1)[0]}:{http_port}"
         print(f"agentapi JSON bridge listening on http://{http} (OpenAI base URL: http://{http}/v1)", flush=True)
-    backend_name = config.llm_base_url or "the built-in offline model 'agentapi-offline'"
-    print(f"agentapi upstream: {backend_name}; database: {config.database_url}", flush=True)
+    backend_name = redact_url(config.llm_base_url or "") or "the built-in offline model 'agentapi-offline'"
+    print(f"agentapi upstream: {backend_name}; database: {redact_url(config.database_url)}", flush=True)
     loop_name = event_loop_name(config)
     print(f"agentapi event loop: {loop_name}", flush=True)
     if loop_name == "uvloop" and config.database_url.startswith("mysql"):
@@ -339,6 +373,7 @@ async def serve(
 
     from gateway.app import create_app
 
+    _check_ports(config, only)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -351,7 +386,12 @@ async def serve(
     if only in (None, "grpc"):
         grpc_server = await start_grpc(config, local_port=shared and only is None)
     if only in (None, "http"):
-        sock = bind_socket(config.http_addr, reuse_port=shared)
+        try:
+            sock = bind_socket(config.http_addr, reuse_port=shared)
+        except OSError as exc:  # taken between the check and now
+            if grpc_server is not None:
+                await grpc_server.stop(0)
+            raise ListenError(f"cannot listen on {config.http_addr}: {exc.strerror or exc}") from exc
         http_port = sock.getsockname()[1]
         grpc_target = config.grpc_addr if grpc_server is None else f"127.0.0.1:{grpc_server.local_port}"
         app = create_app(grpc_target)
@@ -362,6 +402,7 @@ async def serve(
                 host=host.strip("[]"),
                 port=http_port,
                 log_level="warning",
+                log_config=None,  # uvicorn's records go through our handler (text or JSON, server/logs.py)
                 lifespan="on",
                 timeout_graceful_shutdown=max(1, round(config.shutdown_grace_s)),
             )

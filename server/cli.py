@@ -1,21 +1,43 @@
-"""The ``agentapi`` command: ``serve`` and ``migrate``. Flags mirror the
-``AGENTAPI_*`` environment variables and win over them."""
+"""The ``agentapi`` command: ``serve``, ``migrate`` and ``purge``. Flags mirror
+the ``AGENTAPI_*`` environment variables and win over them.
+
+What it prints never holds a secret: database URLs are shown with the password
+masked (``***``), and keys are never shown, except the development master key,
+which is public. A problem an operator can fix (a port in use, a bad setting,
+an unreachable database for ``migrate``) is one line on stderr and exit code 1
+(2 for a bad setting), not a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import sys
 
-from server.config import EVENT_LOOPS, Config
+from server import logs
+from server.config import EVENT_LOOPS, LOG_FORMATS, LOG_LEVELS, Config, redact_url
+
+
+def version() -> str:
+    """The installed agentapi version."""
+    try:
+        return importlib.metadata.version("agentapi")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentapi", description="agentapi: a control plane for AI agents")
+    parser.add_argument("--version", action="version", version=f"agentapi {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--database-url", help="AGENTAPI_DATABASE_URL (default: SQLite under ./var/)")
+    common.add_argument("--log-level", choices=LOG_LEVELS, help="AGENTAPI_LOG_LEVEL (default info)")
+    common.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="AGENTAPI_LOG_FORMAT: text, or json (one object per line)"
+    )
     serve = commands.add_parser("serve", parents=[common], help="run the gRPC server and the JSON bridge")
     serve.add_argument("--llm-base-url", help="AGENTAPI_LLM_BASE_URL (unset: the offline model)")
     serve.add_argument("--llm-api-key", help="AGENTAPI_LLM_API_KEY")
@@ -60,28 +82,40 @@ async def _purge(config: Config) -> tuple[int, int, int]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agentapi`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "only", "migrate")}
-    config = Config.from_env(**overrides)
+    try:
+        config = Config.from_env(**overrides)
+        if args.command == "serve":
+            config.check(args.only)
+        else:
+            config.check_settings()
+    except ValueError as exc:  # a malformed AGENTAPI_* number, or a setting out of range
+        print(f"agentapi: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_level, config.log_format, secrets=config.secrets)
     from server.store.migrate import upgrade
 
     if args.command == "migrate":
-        upgrade(config.database_url)
-        print(f"migrated {config.database_url}")
+        try:
+            upgrade(config.database_url)
+        except Exception as exc:
+            logging.getLogger("agentapi").debug("migration failed", exc_info=exc)
+            print(f"agentapi: cannot migrate {redact_url(config.database_url)}: {_first_line(exc)}", file=sys.stderr)
+            return 1
+        print(f"migrated {redact_url(config.database_url)}")
         return 0
     if args.command == "purge":
         agents, conversations, records = asyncio.run(_purge(config))
         print(f"purged {agents} expired agents and {conversations} expired conversations")
         logging.getLogger("agentapi").info("purged %d expired idempotency records", records)
         return 0
-    try:
-        config.check(args.only)
-    except ValueError as exc:
-        print(f"agentapi: {exc}", file=sys.stderr)
-        return 2
     if args.migrate:  # once, before any worker starts
-        upgrade(config.database_url)
+        try:
+            upgrade(config.database_url)
+        except Exception as exc:
+            logging.getLogger("agentapi").debug("migration failed", exc_info=exc)
+            print(f"agentapi: cannot migrate {redact_url(config.database_url)}: {_first_line(exc)}", file=sys.stderr)
+            return 1
     from server.app import unmigrated
 
     if problem := unmigrated(config):
@@ -91,10 +125,20 @@ def main(argv: list[str] | None = None) -> int:
         from server.workers import supervise
 
         return supervise(config, args.only)
-    from server.app import run
+    from server.app import ListenError, run
 
-    run(config, args.only)
+    try:
+        run(config, args.only)
+    except ListenError as exc:
+        print(f"agentapi: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message (SQLAlchemy's run on with the statement and a link)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

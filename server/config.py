@@ -7,9 +7,16 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from server.domain.limits import MAXIMUM as LIMIT_MAXIMUM
+from server.domain.limits import MINIMUM as LIMIT_MINIMUM
+from server.domain.limits import SETTINGS as LIMIT_SETTINGS
+from server.domain.limits import Limits
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/agentapi.db"
 DEV_MASTER_KEY = "sk-agentapi-dev"
+_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -67,14 +74,21 @@ class Config:
             seconds, is dead: any replica reclaims its turns.
         readiness_interval_s: seconds between two readiness checks of the
             database (reachable, migrated to head), which set gRPC health.
+        max_*: size limits (``AGENTAPI_MAX_*``), one per field of
+            :class:`server.domain.limits.Limits`, which documents each; the
+            :attr:`limits` property gathers them.
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        log_format: ``text`` (one human-readable line per record) or ``json``
+            (one JSON object per line).
     """
 
-    database_url: str = DEFAULT_DATABASE_URL
+    # Secrets stay out of repr(), so a logged Config shows none of them.
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     llm_base_url: str | None = None
-    llm_api_key: str | None = None
-    master_key: str | None = None
-    api_tokens: tuple[str, ...] = field(default_factory=tuple)
-    redis_url: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    master_key: str | None = field(default=None, repr=False)
+    api_tokens: tuple[str, ...] = field(default_factory=tuple, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
     grpc_addr: str = "127.0.0.1:50051"
     http_addr: str = "127.0.0.1:8080"
     upstream_connect_timeout_s: float = 5.0
@@ -103,6 +117,19 @@ class Config:
     db_pool_timeout_s: float = 5.0
     runner_dead_after_s: float = 30.0
     readiness_interval_s: float = 2.0
+    # Size limits and logging (issue 13, sections 3 and 6): one block.
+    max_messages_per_request: int = _LIMITS.messages_per_request
+    max_message_chars: int = _LIMITS.message_chars
+    max_metadata_keys: int = _LIMITS.metadata_keys
+    max_metadata_bytes: int = _LIMITS.metadata_bytes
+    max_tools: int = _LIMITS.tools
+    max_tool_schema_bytes: int = _LIMITS.tool_schema_bytes
+    max_history_messages: int = _LIMITS.history_messages
+    max_filter_chars: int = _LIMITS.filter_chars
+    max_filter_depth: int = _LIMITS.filter_depth
+    max_request_bytes: int = _LIMITS.request_bytes
+    log_level: str = "info"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -123,13 +150,39 @@ class Config:
             # MCP servers: the secrets key and the stdio switch.
             "secret_key": env.get("AGENTAPI_SECRET_KEY") or None,
             "allow_stdio_mcp": env.get("AGENTAPI_ALLOW_STDIO_MCP", "").strip().lower() in ("1", "true", "yes"),
+            "log_level": (env.get("AGENTAPI_LOG_LEVEL") or "info").lower(),
+            "log_format": (env.get("AGENTAPI_LOG_FORMAT") or "text").lower(),
         }
         for name, type_ in _NUMERIC_SETTINGS.items():
             raw = env.get(f"AGENTAPI_{name.upper()}")
             if raw:
-                values[name] = type_(raw)
+                try:
+                    values[name] = type_(raw)
+                except ValueError:
+                    kind = "a whole number" if type_ is int else "a number"
+                    raise ValueError(f"AGENTAPI_{name.upper()} must be {kind}, not {raw!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret (keys, URL passwords), for the log filter
+        that masks them (``server/logs.py``)."""
+        values = [self.llm_api_key, self.master_key, self.secret_key, *self.api_tokens]
+        for url in (self.database_url, self.redis_url, self.llm_base_url):
+            if url and "://" in url:
+                try:
+                    password = urlsplit(url).password
+                except ValueError:  # a port that is not a number: nothing to take from it
+                    password = None
+                if password:  # as written, and %-decoded as a driver would quote it
+                    values += [password, unquote(password)]
+        return tuple(dict.fromkeys(v for v in values if v))
+
+    @property
+    def limits(self) -> Limits:
+        """The size limits, from the ``max_*`` fields."""
+        return Limits(**{name: getattr(self, f"max_{name}") for name in Limits.__dataclass_fields__})
 
     @property
     def effective_runner_id(self) -> str:
@@ -141,11 +194,27 @@ class Config:
         """The master key, or the development key when none is configured."""
         return self.master_key or DEV_MASTER_KEY
 
+    def check_settings(self) -> None:
+        """Raises ValueError for a size limit out of range or an unknown log
+        level or format (what every command needs, not only ``serve``)."""
+        for name in Limits.__dataclass_fields__:
+            value = getattr(self, f"max_{name}")
+            low, high = LIMIT_MINIMUM[name], LIMIT_MAXIMUM.get(name)
+            if value < low or (high is not None and value > high):
+                bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+                raise ValueError(f"{LIMIT_SETTINGS[name]} must be {bounds}, not {value}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"unknown log level {self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"unknown log format {self.log_format!r}: choose one of {', '.join(LOG_FORMATS)}")
+
     def check(self, only: str | None = None) -> None:
-        """Raises ValueError when a non-loopback address would use the development
-        key, for an unknown event loop, and when several workers would listen on
-        a picked port (``:0``): workers share one known port. ``only`` is
+        """Raises ValueError for :meth:`check_settings`' reasons, when a
+        non-loopback address would use the development key, for an unknown
+        event loop, and when several workers would listen on a picked port
+        (``:0``): workers share one known port. ``only`` is
         ``serve --only`` (the other server's address is not checked for that)."""
+        self.check_settings()
         if self.event_loop not in EVENT_LOOPS:
             raise ValueError(f"unknown event loop {self.event_loop!r}: choose one of {', '.join(EVENT_LOOPS)}")
         if self.workers < 1:
@@ -165,6 +234,8 @@ class Config:
 
 
 EVENT_LOOPS = ("asyncio", "uvloop")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 # Numeric settings read from AGENTAPI_<NAME> (for example AGENTAPI_RETRY_ATTEMPTS=3).
@@ -187,7 +258,29 @@ _NUMERIC_SETTINGS: dict[str, type] = {
     "db_pool_timeout_s": float,
     "runner_dead_after_s": float,
     "readiness_interval_s": float,
+    **{f"max_{name}": int for name in Limits.__dataclass_fields__},
 }
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password in it masked (``***``), for printing and
+    logging: a database URL (SQLAlchemy's ``render_as_string(hide_password=True)``)
+    or an http(s) URL with credentials."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if "://" not in url:
+        return url
+    if url.split("://", 1)[0] in ("http", "https", "redis", "rediss"):
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}"))
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL SQLAlchemy reads: show none of it
+        return "<unreadable URL>"
 
 
 def _is_loopback(host: str) -> bool:

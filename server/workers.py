@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from server import logs
 from server.config import Config
 
 log = logging.getLogger("agentapi.workers")
@@ -86,8 +87,7 @@ def _worker_main(config: Config, only: str | None, index: int, conn: Connection,
     # The terminal's Ctrl-C reaches every process of the group; the parent
     # forwards it as SIGTERM, and serve() installs its own handler for both.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [w{index}] %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.setup(config.log_level, config.log_format, worker=index, secrets=config.secrets)
     _die_with_parent(parent_pid)
     from server.app import run
 
@@ -106,7 +106,7 @@ class _Worker:
     ports: tuple[int | None, int | None] | None = None
 
 
-def _port_in_use(addr: str) -> str | None:
+def port_in_use(addr: str) -> str | None:
     """Why ``addr`` cannot be bound by a new SO_REUSEPORT group, or None: a
     socket without SO_REUSEPORT fails to bind while any other socket (another
     agentapi's workers included) holds the port, which SO_REUSEPORT would join."""
@@ -122,7 +122,7 @@ def supervise(config: Config, only: str | None = None) -> int:
     the exit code: 0 when every worker stopped cleanly, else 1."""
     addrs = [a for name, a in (("grpc", config.grpc_addr), ("http", config.http_addr)) if only in (None, name)]
     for addr in addrs:
-        if problem := _port_in_use(addr):
+        if problem := port_in_use(addr):
             print(f"agentapi: {problem}", file=sys.stderr)
             return 1
     if not config.redis_url:

@@ -183,3 +183,43 @@ async def test_an_agent_naming_an_unknown_built_in_tool_is_refused(tools_stack: 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await create_agent(tools_stack, f"agent-{uuid.uuid4().hex[:10]}", max_steps=0)
     assert "agent.max_steps" in field_violations(caught.value)
+
+
+async def test_rate_limits_are_checked_before_each_model_step(tools_stack: Stack) -> None:
+    tenant_id = f"t-{uuid.uuid4().hex[:10]}"
+    await tools_stack.tenants.CreateTenant(
+        pb.CreateTenantRequest(tenant=pb.Tenant(id=tenant_id, rate_limits=pb.RateLimits(requests_per_minute=1))),
+        metadata=AUTH,
+    )
+    key = await tools_stack.api_keys.CreateApiKey(
+        pb.CreateApiKeyRequest(api_key=pb.ApiKey(tenant_id=tenant_id, scope=pb.API_KEY_SCOPE_CLIENT)), metadata=AUTH
+    )
+    auth = (("authorization", f"Bearer {key.secret}"),)
+    agent = await create_agent(
+        tools_stack, f"agent-{uuid.uuid4().hex[:10]}", "agentapi-offline", builtin_tools=["echo"]
+    )
+    session = await tools_stack.sessions.CreateSession(
+        pb.CreateSessionRequest(session=pb.Session(agent_id=agent.id)), metadata=auth
+    )
+    call = tools_stack.sessions.SendStreamingMessage(
+        pb.SendStreamingMessageRequest(session_id=session.session.id, messages=[user('call echo {"text": "a"}')]),
+        metadata=auth,
+    )
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for event in call:
+            received.append(event)
+    assert error_reason(caught.value) == "RATE_LIMITED", "the second model step is a second request"
+    assert [e.tool_call_completed.content for e in received if e.HasField("tool_call_completed")] == ["a"]
+    page = await tools_stack.sessions.ListMessages(
+        pb.ListMessagesRequest(session_id=session.session.id, page_size=100), metadata=auth
+    )
+    stored = list(page.messages)
+    assert [(m.role, m.status) for m in stored][-1] == (pb.ROLE_ASSISTANT, pb.MESSAGE_STATUS_FAILED)
+    assert stored[-1].step == 2 and stored[-1].id == received[-1].assistant_message.id
+    # The run released its session: the next turn is refused by the rate limit, not SESSION_BUSY.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await tools_stack.sessions.SendMessage(
+            pb.SendMessageRequest(session_id=session.session.id, messages=[user("again")]), metadata=auth
+        )
+    assert error_reason(caught.value) == "RATE_LIMITED"

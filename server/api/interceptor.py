@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -25,7 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from server.api.status import to_status
 from server.domain.auth import Authenticator
 from server.domain.common import Principal, utcnow
-from server.domain.errors import AgentAPIError
+from server.domain.errors import AgentAPIError, invalid_argument
 from server.domain.runs.failures import SHUTDOWN_CANCEL
 from server.store.db import translate
 
@@ -69,6 +70,81 @@ async def _fail(context: grpc.aio.ServicerContext, exc: Exception, method: str) 
 def shutting_down(message: str = "the server is shutting down; retry on another replica") -> AgentAPIError:
     """UNAVAILABLE (SHUTTING_DOWN)."""
     return AgentAPIError("UNAVAILABLE", "SHUTTING_DOWN", message)
+
+
+class _Undecodable:
+    """Stands in for a request that did not parse as its protobuf message."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer`` returning an :class:`_Undecodable` instead of raising.
+
+    grpc.aio answers a request its deserializer cannot parse with INTERNAL and
+    logs a traceback (nothing of ours runs); the handler below answers it
+    INVALID_ARGUMENT (INVALID_REQUEST) instead, once the caller is authenticated."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # protobuf's DecodeError, or any parser's error
+            return _Undecodable(exc)
+
+    return deserialize
+
+
+def undecodable(request: Any, method: str) -> AgentAPIError | None:
+    """INVALID_ARGUMENT (INVALID_REQUEST) for a request that did not parse, else None."""
+    if not isinstance(request, _Undecodable):
+        return None
+    log.info("%s: request is not a valid protobuf message: %s", method, request.error)
+    return invalid_argument(
+        f"the request is not a valid {method.rsplit('/', 1)[-1]} request message (protobuf): {request.error}",
+        reason="INVALID_REQUEST",
+    )
+
+
+async def _abort_undecodable(context: grpc.aio.ServicerContext, request: Any, method: str) -> None:
+    if bad := undecodable(request, method):
+        await _abort(context, bad)
+
+
+def _public(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """A method that needs no key (health): only an undecodable request is
+    answered here. Reflection's streams of requests are left as they are."""
+    if handler.unary_unary is not None:
+        behavior = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await _abort_undecodable(context, request, method)
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary, tolerant(handler.request_deserializer), handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        stream_behavior = handler.unary_stream
+        if inspect.isasyncgenfunction(stream_behavior):
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await _abort_undecodable(context, request, method)
+                async for item in stream_behavior(request, context):
+                    yield item
+
+        else:  # health's Watch writes through the context and returns nothing
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
+                await _abort_undecodable(context, request, method)
+                return await stream_behavior(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream, tolerant(handler.request_deserializer), handler.response_serializer
+        )
+    return handler
 
 
 class ApiInterceptor(grpc.aio.ServerInterceptor):
@@ -148,8 +224,10 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(PUBLIC_PREFIXES):
+        if handler is None:
             return handler
+        if details.method.startswith(PUBLIC_PREFIXES):
+            return _public(handler, details.method)
         authenticate = self.authenticator.authenticate
         if handler.unary_unary is not None:
             behavior = handler.unary_unary
@@ -159,6 +237,8 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     task = self._enter()
                     _principal.set(await authenticate(_bearer(context.invocation_metadata())))
+                    if bad := undecodable(request, details.method):
+                        raise bad
                     return await behavior(request, context)
                 except asyncio.CancelledError:
                     await self._cancelled(context, task)
@@ -168,7 +248,9 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     self._leave(task)
 
-            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(
+                unary, tolerant(handler.request_deserializer), handler.response_serializer
+            )
         if handler.unary_stream is not None:
             stream_behavior = handler.unary_stream
 
@@ -177,6 +259,8 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     task = self._enter()
                     _principal.set(await authenticate(_bearer(context.invocation_metadata())))
+                    if bad := undecodable(request, details.method):
+                        raise bad
                     async for item in stream_behavior(request, context):
                         yield item
                 except asyncio.CancelledError:
@@ -188,6 +272,6 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                     self._leave(task)
 
             return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
+                stream, tolerant(handler.request_deserializer), handler.response_serializer
             )
         return handler

@@ -14,6 +14,7 @@ from jsonschema.exceptions import SchemaError
 from sqlalchemy import ColumnElement, String, not_, or_
 from sqlalchemy.exc import IntegrityError
 
+from server.domain import limits
 from server.domain.common import Principal, is_uuid, new_id, require_operator, require_uuid, utcnow
 from server.domain.errors import AgentAPIError, Violations, not_found
 from server.domain.filtering import FieldMap, compile_filter, like_escape, text_field
@@ -24,7 +25,6 @@ from server.store.repositories import AgentRepository
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-MAX_METADATA_BYTES = 16 * 1024
 DELETE_RETENTION = timedelta(days=30)
 MUTABLE_FIELDS = (
     "key",
@@ -97,10 +97,20 @@ def validate(agent: AgentFields, prefix: str = "agent", builtin_tools: frozenset
     """Checks every field and raises INVALID_ARGUMENT (FIELD_VIOLATION) naming
     all bad ones: key slug of 1-63, non-empty default model, temperature 0-2,
     distinct fallbacks that differ from the default, function tools with valid
-    names and object ``parameters``, metadata up to 16 KiB of JSON, built-in
-    tools the registry (``builtin_tools``) has, MCP servers named once each,
-    max_steps 1 to 64."""
+    names and object ``parameters``, built-in tools the registry
+    (``builtin_tools``) has, MCP servers named once each, max_steps 1 to 64.
+    Raises INVALID_ARGUMENT (LIMIT_EXCEEDED) for a system prompt over
+    ``AGENTAPI_MAX_MESSAGE_CHARS`` characters, more tools than
+    ``AGENTAPI_MAX_TOOLS`` (128), a tool definition over
+    ``AGENTAPI_MAX_TOOL_SCHEMA_BYTES`` (64 KiB of JSON), metadata over
+    ``AGENTAPI_MAX_METADATA_KEYS`` keys (64) or ``AGENTAPI_MAX_METADATA_BYTES``
+    (16 KiB of JSON); sizes are checked first, so an oversized agent is never
+    parsed as JSON Schema."""
     violations = Violations()
+    limits.check_tools(agent.tools, f"{prefix}.tools", violations)
+    limits.check_metadata(agent.metadata, f"{prefix}.metadata", violations)
+    limits.check_chars(agent.system_prompt, f"{prefix}.system_prompt", violations)
+    limits.raise_if_any(violations)
     _validate_server_tools(agent, prefix, builtin_tools, violations)
     if not KEY_PATTERN.match(agent.key):
         violations.add(f"{prefix}.key", "must be 1 to 63 of a-z, 0-9, '-' or '_', starting with a letter or digit")
@@ -137,8 +147,6 @@ def validate(agent: AgentFields, prefix: str = "agent", builtin_tools: frozenset
     for index, tenant_id in enumerate(agent.allowed_tenants):
         if not KEY_PATTERN.match(tenant_id):
             violations.add(f"{prefix}.allowed_tenants[{index}]", "must be a tenant id")
-    if len(json.dumps(agent.metadata)) > MAX_METADATA_BYTES:
-        violations.add(f"{prefix}.metadata", f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
     violations.raise_if_any()
 
 

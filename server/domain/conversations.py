@@ -6,6 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
+from server.domain import limits
 from server.domain.common import Principal, new_id, require_uuid, utcnow
 from server.domain.errors import AgentAPIError, Violations, not_found
 from server.domain.pagination import Page, PageTokens, time_key, time_position
@@ -43,8 +44,11 @@ class ConversationService:
 
     async def create(self, principal: Principal, title: str, metadata: dict[str, Any]) -> ConversationRow:
         """Stores a new conversation owned by the caller's tenant. Raises
-        INVALID_ARGUMENT (FIELD_VIOLATION) for a title over 255 characters."""
+        INVALID_ARGUMENT (FIELD_VIOLATION) for a title over 255 characters,
+        (LIMIT_EXCEEDED) for metadata over ``AGENTAPI_MAX_METADATA_KEYS`` keys
+        or ``AGENTAPI_MAX_METADATA_BYTES`` bytes of JSON."""
         _check_title(title, "conversation.title")
+        _check_metadata(metadata)
         now = utcnow()
         row = ConversationRow(
             id=new_id(),
@@ -94,7 +98,8 @@ class ConversationService:
         expected_etag: str = "",
     ) -> ConversationRow:
         """Updates the masked fields (``title``, ``metadata``; both when ``paths``
-        is empty). Raises INVALID_ARGUMENT (FIELD_VIOLATION), NOT_FOUND
+        is empty). Raises INVALID_ARGUMENT (FIELD_VIOLATION; LIMIT_EXCEEDED
+        for metadata over its size limits), NOT_FOUND
         (CONVERSATION_NOT_FOUND), ABORTED (ETAG_MISMATCH), FAILED_PRECONDITION
         (CONVERSATION_DELETED)."""
         violations = Violations()
@@ -105,6 +110,8 @@ class ConversationService:
         paths = paths or list(MUTABLE_FIELDS)
         if "title" in paths:
             _check_title(title, "conversation.title")
+        if "metadata" in paths:
+            _check_metadata(metadata)
         async with self.db.session() as session:
             row = await self._load(session, principal, conversation_id)
             if row.delete_time is not None:
@@ -163,3 +170,9 @@ def _check_title(title: str, path: str) -> None:
         violations = Violations()
         violations.add(path, f"must be at most {MAX_TITLE_LENGTH} characters")
         violations.raise_if_any()
+
+
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    violations = Violations()
+    limits.check_metadata(metadata, "conversation.metadata", violations)
+    limits.raise_if_any(violations)

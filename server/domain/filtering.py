@@ -17,17 +17,16 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import LarkError, VisitError
 from sqlalchemy import ColumnElement, and_, not_, or_
 
+from server.domain import limits
 from server.domain.errors import FieldViolation, invalid_argument
 
 # (operator, value) -> SQL condition; raise ValueError for an unsupported operator.
 FieldCompiler = Callable[[str, str], ColumnElement[bool]]
 FieldMap = Mapping[str, FieldCompiler]
-
-MAX_FILTER_LENGTH = 1000
 
 _GRAMMAR = r"""
 ?start: expression
@@ -88,19 +87,47 @@ def compile_filter(text: str, fields: FieldMap) -> ColumnElement[bool] | None:
     """The SQL condition for ``text``; None for an empty filter.
 
     Raises INVALID_ARGUMENT (INVALID_FILTER, field ``filter``) for a syntax
-    error, an unknown field, an operator the field does not support, or a
-    filter over 1000 characters.
+    error, an unknown field, an operator the field does not support, a filter
+    over ``AGENTAPI_MAX_FILTER_CHARS`` characters (default 1000) or nested
+    deeper than ``AGENTAPI_MAX_FILTER_DEPTH`` (default 32) parentheses and
+    negations.
     """
     if not text.strip():
         return None
-    if len(text) > MAX_FILTER_LENGTH:
-        raise _bad(f"must be at most {MAX_FILTER_LENGTH} characters")
+    bounds = limits.active()
+    if len(text) > bounds.filter_chars:
+        raise _bad(f"must be at most {bounds.filter_chars} characters (AGENTAPI_MAX_FILTER_CHARS); got {len(text)}")
     try:
-        return _Compiler(fields).transform(_PARSER.parse(text))
+        tree = _PARSER.parse(text)
+        # The LALR parse is iterative, but compiling the tree (the transformer,
+        # then SQLAlchemy) recurses once or more per level: a filter of
+        # hundreds of nested parentheses or NOTs would end in RecursionError.
+        depth = nesting(tree)
+        if depth > bounds.filter_depth:
+            raise _bad(
+                f"must nest at most {bounds.filter_depth} levels of parentheses and NOT"
+                f" (AGENTAPI_MAX_FILTER_DEPTH); got {depth}"
+            )
+        return _Compiler(fields).transform(tree)
     except VisitError as exc:
         raise _bad(str(exc.orig_exc)) from exc
     except LarkError as exc:
         raise _bad(f"syntax error: {str(exc).splitlines()[0]}") from exc
+
+
+def nesting(tree: Tree[Token]) -> int:
+    """Levels of nesting in a parsed filter: parentheses (each opens a nested
+    ``all_of`` below the root) plus negations, on the deepest path. Walked
+    with an explicit stack, so any depth is measured without recursing."""
+    deepest = 0
+    stack: list[tuple[Tree[Token], int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node is not tree and node.data in ("all_of", "negate"):
+            depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
+    return deepest
 
 
 def _bad(description: str) -> Exception:

@@ -142,6 +142,34 @@ class QuotaGuard:
             await session.commit()
         return Reservation(reply_id, tokens, cost)
 
+    async def check_step(self, db: Database, tenant: TenantRow, run_reply_id: str) -> None:
+        """Before a run's next model step: the tenant's rate limits (a step is
+        a request) and room left in its budget, counting what is recorded
+        (this run's earlier steps too) and the other turns' reservations.
+        Raises RESOURCE_EXHAUSTED (RATE_LIMITED, BUDGET_EXCEEDED)."""
+        await self.admit(tenant)
+        if tenant.max_tokens is None and tenant.max_cost_usd is None:
+            return
+        now = utcnow()
+        start, end = period_bounds(now, tenant.budget_period)
+        async with db.side_session() as session:
+            used_tokens, used_cost = await UsageRepository(session).totals(tenant.id, start)
+            held_tokens, held_cost = await BudgetRepository(session).reserved(tenant.id, excluding=run_reply_id)
+        over = []
+        if tenant.max_tokens is not None and used_tokens + held_tokens >= tenant.max_tokens:
+            over.append(f"tokens {used_tokens} used + {held_tokens} reserved >= {tenant.max_tokens}")
+        if tenant.max_cost_usd is not None and used_cost + held_cost >= money(tenant.max_cost_usd):
+            over.append(f"cost ${used_cost} used + ${held_cost} reserved >= ${tenant.max_cost_usd}")
+        if over:
+            raise AgentAPIError(
+                "RESOURCE_EXHAUSTED",
+                "BUDGET_EXCEEDED",
+                f"tenant {tenant.id!r} reached its {tenant.budget_period}ly budget before the run's next step: "
+                + "; ".join(over),
+                {"tenant_id": tenant.id, "period_end": end.isoformat() + "Z"},
+                retry_after_s=(end - now).total_seconds(),
+            )
+
     @staticmethod
     async def release(db: Database, reservation: Reservation | None) -> None:
         """Drops a reservation whose turn ended before its terminal write (a

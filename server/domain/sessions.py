@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement
 
+from server.domain import limits
 from server.domain.agents import TOOL_NAME_PATTERN, AgentFields, AgentService, fields_of
 from server.domain.common import Principal, new_id, require_uuid, utcnow
 from server.domain.conversations import deleted_conversation
@@ -83,7 +84,11 @@ def validate_settings(
     budget, bad tool names, and allowed tools that ``available_tools`` (the
     agent's tools, or the session's own) does not define, nor ``server_tools``
     (the agent's built-in tool names, and its MCP server ids, whose tools are
-    named ``<server id>__<tool>``)."""
+    named ``<server id>__<tool>``); and size-limit violations (see
+    :mod:`server.domain.limits`) for too many tools, a tool definition or a
+    system prompt that is too large."""
+    limits.check_tools(settings.tools, f"{prefix}.tools", violations)
+    limits.check_chars(settings.system_prompt, f"{prefix}.system_prompt", violations)
     if settings.temperature is not None and not 0.0 <= settings.temperature <= 2.0:
         violations.add(f"{prefix}.temperature", "must be between 0 and 2")
     if settings.max_output_tokens is not None and settings.max_output_tokens < 1:
@@ -151,11 +156,14 @@ class SessionService:
 
         Raises INVALID_ARGUMENT (FIELD_VIOLATION when neither an agent nor a
         model is given, a setting is out of range or an allowed tool is
-        unknown; INVALID_CONVERSATION_ID), NOT_FOUND (AGENT_NOT_FOUND,
+        unknown; LIMIT_EXCEEDED for metadata, tools or a system prompt over
+        its size limit; INVALID_CONVERSATION_ID), NOT_FOUND (AGENT_NOT_FOUND,
         CONVERSATION_NOT_FOUND), FAILED_PRECONDITION (AGENT_DELETED,
         CONVERSATION_DELETED).
         """
         violations = Violations()
+        limits.check_metadata(metadata, "session.metadata", violations)
+        limits.raise_if_any(violations)
         if not agent_id and not overrides.model:
             violations.add("session.agent_id", "name an agent, or set overrides.model for a plain-model session")
         if conversation_id:
@@ -180,7 +188,7 @@ class SessionService:
             validate_settings(
                 overrides, "session.overrides", violations, list(agent.tools) if agent else [], server_tools
             )
-            violations.raise_if_any()
+            limits.raise_if_any(violations)
             carried: list[MessageRow] = []
             if conversation_id:
                 conversation = await ConversationRepository(session, principal.tenant_id).get(

@@ -45,6 +45,17 @@ _HISTORY_SNAPSHOT = (
     .where(MessageRow.__table__.c.session_id == bindparam("session_id"))
     .order_by(MessageRow.__table__.c.sequence)
 )
+# Newest first, below a sequence number: a turn reads its history backwards in
+# batches, only as far as its window can use (server/domain/turn_history.py).
+_NEWEST_SNAPSHOT = (
+    select(*snapshot_columns(MessageRow))
+    .where(
+        MessageRow.__table__.c.session_id == bindparam("session_id"),
+        MessageRow.__table__.c.sequence < bindparam("before"),
+    )
+    .order_by(MessageRow.__table__.c.sequence.desc())
+    .limit(bindparam("limit"))
+)
 _INSERT_MESSAGES = insert(MessageRow.__table__)
 
 
@@ -220,6 +231,13 @@ class MessageRepository:
         (attributes as on :class:`MessageRow`)."""
         connection = await self.session.connection()
         return list(await connection.execute(_HISTORY_SNAPSHOT, {"session_id": self.session_id}))
+
+    async def newest(self, before: int | None, limit: int) -> list[Row[Any]]:
+        """Up to ``limit`` messages with a sequence below ``before`` (None: from
+        the newest), newest first, as read-only rows like :meth:`history`'s."""
+        connection = await self.session.connection()
+        params = {"session_id": self.session_id, "before": 2**62 if before is None else before, "limit": limit}
+        return list(await connection.execute(_NEWEST_SNAPSHOT, params))
 
     async def insert(self, messages: Sequence[MessageRow]) -> None:
         """INSERTs transient messages in one statement; the entities stay

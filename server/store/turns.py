@@ -71,12 +71,15 @@ class BudgetRepository:
         needs no lock: the reservation's INSERT takes it."""
         await self.session.execute(select(TenantRow.id).where(TenantRow.id == tenant_id).with_for_update())
 
-    async def reserved(self, tenant_id: str) -> tuple[int, Decimal]:
-        """(tokens, US dollars) reserved by the tenant's running turns."""
+    async def reserved(self, tenant_id: str, excluding: str | None = None) -> tuple[int, Decimal]:
+        """(tokens, US dollars) reserved by the tenant's running turns, but the
+        one held under ``excluding`` (a reply id)."""
         query = select(
             func.coalesce(func.sum(BudgetReservationRow.tokens), 0),
             func.coalesce(func.sum(BudgetReservationRow.cost_usd), 0),
         ).where(BudgetReservationRow.tenant_id == tenant_id)
+        if excluding is not None:
+            query = query.where(BudgetReservationRow.reply_id != excluding)
         tokens, cost = (await self.session.execute(query)).one()
         return int(tokens), Decimal(str(cost))
 

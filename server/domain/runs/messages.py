@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from server.domain import limits
 from server.domain.common import new_id
 from server.domain.errors import Violations
 from server.domain.money import ZERO
@@ -45,8 +46,22 @@ def validate_inputs(
     """Raises INVALID_ARGUMENT (FIELD_VIOLATION) for no messages, a bad role, an
     empty user message, a tool message without ``tool_call_id``, a content
     part of an unknown type or without its payload, a last message that is
-    not from the user or a tool, or out-of-range options."""
+    not from the user or a tool, or out-of-range options; (LIMIT_EXCEEDED)
+    for more than ``AGENTAPI_MAX_MESSAGES_PER_REQUEST`` messages (2048), or a
+    message whose text or a tool call's arguments exceed
+    ``AGENTAPI_MAX_MESSAGE_CHARS`` characters (1,048,576), or the turn's tools
+    over their limits. The sizes are checked first, so an oversized request
+    costs no more than counting."""
     violations = Violations()
+    if len(inputs) > limits.active().messages_per_request:
+        limits.exceeded(violations, path, "messages_per_request", f"{len(inputs):,}")
+        limits.raise_if_any(violations)
+    for index, message in enumerate(inputs):
+        limits.check_chars(message.text, f"{path}[{index}].content", violations)
+        for call_index, call in enumerate(message.tool_calls):
+            arguments = str((call.get("function") or {}).get("arguments", ""))
+            limits.check_chars(arguments, f"{path}[{index}].tool_calls[{call_index}].function.arguments", violations)
+    limits.raise_if_any(violations)
     if not inputs and not allow_empty:
         violations.add(path, "must contain at least one message")
     for index, message in enumerate(inputs):
@@ -64,7 +79,7 @@ def validate_inputs(
     settings = Settings(temperature=options.temperature, max_output_tokens=options.max_output_tokens)
     validate_settings(replace(settings, tools=options.tools or []), "options", violations)
     validate_options(options, "options", violations)
-    violations.raise_if_any()
+    limits.raise_if_any(violations)
 
 
 def _check_part(part: dict[str, Any], path: str, violations: Violations) -> None:

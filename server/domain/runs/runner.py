@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.domain import turn_history
 from server.domain.agents import DEFAULT_MAX_STEPS
 from server.domain.catalog import Catalog
 from server.domain.common import Principal, utcnow
@@ -144,7 +145,7 @@ class TurnRunner:
                     "the session has ended; start a new session",
                     {"session_id": view.row.id},
                 )
-            history = await MessageRepository(db, view.row.id).history()
+            history = await turn_history.read(db, view, self.catalog, options)  # bounded: what the window can use
             if any(m.status == "in_progress" for m in history):
                 raise busy(view.row.id)
             key = current_key()
@@ -252,6 +253,7 @@ class TurnRunner:
             deadline,
             settings.fallback_models,
             (view.agent.max_steps if view.agent else None) or DEFAULT_MAX_STEPS,
+            tenant=tenant,
         )
         approved = (decisions.approved, approved_rows, denied_rows)
         events = self._steps(state, request, reply, stored, [*plan.repeated, *rows], approved)
@@ -344,6 +346,19 @@ class TurnRunner:
             if state.open_claim is not None:  # the run ended while its server calls held the session
                 await asyncio.shield(release_run(self.db, state.open_claim))
 
+    async def _refused_step(self, state: RunState, first: MessageRow) -> AgentAPIError | None:
+        """Why the run may not take another model step (the tenant's rate
+        limits or budget), or None."""
+        if state.tenant is None:
+            return None
+        try:
+            await self.quota.check_step(self.db, state.tenant, first.id)
+        except AgentAPIError as exc:
+            if exc.code != "RESOURCE_EXHAUSTED":
+                raise
+            return exc
+        return None
+
     async def _model_and_tool_steps(
         self,
         state: RunState,
@@ -376,6 +391,7 @@ class TurnRunner:
                 yield final
                 return
             step += 1
+            refused = await self._refused_step(state, first)
             prompt = [*request.messages, to_openai(reply), *(to_openai(row) for row in rows)]
             reply = new_message(
                 reply.session_id,
@@ -393,6 +409,12 @@ class TurnRunner:
                 idempotency_key=reply.idempotency_key,
             )
             reply.reserved, reply.run_reply_id = first.reserved, first.id
+            if refused is not None:
+                reply.status = "failed"
+                reply.error = {"code": refused.code, "reason": refused.reason, "message": refused.message}
+                await insert_messages(self.db, [reply])
+                yield TurnEvent("final", message=reply, error=refused)
+                return
             request = replace(request, messages=prompt)
             stored = asyncio.ensure_future(insert_messages(self.db, [reply]))
             await asyncio.shield(stored)

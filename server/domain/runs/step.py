@@ -53,6 +53,7 @@ class RunState:
     started: bool = False  # whether ``started`` (the run's first event) is out
     tokens_used: int = 0  # prompt and completion tokens of the run's steps so far
     open_claim: MessageRow | None = None  # a step whose claim its server tool calls still hold
+    tenant: Any = None  # the tenant's row, for the checks before each later step (None: no quotas)
 
 
 def max_steps_exceeded(max_steps: int) -> AgentAPIError:
