@@ -14,13 +14,16 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import jsonschema
 import openai
 import pydantic
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from pydantic import BaseModel
 
 from agentapi import v1 as pb
+from gateway.errors import from_status
 from tests.helpers import all_messages, create_agent
 from tests.stack import AUTH, Stack, start_stack
 from tests.support.upstream import REFUSAL_TEXT, ScriptedUpstream, minimal_instance
@@ -373,33 +376,49 @@ async def test_upstream_failures_carry_openai_codes(
 
 
 async def test_a_large_prompt_runs_once_and_answers_200(stack: Stack, upstream: ScriptedUpstream) -> None:
-    """A 3.7 MB prompt (under the server's 4 MiB request limit) makes a reply
-    of over 5 MB (SendMessage returns the stored input with the answer). The
-    bridge's channel used to refuse that reply with grpc's RESOURCE_EXHAUSTED,
-    answered 429 after the turn ran and was billed, so the SDK retried it."""
+    """A 4 MB prompt (four messages, each under the server's 1 MiB-character
+    limit) makes a reply of over 5 MB: SendMessage returns the stored input
+    with the answer. The bridge's channel used to refuse that reply with
+    grpc's RESOURCE_EXHAUSTED, answered 429 after the turn ran and was
+    billed, so the SDK retried it."""
     marker = unique("large-prompt")
-    system = "lorem ipsum dolor sit amet " * (1_800_000 // 27)
+    words = "lorem ipsum dolor sit amet " * (1_000_000 // 27)
     # Hyphens, not spaces: the upstream echoes one delta per word, and a few
-    # large deltas keep the echo of 1.9 MB quick.
-    prompt = f"{marker} " + "lorem-ipsum-dolor-sit-amet-" * (1_900_000 // 27)
+    # large deltas keep the echo of 1 MB quick.
+    prompt = f"{marker} " + "lorem-ipsum-dolor-sit-amet-" * (1_000_000 // 27)
+    messages = [
+        {"role": "system", "content": words},
+        {"role": "user", "content": words},
+        {"role": "assistant", "content": words},
+        {"role": "user", "content": prompt},
+    ]
     client = openai.AsyncOpenAI(base_url=f"{stack.bridge_url}/v1", api_key="sk-test-master", max_retries=2)
-    raw = await client.chat.completions.with_raw_response.create(
-        model="scripted-a", messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}]
-    )
+    raw = await client.chat.completions.with_raw_response.create(model="scripted-a", messages=messages)
     assert raw.http_response.status_code == 200
     assert raw.parse().choices[0].message.content == f"Echo: {prompt}"
     assert len(chat_bodies(upstream, marker)) == 1
     stored = await all_messages(stack, raw.headers["x-session-id"])
-    assert [m.role for m in stored] == [pb.ROLE_SYSTEM, pb.ROLE_USER, pb.ROLE_ASSISTANT]
+    assert [m.role for m in stored] == [
+        pb.ROLE_SYSTEM,
+        pb.ROLE_USER,
+        pb.ROLE_ASSISTANT,
+        pb.ROLE_USER,
+        pb.ROLE_ASSISTANT,
+    ]
 
 
-async def test_a_request_over_the_servers_message_limit_is_413_not_429(stack: Stack) -> None:
-    """grpc's own RESOURCE_EXHAUSTED (no agentapi reason) is a size limit, never a rate limit."""
-    prompt = "lorem ipsum dolor sit amet " * (5_000_000 // 27)
-    with pytest.raises(openai.APIStatusError) as caught:
-        await stack.openai().chat.completions.create(model="scripted-a", messages=[{"role": "user", "content": prompt}])
-    assert caught.value.status_code == 413
-    assert caught.value.body["code"] == "request_too_large"
+def test_grpcs_own_resource_exhausted_is_413_never_429() -> None:
+    """grpc's own RESOURCE_EXHAUSTED carries no agentapi ErrorInfo: a message
+    size limit, which SDKs must not retry as a rate limit."""
+    size = status_pb2.Status(
+        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message="Received message larger than max"
+    )
+    error = from_status(size)
+    assert error.http_status == 413 and error.body["error"]["code"] == "request_too_large"
+    info = error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain="agentapi")
+    limited = status_pb2.Status(code=size.code, message="over the limit")
+    limited.details.add().Pack(info)
+    assert from_status(limited).http_status == 429
 
 
 async def test_a_tenant_over_its_rate_limit_gets_rate_limit_exceeded(offline_stack: Stack) -> None:
