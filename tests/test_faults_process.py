@@ -332,3 +332,55 @@ async def test_serve_refuses_an_unmigrated_database_in_one_line(tmp_path: Path) 
         [*COMMAND[:-1], "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert migrated.returncode == 0
+
+
+async def test_sigkill_while_a_server_tool_runs_ends_the_run_interrupted_and_never_reruns_it(
+    mariadb_url: str, upstream: ScriptedUpstream, servers: list[Server], tmp_path: Path
+) -> None:
+    runner = f"sigkill-tool-{uuid.uuid4().hex[:8]}"
+    ran = tmp_path / "tool-runs.log"
+    env = {
+        "AGENTAPI_TOOL_MODULES": "tests.support.slow_tools",
+        "AGENTAPI_TEST_TOOL_LOG": str(ran),
+        "PYTHONPATH": str(REPO),  # the operator's tool module lives in this checkout
+    }
+    server = await start(servers, tmp_path, mariadb_url, upstream.base_url, runner, 5.0, **env)
+    agent = await pb.AgentServiceStub(server.channel).CreateAgent(
+        pb.CreateAgentRequest(
+            agent=pb.Agent(key=f"mark-{uuid.uuid4().hex[:8]}", default_model="scripted-a", builtin_tools=["mark"])
+        ),
+        metadata=AUTH,
+    )
+    session = await server.sessions.CreateSession(
+        pb.CreateSessionRequest(session=pb.Session(agent_id=agent.agent.id)), metadata=AUTH
+    )
+    session_id = session.session.id
+    request = pb.SendStreamingMessageRequest(
+        session_id=session_id, messages=[user('mark it [[tool:mark {"seconds": 30}]]')]
+    )
+    call = server.sessions.SendStreamingMessage(request, metadata=AUTH)
+    async for event in call:
+        if event.HasField("tool_call_started"):
+            break
+    for _ in range(100):  # the tool has begun once its line is written
+        if ran.exists() and ran.read_text():
+            break
+        await asyncio.sleep(0.05)
+    server.signal(signal.SIGKILL)
+    assert await server.exit_code() == -signal.SIGKILL
+
+    restarted = await start(servers, tmp_path, mariadb_url, upstream.base_url, runner, 5.0, **env)
+    page = await restarted.sessions.ListMessages(pb.ListMessagesRequest(session_id=session_id), metadata=AUTH)
+    assert [(m.role, m.status) for m in page.messages] == [
+        (pb.ROLE_USER, pb.MESSAGE_STATUS_COMPLETED),
+        (pb.ROLE_ASSISTANT, pb.MESSAGE_STATUS_COMPLETED),
+        (pb.ROLE_TOOL, pb.MESSAGE_STATUS_FAILED),
+    ]
+    tool = page.messages[-1]
+    assert "outcome is unknown" in tool.content and tool.executor == "builtin"
+    # The session is free again, and the next turn does not run the tool a second time.
+    answered = await restarted.sessions.SendMessage(
+        pb.SendMessageRequest(session_id=session_id, messages=[user("what happened?")]), metadata=AUTH
+    )
+    assert answered.message.status == pb.MESSAGE_STATUS_COMPLETED
+    assert ran.read_text() == "ran\n", "the tool ran exactly once"

@@ -7,6 +7,7 @@ won, so two replicas racing on one key cannot both believe they own it.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,9 @@ from server.store.models import IdempotencyRecordRow, MessageRow
 from server.store.turns import release_turns
 
 IN_PROGRESS = "in_progress"
+TOOL_OUTCOME_UNKNOWN = (
+    "the run was interrupted while this tool call ran: its outcome is unknown, and it was not run again"
+)
 COMPLETED = "completed"
 _R = IdempotencyRecordRow
 
@@ -116,16 +120,31 @@ class InterruptedReplies:
         # next-key locks on MariaDB and deadlock (1213) with turns inserting
         # their messages at the same moment; the usual sweep finds nothing and
         # so locks nothing at all.
-        found = select(MessageRow.id, MessageRow.session_id).where(MessageRow.status == IN_PROGRESS)
+        found = select(MessageRow.id, MessageRow.session_id, MessageRow.role).where(MessageRow.status == IN_PROGRESS)
         if runner_id is not None:
             found = found.where(MessageRow.runner_id == runner_id)
         if before is not None:
             found = found.where(MessageRow.create_time < before)
-        replies = [(row.id, row.session_id) for row in await self.session.execute(found)]
-        if not replies:
+        rows = list(await self.session.execute(found))
+        if not rows:
             return 0
-        ids = [reply_id for reply_id, _ in replies]
-        query = update(MessageRow).where(MessageRow.id.in_(ids), MessageRow.status == IN_PROGRESS)
-        result = await self.session.execute(query.values(status="failed", error=error, update_time=now))
-        await release_turns(self.session, replies)
-        return int(result.rowcount or 0)
+        replies = [(row.id, row.session_id) for row in rows if row.role != "tool"]
+        tools = [row.id for row in rows if row.role == "tool"]
+        count = 0
+        if replies:
+            query = update(MessageRow).where(
+                MessageRow.id.in_([i for i, _ in replies]), MessageRow.status == IN_PROGRESS
+            )
+            count += (await self.session.execute(query.values(status="failed", error=error, update_time=now))).rowcount
+        if tools:
+            # A server tool call cut off while it ran: it may or may not have
+            # acted, and nothing runs it again; the model reads as much.
+            unknown = {**error, "message": TOOL_OUTCOME_UNKNOWN}
+            content = json.dumps({"error": {"reason": error["reason"], "message": TOOL_OUTCOME_UNKNOWN}})
+            query = update(MessageRow).where(MessageRow.id.in_(tools), MessageRow.status == IN_PROGRESS)
+            values = {"status": "failed", "error": unknown, "content": content, "update_time": now}
+            count += (await self.session.execute(query.values(values))).rowcount
+        # A run's session claim and reservation are held under its first
+        # step's reply, which may have finished before the process died.
+        await release_turns(self.session, replies, sessions={row.session_id for row in rows})
+        return int(count or 0)

@@ -6,7 +6,7 @@ Like the other repositories they never commit: the caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from decimal import Decimal
 
@@ -46,14 +46,23 @@ async def release_turn(connection: AsyncConnection, session_id: str, reply_id: s
         await connection.execute(_UNRESERVE, {"reply_id": reply_id})
 
 
-async def release_turns(session: AsyncSession, replies: Sequence[tuple[str, str]]) -> None:
-    """Frees the sessions and budget reservations of (reply id, session id) pairs."""
-    if not replies:
+async def release_turns(
+    session: AsyncSession, replies: Sequence[tuple[str, str]], sessions: Collection[str] = ()
+) -> None:
+    """Frees the sessions and budget reservations of (reply id, session id)
+    pairs, and whatever run holds ``sessions`` (their rows left in progress
+    show that the holder is the dead run)."""
+    if not replies and not sessions:
         return
-    reply_ids = [reply_id for reply_id, _ in replies]
+    reply_ids = {reply_id for reply_id, _ in replies}
+    if sessions:
+        held = select(SessionRow.active_reply_id).where(
+            SessionRow.id.in_(set(sessions)), SessionRow.active_reply_id.is_not(None)
+        )
+        reply_ids.update(row.active_reply_id for row in await session.execute(held))
     await session.execute(
         update(SessionRow)
-        .where(SessionRow.id.in_({s for _, s in replies}), SessionRow.active_reply_id.in_(reply_ids))
+        .where(SessionRow.id.in_({s for _, s in replies} | set(sessions)), SessionRow.active_reply_id.in_(reply_ids))
         .values(active_reply_id=None)
     )
     await session.execute(delete(BudgetReservationRow).where(BudgetReservationRow.reply_id.in_(reply_ids)))
