@@ -1,12 +1,25 @@
-"""gRPC status -> HTTP status and OpenAI's error shape: the one table, used everywhere."""
+"""gRPC status -> HTTP status and OpenAI's error body: the one table, used by
+every route of the bridge.
+
+The body is OpenAI's ``{"error": {"message", "type", "param", "code"}}`` plus
+``reason``, agentapi's ErrorInfo reason (None when the error has none).
+``code`` and ``type`` are OpenAI's own where OpenAI has one for the failure
+(its error-codes guide: ``invalid_api_key``, ``context_length_exceeded``,
+``insufficient_quota``, ``rate_limit_exceeded``, ``content_policy_violation``,
+``model_not_found``), else the reason in lower case. ``param`` is the request
+field a BadRequest violation names, without the gRPC request's ``options.``
+prefix (the chat-completions parameters are TurnOptions on gRPC).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from starlette.responses import JSONResponse
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -27,29 +40,57 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.DATA_LOSS: 500,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
-# Reasons whose HTTP status differs from their gRPC code's: the upstream (not
-# agentapi) is what failed, which HTTP calls a bad gateway; and an idempotency
-# key reused for another request, which the IETF Idempotency-Key draft answers 422.
-HTTP_STATUS_BY_REASON = {
-    "UPSTREAM_UNAVAILABLE": 502,
-    "UPSTREAM_PROTOCOL_ERROR": 502,
-    "UPSTREAM_EMPTY_COMPLETION": 502,
-    "IDEMPOTENCY_KEY_REUSED": 422,
+
+
+@dataclass(frozen=True)
+class OpenAIKind:
+    """How one failure looks to an OpenAI caller; None fields take the defaults."""
+
+    http_status: int | None = None
+    type: str | None = None
+    code: str | None = None
+
+
+_RATE_LIMIT = OpenAIKind(429, "rate_limit_error", "rate_limit_exceeded")
+_QUOTA = OpenAIKind(429, "insufficient_quota", "insufficient_quota")
+BY_REASON: dict[str, OpenAIKind] = {
+    "UNAUTHENTICATED": OpenAIKind(401, "invalid_request_error", "invalid_api_key"),
+    "CONTEXT_WINDOW_EXCEEDED": OpenAIKind(400, "invalid_request_error", "context_length_exceeded"),
+    "CONTENT_FILTERED": OpenAIKind(400, "invalid_request_error", "content_policy_violation"),
+    "MODEL_NOT_FOUND": OpenAIKind(404, "invalid_request_error", "model_not_found"),
+    "RATE_LIMITED": _RATE_LIMIT,
+    "UPSTREAM_RATE_LIMITED": _RATE_LIMIT,
+    # OpenAI's SDKs and dashboards key on this exact type and code for spend caps.
+    "BUDGET_EXCEEDED": _QUOTA,
+    "UPSTREAM_QUOTA_EXCEEDED": _QUOTA,
+    # The upstream, not agentapi, is what failed: HTTP calls that a bad gateway.
+    "UPSTREAM_UNAVAILABLE": OpenAIKind(502),
+    "UPSTREAM_PROTOCOL_ERROR": OpenAIKind(502),
+    "UPSTREAM_EMPTY_COMPLETION": OpenAIKind(502),
+    # A key reused for another request: the IETF Idempotency-Key draft answers 422.
+    "IDEMPOTENCY_KEY_REUSED": OpenAIKind(422),
 }
-IDEMPOTENCY_HEADER = "idempotency-key"
+# Statuses that carry no agentapi ErrorInfo come from grpc itself.
+WITHOUT_REASON: dict[grpc.StatusCode, OpenAIKind] = {
+    grpc.StatusCode.UNAUTHENTICATED: BY_REASON["UNAUTHENTICATED"],
+    # grpc's own RESOURCE_EXHAUSTED is a message-size limit. The bridge's channel
+    # takes replies of any size, so it is the server refusing the request as too
+    # large: nothing ran. Never a 429, which SDKs retry (and a turn that did run
+    # would run again).
+    grpc.StatusCode.RESOURCE_EXHAUSTED: OpenAIKind(413, "invalid_request_error", "request_too_large"),
+}
 OPENAI_TYPE = {
     400: "invalid_request_error",
-    422: "invalid_request_error",
-    401: "authentication_error",
+    401: "invalid_request_error",
     403: "permission_error",
-    404: "invalid_request_error",
-    409: "invalid_request_error",
     429: "rate_limit_error",
 }
+IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 class ApiError(Exception):
-    """A decoded gRPC error: HTTP status and OpenAI body, plus ``Retry-After`` if any."""
+    """A failure as the bridge answers it: HTTP status and OpenAI body, plus
+    ``Retry-After`` when the server gave a RetryInfo."""
 
     def __init__(self, http_status: int, body: dict[str, Any], retry_after_s: float | None = None) -> None:
         super().__init__(body["error"]["message"])
@@ -59,20 +100,44 @@ class ApiError(Exception):
 
     @property
     def headers(self) -> dict[str, str]:
-        """``Retry-After`` when the server gave a RetryInfo."""
+        """``Retry-After`` (whole seconds, at least 1) when the server gave a RetryInfo."""
         if self.retry_after_s is None:
             return {}
         return {"Retry-After": str(max(1, round(self.retry_after_s)))}
 
 
-def openai_error(http_status: int, message: str, reason: str = "", param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
-    error_type = OPENAI_TYPE.get(http_status, "api_error")
-    code = reason.lower() or None
-    if reason == "BUDGET_EXCEEDED":
-        # OpenAI's SDKs and dashboards key on this exact type and code for spend caps.
-        error_type = code = "insufficient_quota"
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The error's OpenAI body with its HTTP status, ``Retry-After`` and ``headers``."""
+    return JSONResponse(error.body, status_code=error.http_status, headers={**error.headers, **(headers or {})})
+
+
+def _default_type(http_status: int) -> str:
+    if http_status >= 500:
+        return "server_error"
+    return OPENAI_TYPE.get(http_status, "invalid_request_error")
+
+
+def openai_error(
+    http_status: int, message: str, reason: str = "", param: str | None = None, kind: OpenAIKind | None = None
+) -> dict[str, Any]:
+    """OpenAI's error body plus ``reason``: ``{"error": {"message", "type",
+    "param", "code", "reason"}}``. ``kind`` (default: the table's entry for
+    ``reason``) overrides type and code."""
+    kind = kind or BY_REASON.get(reason) or OpenAIKind()
+    return {
+        "error": {
+            "message": message,
+            "type": kind.type or _default_type(http_status),
+            "param": param,
+            "code": kind.code or reason.lower() or None,
+            "reason": reason or None,
+        }
+    }
+
+
+def bad_request(message: str, param: str | None = None, reason: str = "INVALID_REQUEST") -> ApiError:
+    """A 400 ``invalid_request_error`` found by the bridge itself."""
+    return ApiError(400, openai_error(400, message, reason, param))
 
 
 def metadata_value(header: str, value: str) -> str | None:
@@ -83,13 +148,17 @@ def metadata_value(header: str, value: str) -> str | None:
         return value
     if header.lower() == IDEMPOTENCY_HEADER:
         message = "Idempotency-Key must be at most 255 printable ASCII characters"
-        raise ApiError(400, openai_error(400, message, "IDEMPOTENCY_KEY_INVALID", "Idempotency-Key"))
+        raise bad_request(message, "Idempotency-Key", "IDEMPOTENCY_KEY_INVALID")
     return None
+
+
+def _param(field: str) -> str:
+    return field.removeprefix("options.")
 
 
 def from_status(status: status_pb2.Status) -> ApiError:
     """Decodes a google.rpc.Status (ErrorInfo, BadRequest, RetryInfo) to an :class:`ApiError`."""
-    code = grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == status.code))
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
     reason = ""
     param = None
     retry_after = None
@@ -102,13 +171,15 @@ def from_status(status: status_pb2.Status) -> ApiError:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             if bad.field_violations:
-                param = bad.field_violations[0].field
+                param = _param(bad.field_violations[0].field)
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
             retry_after = retry.retry_delay.ToMilliseconds() / 1000
-    http_status = HTTP_STATUS_BY_REASON.get(reason, HTTP_STATUS.get(code, 500))
-    return ApiError(http_status, openai_error(http_status, status.message, reason, param), retry_after)
+    kind = BY_REASON.get(reason) if reason else WITHOUT_REASON.get(code)
+    kind = kind or OpenAIKind()
+    http_status = kind.http_status or HTTP_STATUS.get(code, 500)
+    return ApiError(http_status, openai_error(http_status, status.message, reason, param, kind), retry_after)
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> ApiError:

@@ -1,6 +1,7 @@
 """OpenAPI 3.1 of the REST mapping, generated from the same descriptors and
 ``google.api.http`` bindings that gateway/transcode.py serves, so the document
-cannot drift from the routes. Served at ``GET /openapi.json``.
+cannot drift from the routes, plus the OpenAI surface and the health
+endpoints (gateway/openai/openapi.py). Served at ``GET /openapi.json``.
 
 The runtime descriptors carry no source info, so operations and schemas have
 no descriptions from the proto comments.
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway import transcode
+from gateway.openai import openapi as openai_paths
 
 T = FieldDescriptor
 SCALARS: dict[int, dict[str, Any]] = {
@@ -52,6 +54,7 @@ ERROR = {
                 "type": {"type": "string"},
                 "param": {"type": ["string", "null"]},
                 "code": {"type": ["string", "null"]},
+                "reason": {"type": ["string", "null"], "description": "agentapi's ErrorInfo reason."},
             },
         }
     },
@@ -175,6 +178,9 @@ def document() -> dict[str, Any]:
         path = shape.format(*(f"{{{name}}}" for name in names))
         operation = _operation(binding, schemas, names, str(count) if count > 1 else "")
         paths.setdefault(path, {})[binding.verb.lower()] = operation
+    for path, item in openai_paths.paths().items():
+        paths.setdefault(path, {}).update(item)  # the OpenAI routes win on a shared path, as in the app
+    schemas.components.update(openai_paths.components())
     return {
         "openapi": "3.1.0",
         "info": {"title": "agentapi", "version": "v1"},

@@ -28,13 +28,13 @@ from sse_starlette import EventSourceResponse
 from starlette._utils import get_route_path  # what Starlette's own routes match on (root_path removed)
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 import agentapi.v1
-from gateway.errors import ApiError, from_rpc_error, metadata_value
-from gateway.openai_compat import bad_request
+from gateway.bridge import REQUEST_ID_HEADER, request_id
+from gateway.errors import ApiError, bad_request, error_response, from_rpc_error, metadata_value
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +209,6 @@ async def build_request(binding: Binding, request: Request) -> Any:
     return message
 
 
-def _error(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body, status_code=error.http_status, headers=error.headers)
-
-
 def _json(message: Any) -> str:
     return json.dumps(
         json_format.MessageToDict(message, always_print_fields_with_no_presence=True), separators=(",", ":")
@@ -226,7 +222,7 @@ async def _event_stream(call: Any) -> Response:
     try:
         first = await call.read()
     except grpc.aio.AioRpcError as exc:
-        return _error(from_rpc_error(exc))
+        return error_response(from_rpc_error(exc))
 
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
@@ -249,8 +245,10 @@ async def call(binding: Binding, request: Request) -> Response:
         message = await build_request(binding, request)
         forwarded = ((h, metadata_value(h, request.headers[h])) for h in FORWARDED_HEADERS if h in request.headers)
         metadata = tuple((h, v) for h, v in forwarded if v is not None)
+        if rid := request_id(request):
+            metadata += ((REQUEST_ID_HEADER, rid),)
     except ApiError as exc:
-        return _error(exc)
+        return error_response(exc)
     channel: grpc.aio.Channel = request.app.state.bridge.channel  # opened in the lifespan
     reply_class = message_factory.GetMessageClass(binding.method.output_type)
     kind = channel.unary_stream if binding.method.server_streaming else channel.unary_unary
@@ -262,7 +260,7 @@ async def call(binding: Binding, request: Request) -> Response:
     try:
         reply = await stub(message, metadata=metadata)
     except grpc.aio.AioRpcError as exc:
-        return _error(from_rpc_error(exc))
+        return error_response(from_rpc_error(exc))
     return Response(_json(reply), media_type="application/json")
 
 

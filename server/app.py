@@ -9,7 +9,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -372,6 +372,7 @@ async def serve(
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.settings import BridgeSettings
 
     _check_ports(config, only)
     stop = asyncio.Event()
@@ -394,7 +395,8 @@ async def serve(
             raise ListenError(f"cannot listen on {config.http_addr}: {exc.strerror or exc}") from exc
         http_port = sock.getsockname()[1]
         grpc_target = config.grpc_addr if grpc_server is None else f"127.0.0.1:{grpc_server.local_port}"
-        app = create_app(grpc_target)
+        # The body limit is the server's setting (flag or AGENTAPI_MAX_REQUEST_BYTES); CORS is read from the env.
+        app = create_app(grpc_target, replace(BridgeSettings.from_env(), max_request_bytes=config.max_request_bytes))
         host = config.http_addr.rsplit(":", 1)[0]
         http_server = uvicorn.Server(
             uvicorn.Config(

@@ -122,7 +122,9 @@ async def test_bridge_errors_use_openai_shapes(stack: Stack) -> None:
         await client.chat.completions.create(model="scripted-a", messages=[])
     with pytest.raises(openai.AuthenticationError) as unauthenticated:
         await stack.openai(api_key="wrong").models.list()
-    assert set(unauthenticated.value.body) == {"message", "type", "param", "code"}
+    assert set(unauthenticated.value.body) == {"message", "type", "param", "code", "reason"}
+    assert unauthenticated.value.body["code"] == "invalid_api_key"
+    assert unauthenticated.value.body["type"] == "invalid_request_error"
     async with stack.http() as http:
         response = await http.post("/v1/chat/completions", content=b"{not json")
         assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
@@ -195,6 +197,11 @@ async def test_bad_content_parts_are_named(stack: Stack) -> None:
     }
     with pytest.raises(openai.BadRequestError) as rejected:
         await stack.openai().chat.completions.create(
+            model="scripted-a", messages=[{"role": "user", "content": [{"type": "video"}]}]
+        )
+    assert rejected.value.body["param"] == "messages[0].content[0]"
+    with pytest.raises(openai.BadRequestError) as incomplete:
+        await stack.openai().chat.completions.create(
             model="scripted-a", messages=[{"role": "user", "content": [{"type": "input_audio"}]}]
         )
-    assert rejected.value.body["param"] == "messages[0].content[0].type"
+    assert incomplete.value.body["param"] == "messages[0].content[0].input_audio"

@@ -176,14 +176,15 @@ async def test_wrong_litellm_key_is_internal_auth_failure(
         await wrong.stop()
 
 
-# (content, HTTP status, OpenAI error code, Retry-After header)
+# (content, HTTP status, OpenAI error code (OpenAI's own where it has one, else
+# the reason in lower case; the reason is in error.reason), Retry-After header)
 BRIDGE = {
-    "rate_limited": ("[[error:429]] [[retry_after:7]]", 429, "upstream_rate_limited", "7"),
-    "quota_exhausted": ("[[error:quota]]", 429, "upstream_quota_exceeded", None),
+    "rate_limited": ("[[error:429]] [[retry_after:7]]", 429, "rate_limit_exceeded", "7"),
+    "quota_exhausted": ("[[error:quota]]", 429, "insufficient_quota", None),
     "server_error": ("[[error:500]]", 502, "upstream_unavailable", None),
     "timeout": ("[[stall:3000]]", 504, "upstream_timeout", None),
-    "context_length": ("[[error:context]]", 400, "context_window_exceeded", None),
-    "content_policy": ("[[error:content_filter]]", 400, "content_filtered", None),
+    "context_length": ("[[error:context]]", 400, "context_length_exceeded", None),
+    "content_policy": ("[[error:content_filter]]", 400, "content_policy_violation", None),
     "unknown_model": ("[[error:404]]", 404, "model_not_found", None),
     "malformed_stream": ("x [[malformed:0]]", 502, "upstream_protocol_error", None),
     "upstream_rejects_key": ("[[error:401]]", 500, "upstream_auth_failed", None),
@@ -202,7 +203,7 @@ async def test_bridge_answers_the_taxonomy_with_http_statuses(
         response = await http.post("/v1/chat/completions", json=body)
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
-    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert set(response.json()["error"]) == {"message", "type", "param", "code", "reason"}
     assert response.headers.get("retry-after") == retry_after
 
 
@@ -226,6 +227,7 @@ async def test_bridge_error_after_the_first_delta_is_an_error_chunk_then_done(
         "type",
         "param",
         "code",
+        "reason",
     }
     chunks = [json.loads(d) for d in data[:-2]]
     assert chunks and all(c["object"] == "chat.completion.chunk" for c in chunks)

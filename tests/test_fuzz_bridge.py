@@ -1,9 +1,10 @@
 """Fuzzing the JSON bridge: schemathesis generates valid and invalid requests
 for every operation of ``/openapi.json``, and hypothesis generates chat
-completion bodies and headers for ``/v1/chat/completions`` (which the document
-does not describe). Nothing may answer 500 (or any 5xx: the offline model
-cannot fail upstream), and nothing may be lost: every turn the bridge reported
-is stored, and no reply is left in progress.
+completion bodies (every parameter, with wrong types, integers past 64 bits,
+extra fields) and headers for ``/v1/chat/completions``. Nothing may answer
+500 (or any 5xx: the offline model cannot fail upstream), nothing may be
+lost (every turn the bridge reported is stored, no reply is left in
+progress), and a refused request stores nothing.
 
 Bounded in time: a few examples per operation and mode, no shrinking database,
 all against a dedicated agentapi on its own SQLite file (the fuzzer creates,
@@ -13,7 +14,9 @@ updates and deletes freely).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import string
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,9 @@ from typing import Any
 import httpx
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -65,7 +69,12 @@ def fuzz_openapi(document: dict[str, Any], base_url: str) -> tuple[int, list[str
                 elif response.status_code == 200 and case.path.endswith(":sendMessage"):
                     replies.append(response.json())
 
-            run()
+            try:
+                run()
+            except Unsatisfiable:
+                # An operation with no inputs (GET /healthz) has no negative cases.
+                if mode is schemathesis.GenerationMode.POSITIVE:
+                    raise
     return calls, failures, replies
 
 
@@ -85,6 +94,11 @@ MESSAGE = st.fixed_dictionaries(
         "name": st.text(max_size=10),
     },
 )
+# Integers past 64 bits, booleans and nested junk where numbers belong.
+NUMBERS = st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.booleans() | JSON_VALUES
+TOOL = st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "other"]), "function": st.fixed_dictionaries({"name": st.text(max_size=8)})}
+)
 CHAT_BODY = st.fixed_dictionaries(
     {},
     optional={
@@ -92,11 +106,28 @@ CHAT_BODY = st.fixed_dictionaries(
         "messages": st.lists(MESSAGE, max_size=3) | JSON_VALUES,
         "stream": st.booleans() | JSON_VALUES,
         "temperature": st.floats(-1, 3, allow_nan=False) | JSON_VALUES,
-        "max_tokens": st.integers(-5, 100) | JSON_VALUES,
-        "tools": JSON_VALUES,
+        "max_tokens": st.integers(-5, 100) | NUMBERS,
+        "max_completion_tokens": st.integers(-5, 100) | NUMBERS,
+        "n": st.integers(0, 3) | NUMBERS,
+        "seed": NUMBERS,
+        "top_p": NUMBERS,
+        "stop": st.lists(st.text(max_size=5), max_size=5) | JSON_VALUES,
+        "logprobs": st.booleans() | JSON_VALUES,
+        "top_logprobs": NUMBERS,
+        "logit_bias": st.dictionaries(st.text(max_size=5), NUMBERS, max_size=2) | JSON_VALUES,
+        "metadata": st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3) | JSON_VALUES,
+        "response_format": st.sampled_from(
+            [{"type": "json_object"}, {"type": "text"}, {"type": "json_schema", "json_schema": {"name": "x"}}]
+        )
+        | JSON_VALUES,
+        "tool_choice": st.sampled_from(["auto", "none", "required", {"type": "function", "function": {"name": "f"}}])
+        | JSON_VALUES,
+        "tools": st.lists(TOOL, max_size=2) | JSON_VALUES,
         "stream_options": st.just({"include_usage": True}) | JSON_VALUES,
+        "custom_extra": JSON_VALUES,
     },
 )
+USER = {"role": "user", "content": "hi"}
 HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=300)
 CHAT_HEADERS = st.fixed_dictionaries(
     {},
@@ -107,22 +138,67 @@ CHAT_HEADERS = st.fixed_dictionaries(
 )
 
 
-def fuzz_chat(base_url: str) -> tuple[list[str], list[str]]:
-    """Returns (5xx failures, session ids of completed non-streamed turns)."""
+def _deep(depth: int) -> Any:
+    value: Any = {}
+    for _ in range(depth):
+        value = {"a": [value]}
+    return value
+
+
+# Bodies that once answered 500 (issue 13), tried first on every run.
+KNOWN_BAD: list[dict[str, Any]] = [
+    {"model": "agentapi-offline", "messages": [{"role": {"r": 1}, "content": "x"}]},
+    {"model": "agentapi-offline", "messages": [{"role": "assistant", "tool_calls": "x"}, USER]},
+    {"model": "agentapi-offline", "messages": [USER], "max_tokens": True},
+    {"model": "agentapi-offline", "messages": [USER], "max_tokens": 2**70},
+    {"model": "agentapi-offline", "messages": [USER], "seed": 2**64},
+    {"model": "agentapi-offline", "messages": [{"role": "user", "content": "\ud800"}]},
+    {"model": "agentapi-offline", "messages": [USER], "stream": True, "stream_options": "yes"},
+    {"model": "agentapi-offline", "messages": [USER], "tools": [{"type": "function", "function": _deep(60)}]},
+    {"model": "agentapi-offline", "messages": [USER], "extra": _deep(150)},
+]
+
+
+def _known_bad_examples(test: Any) -> Any:
+    for body in KNOWN_BAD:
+        test = example(body=body, headers={}, raw=False)(test)
+    return test
+
+
+def _counts(database: Path) -> tuple[int, int]:
+    """(sessions, messages) stored in the fuzzed SQLite file."""
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        sessions = connection.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+        messages = connection.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+    return sessions, messages
+
+
+def fuzz_chat(base_url: str, database: Path) -> tuple[list[str], list[str]]:
+    """Returns (failures: a 5xx, or a refused request that stored something;
+    session ids of completed non-streamed turns)."""
     failures: list[str] = []
     sessions: list[str] = []
     session = requests.Session()
 
     @settings(FUZZ_SETTINGS, max_examples=CHAT_EXAMPLES)
     @given(body=CHAT_BODY, headers=CHAT_HEADERS, raw=st.booleans())
+    @_known_bad_examples
     def run(body: dict[str, Any], headers: dict[str, str], raw: bool) -> None:
         data = json.dumps(body).encode() if not raw else json.dumps(body)[:-1].encode()  # raw: cut-off JSON
         encoded = {k: v.encode("latin-1") for k, v in headers.items()}
+        before = _counts(database)
         response = session.post(
             f"{base_url}/v1/chat/completions", data=data, headers={**HEADERS, **encoded}, timeout=30
         )
         if response.status_code >= 500:
             failures.append(f"{body!r} {headers!r} -> {response.status_code}: {response.text[:300]}")
+        elif response.status_code >= 400:
+            after = _counts(database)
+            # Refused by the bridge's own validation: nothing at all; refused by the
+            # server: no message (the session the bridge opened first may remain).
+            refused_by_bridge = response.json()["error"]["code"] == "invalid_request"
+            if after[1] != before[1] or (refused_by_bridge and after != before):
+                failures.append(f"{body!r} -> {response.status_code} stored {before} -> {after}: {response.text[:200]}")
         elif response.status_code == 200 and not body.get("stream"):
             sessions.append(response.headers["x-session-id"])
 
@@ -138,7 +214,7 @@ async def test_fuzz_the_bridge(tmp_path: Path) -> None:
         async with httpx.AsyncClient(base_url=stack.bridge_url) as client:
             document = (await client.get("/openapi.json")).json()
         calls, failures, replies = await asyncio.to_thread(fuzz_openapi, document, stack.bridge_url)
-        chat_failures, chat_sessions = await asyncio.to_thread(fuzz_chat, stack.bridge_url)
+        chat_failures, chat_sessions = await asyncio.to_thread(fuzz_chat, stack.bridge_url, tmp_path / "fuzz.db")
         print(f"\nfuzzed {calls} operation requests and {CHAT_EXAMPLES} chat completions")
         assert not failures + chat_failures, "\n".join(failures + chat_failures)
         assert calls >= len(document["paths"])

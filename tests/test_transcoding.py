@@ -216,7 +216,7 @@ async def test_errors_use_the_openai_shape(
         response = await http.request(method, path, content=content, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
+    assert set(error) == {"message", "type", "param", "code", "reason"}
     if code is not None:
         assert error["code"] == code
     if param is not None:
@@ -226,7 +226,7 @@ async def test_errors_use_the_openai_shape(
 async def test_missing_key_is_401_and_an_unknown_session_stream_is_404(offline_stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=offline_stack.bridge_url) as anonymous:
         response = await anonymous.get("/v1/agents")
-    assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
     async with offline_stack.http() as http:
         path = "/v1/sessions/00000000-0000-4000-8000-000000000000:sendStreamingMessage"
         turn = {"messages": [{"role": "ROLE_USER", "content": "hi"}]}
@@ -252,7 +252,7 @@ async def test_headers_path_and_query_reach_the_rpc() -> None:
     app = create_app("127.0.0.1:1")
     channel = app.state.bridge.channel = FakeChannel()
     transport = httpx.ASGITransport(app=app)
-    headers = {"Authorization": f"Bearer {MASTER_KEY}", "Idempotency-Key": "k1", "X-Other": "no"}
+    headers = {"Authorization": f"Bearer {MASTER_KEY}", "Idempotency-Key": "k1", "X-Other": "no", "X-Request-Id": "r-1"}
     async with httpx.AsyncClient(transport=transport, base_url="http://bridge", headers=headers) as http:
         patch = await http.patch("/v1/agents/a1?update_mask=system_prompt,displayName", json={"system_prompt": "p"})
         listing = await http.get("/v1/agents?page_size=5&showDeleted=true")
@@ -263,7 +263,8 @@ async def test_headers_path_and_query_reach_the_rpc() -> None:
         "agent": {"id": "a1", "systemPrompt": "p"},
         "updateMask": "systemPrompt,displayName",
     }
-    assert metadata == {"authorization": f"Bearer {MASTER_KEY}", "idempotency-key": "k1"}
+    assert metadata == {"authorization": f"Bearer {MASTER_KEY}", "idempotency-key": "k1", "x-request-id": "r-1"}
+    assert patch.headers["x-request-id"] == "r-1"
     assert (list_request.page_size, list_request.show_deleted) == (5, True)
 
 

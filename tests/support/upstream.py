@@ -64,6 +64,34 @@ state. Directives are removed from the text before it is echoed.
 ``[[empty]]``              A stream (or completion) with no content at all:
                            the role chunk, then ``finish_reason`` ``stop``.
 
+``[[refusal]]``            Refuse: ``content`` null and ``refusal``
+                           ``REFUSAL_TEXT`` (streamed as ``delta.refusal``
+                           words), ``finish_reason`` ``stop``.
+
+Request parameters
+------------------
+``response_format``        ``{"type": "json_object"}``: the reply text is the
+                           JSON object ``{"echo": "<last user text>"}``.
+                           ``{"type": "json_schema", "json_schema": {"schema":
+                           S}}``: the reply text is a minimal JSON instance
+                           valid against S (``minimal_instance``: objects with
+                           their required properties, the first ``enum`` or
+                           ``const`` value, strings (the echo text; dates,
+                           times and UUIDs in their formats), numbers and
+                           integers at their minimum or 0, ``false``,
+                           ``null``, arrays of ``minItems`` items, the first
+                           branch of ``anyOf``/``oneOf``, ``allOf`` merged,
+                           ``$ref`` into ``$defs``). Streamed word by word
+                           like any text. Tool directives win over both.
+``logprobs: true``         Every content delta (and, non-streamed,
+                           ``choices[0].logprobs``) carries OpenAI's
+                           ``logprobs: {"content": [{"token", "logprob",
+                           "bytes", "top_logprobs"}], "refusal": null}``, one
+                           entry per word: token = the word, logprob =
+                           ``-0.01 * (position + 1)``, ``top_logprobs`` of
+                           ``top_logprobs`` entries (default 0) whose tokens are
+                           ``alt<k>``.
+
 If the last message has role ``tool``, the reply is ``Tool result: <content>``
 and tool directives are ignored (so tool round trips end); the other
 directives still apply.
@@ -148,11 +176,12 @@ logging.getLogger("uvicorn.error").addFilter(_HideDrops())
 # --------------------------------------------------------------------------- #
 
 _DIRECTIVE = re.compile(
-    r"\[\[(tool|error|slow|drop_after|reset_after|stall|malformed|finish|retry_after|empty)(:|\]\])"
+    r"\[\[(tool|error|slow|drop_after|reset_after|stall|malformed|finish|retry_after|empty|refusal)(:|\]\])"
 )
 _TOOL_NAME = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*")
 _VALUE = re.compile(r"\s*([^\]\s]+)\s*\]\]")
-_BARE = ("empty",)  # directives that take no value
+_BARE = ("empty", "refusal")  # directives that take no value
+REFUSAL_TEXT = "I'm sorry, I can't help with that."
 
 
 @dataclass
@@ -173,6 +202,7 @@ class Script:
     finish_reason: str | None = None
     retry_after: str = "1"
     empty: bool = False
+    refusal: bool = False
 
 
 def parse_directives(text: str) -> Script:
@@ -183,8 +213,8 @@ def parse_directives(text: str) -> Script:
         kind, i = m.group(1), m.end()
         if (m.group(2) == "]]") != (kind in _BARE):
             raise ValueError(f"malformed {kind} directive at {m.start()}")
-        if kind == "empty":
-            script.empty = True
+        if kind in _BARE:
+            setattr(script, kind, True)
             pos = i
             continue
         if kind == "tool":
@@ -259,6 +289,77 @@ def _error_response(spec: str, message: str | None = None, retry_after: str = "1
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     rate_limited = status == 429 and spec != "quota"
     return JSONResponse(body, status, headers={"retry-after": retry_after} if rate_limited else None)
+
+
+def _words(text: str) -> list[str]:
+    """``text`` as the deltas it streams in: each word with its trailing space."""
+    return re.findall(r"\S+\s*", text)
+
+
+def minimal_instance(schema: Any, root: dict[str, Any], text: str, depth: int = 0) -> Any:
+    """A small JSON value valid against the JSON Schema ``schema`` (``$ref``s
+    resolve in ``root``); strings are ``text`` unless a format or pattern-free
+    constraint says otherwise. See the module docstring for what it covers."""
+    if not isinstance(schema, dict) or depth > 20:
+        return None
+    if "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target.get(part, {}) if part else target
+        return minimal_instance(target, root, text, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return minimal_instance(schema[key][0], root, text, depth + 1)
+    if schema.get("allOf"):
+        merged: dict[str, Any] = {}
+        for part in schema["allOf"]:
+            merged.update(part)
+        return minimal_instance(merged, root, text, depth + 1)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {
+            name: minimal_instance(properties.get(name, {}), root, text, depth + 1)
+            for name in schema.get("required", [])
+        }
+    if kind == "array":
+        item = minimal_instance(schema.get("items", {}), root, text, depth + 1)
+        return [item] * int(schema.get("minItems", 0))
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
+        value = max(0, low) if schema.get("maximum", 0) >= 0 else schema["maximum"]
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    formats = {
+        "date-time": "2024-01-01T00:00:00Z",
+        "date": "2024-01-01",
+        "time": "00:00:00",
+        "uuid": "00000000-0000-4000-8000-000000000000",
+        "email": "echo@example.com",
+        "uri": "https://example.com/",
+    }
+    value = formats.get(schema.get("format", ""), text)
+    return value.ljust(int(schema.get("minLength", 0)), "x")
+
+
+def _formatted(response_format: Any, text: str) -> str:
+    """The reply text for ``response_format``: ``Echo: text``, or JSON (module docstring)."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_object":
+        return json.dumps({"echo": text})
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return json.dumps(minimal_instance(schema, schema, text))
+    return f"Echo: {text}"
 
 
 def _split(s: str, parts: int) -> list[str]:
@@ -344,16 +445,37 @@ class _Completion:
                     }
                 )
         else:
-            self.text = tool_reply if tool_reply is not None else f"Echo: {script.text}"
+            self.text = tool_reply if tool_reply is not None else _formatted(body.get("response_format"), script.text)
             self.finish_reason = "stop"
+        self.refusal: str | None = None
+        if script.refusal:
+            self.text, self.tool_calls, self.refusal = None, [], REFUSAL_TEXT
         if script.empty:
             self.text, self.tool_calls, self.finish_reason = "", [], "stop"
         self.finish_reason = script.finish_reason or self.finish_reason
+        self.logprobs = body.get("logprobs") is True
+        self.top_logprobs = body.get("top_logprobs") if isinstance(body.get("top_logprobs"), int) else 0
+        self._position = 0  # words given logprobs so far
+
+    def token_logprobs(self, text: str) -> list[dict[str, Any]]:
+        """OpenAI's ``logprobs.content`` entries for the words of ``text``."""
+        out = []
+        for word in _words(text):
+            self._position += 1
+            top = [
+                {"token": f"alt{k}", "logprob": -1.0 - k, "bytes": list(f"alt{k}".encode())}
+                for k in range(self.top_logprobs)
+            ]
+            entry = {"token": word, "logprob": -0.01 * self._position, "bytes": list(word.encode())}
+            out.append({**entry, "top_logprobs": top})
+        return out
 
     def deltas(self) -> list[dict[str, Any]]:
         """Deltas after the role chunk: words, or tool headers + fragments."""
+        if self.refusal is not None:
+            return [{"refusal": w} for w in _words(self.refusal)]
         if self.text is not None:
-            return [{"content": w} for w in re.findall(r"\S+\s*", self.text)]
+            return [{"content": w} for w in _words(self.text)]
         out: list[dict[str, Any]] = []
         for index, call in enumerate(self.tool_calls):
             args = call["function"]["arguments"]
@@ -379,25 +501,31 @@ class _Completion:
             "created": self.created,
             "model": self.model,
             "system_fingerprint": "fp_scripted",
-            "choices": []
-            if delta is None
-            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [],
         }
+        if delta is not None:
+            logprobs = None
+            if self.logprobs and delta.get("content"):
+                logprobs = {"content": self.token_logprobs(delta["content"]), "refusal": None}
+            obj["choices"] = [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]
         if self.include_usage:
             obj["usage"] = usage
         return f"data: {json.dumps(obj)}\n\n".encode()
 
     def completion(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": self.text, "refusal": None}
+        message: dict[str, Any] = {"role": "assistant", "content": self.text, "refusal": self.refusal}
         if self.tool_calls:
             message["tool_calls"] = self.tool_calls
+        logprobs = None
+        if self.logprobs and self.text:
+            logprobs = {"content": self.token_logprobs(self.text), "refusal": None}
         return {
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
             "system_fingerprint": "fp_scripted",
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}],
+            "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": self.finish_reason}],
             "usage": self.usage(len(self.deltas())),
         }
 
@@ -470,8 +598,10 @@ class _ScriptedResponse(Response):
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             deltas = c.deltas()
             first: dict[str, Any] = {"role": "assistant", "content": ""}
-            if c.text is None:  # OpenAI puts the first tool header in the role chunk
+            if c.tool_calls:  # OpenAI puts the first tool header in the role chunk
                 first = {"role": "assistant", "content": None, **deltas.pop(0)}
+            elif c.refusal is not None:
+                first = {"role": "assistant", "content": None, "refusal": ""}
             chunks = [c.chunk(first)] + [c.chunk(d) for d in deltas]
             for n, data in enumerate(chunks):
                 if n > 0 and delay:
@@ -502,7 +632,7 @@ class _ScriptedResponse(Response):
                 tail += _GARBAGE
             tail += c.chunk({}, c.finish_reason)
             if c.include_usage:
-                n_sent = len(deltas) + (0 if c.text is not None else 1)
+                n_sent = len(deltas) + (1 if c.tool_calls else 0)
                 tail += c.chunk(None, usage=c.usage(n_sent))
             tail += b"data: [DONE]\n\n"
             await send({"type": "http.response.body", "body": tail, "more_body": False})
