@@ -76,6 +76,7 @@ async def chat_completions(request: Request) -> Response:
         # A malformed body never reaches the server, which is what checks keys:
         # answer a bad key with 401 before a 400, as OpenAI does.
         return error_response(await _key_error(bridge, request) or exc)
+    session_id, created = "", False
     try:
         session_id, created = await _open_session(bridge, request, body, key)
         if not created:
@@ -89,15 +90,38 @@ async def chat_completions(request: Request) -> Response:
                 pb.SendStreamingMessageRequest(session_id=session_id, messages=messages, options=options),
                 metadata=metadata,
             )
-            return await _stream_response(call, convert.ChunkWriter(model, include_usage), headers)
+            response = await _stream_response(call, convert.ChunkWriter(model, include_usage), headers)
+            if created and response.status_code >= 400:
+                await _discard(bridge, request, session_id, key, headers)
+                if SESSION_HEADER not in headers and SESSION_HEADER in response.headers:
+                    del response.headers[SESSION_HEADER]
+            return response
         reply = await bridge.sessions.SendMessage(
             pb.SendMessageRequest(session_id=session_id, messages=messages, options=options), metadata=metadata
         )
         return JSONResponse(convert.completion(reply.message, model), headers=headers)
     except grpc.aio.AioRpcError as exc:
+        if created:
+            await _discard(bridge, request, session_id, key, headers)
         return error_response(from_rpc_error(exc), headers)
     except ApiError as exc:
         return error_response(exc, headers)
+
+
+async def _discard(bridge: Bridge, request: Request, session_id: str, key: str | None, headers: dict[str, str]) -> None:
+    """Deletes the session (and conversation) this request created when its
+    turn was refused with nothing stored, so a refused request leaves nothing
+    behind. Not for a keyed request: a retry with the same key is answered
+    from the idempotency record, which names that session."""
+    if key is not None:
+        return
+    try:
+        await bridge.sessions.DeleteSession(
+            pb.DeleteSessionRequest(session_id=session_id), metadata=call_metadata(request)
+        )
+    except grpc.aio.AioRpcError:
+        return  # SESSION_NOT_EMPTY: the turn stored its failure, and the session stays with it
+    headers.pop(SESSION_HEADER, None)
 
 
 async def _key_error(bridge: Bridge, request: Request) -> ApiError | None:

@@ -145,6 +145,12 @@ class SessionServicer(pb.SessionServiceServicer):
         view = await self.sessions.end(current_principal(), request.session_id)
         return pb.EndSessionResponse(session=convert.session(view))
 
+    async def DeleteSession(
+        self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteSessionResponse:
+        deleted = await self.sessions.delete_empty(current_principal(), request.session_id)
+        return pb.DeleteSessionResponse(conversation_deleted=deleted)
+
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSessionsResponse:

@@ -279,6 +279,39 @@ class SessionService:
                 await session.commit()
         return view
 
+    async def delete_empty(self, principal: Principal, session_id: str) -> bool:
+        """Deletes a session that holds no message, and its conversation when
+        that was created with it (same create time, no title, no metadata)
+        and holds no other session. Returns whether the conversation went.
+        Raises INVALID_ARGUMENT (INVALID_SESSION_ID), NOT_FOUND
+        (SESSION_NOT_FOUND), FAILED_PRECONDITION (SESSION_NOT_EMPTY)."""
+        async with self.db.session() as session:
+            view = await self.load(session, principal, session_id)
+            sessions = SessionRepository(session, principal.tenant_id)
+            if await sessions.has_messages(view.row.id) or view.row.active_reply_id:
+                raise AgentAPIError(
+                    "FAILED_PRECONDITION",
+                    "SESSION_NOT_EMPTY",
+                    "the session holds messages, which stay in the ledger; end it instead",
+                    {"session_id": view.row.id},
+                )
+            conversation = await ConversationRepository(session, principal.tenant_id).get(
+                view.row.conversation_id, include_deleted=True
+            )
+            implicit = (
+                conversation is not None
+                and conversation.create_time == view.row.create_time
+                and not conversation.title
+                and not conversation.metadata_
+                and not await sessions.others_in_conversation(conversation.id, view.row.id)
+            )
+            await session.delete(view.row)
+            if implicit:
+                await session.flush()  # the session's foreign key goes first
+                await session.delete(conversation)
+            await session.commit()
+        return implicit
+
     async def list(self, principal: Principal, conversation_id: str, size: int, token: str) -> Page[SessionView]:
         """At most ``page_size`` (1-100, default 20) sessions of a conversation
         by (create_time, id). Raises INVALID_ARGUMENT (INVALID_CONVERSATION_ID)

@@ -87,7 +87,8 @@ def parse_chunk(payload: dict[str, Any]) -> ChatChunk:
         choice = choices[0]
         delta = choice.get("delta") or {}
         content = delta.get("content") or ""
-        refusal = delta.get("refusal") or ""
+        # LiteLLM moves some providers' refusal into provider_specific_fields.
+        refusal = delta.get("refusal") or (delta.get("provider_specific_fields") or {}).get("refusal") or ""
         finish_reason = choice.get("finish_reason") or ""
         logprobs = tuple((choice.get("logprobs") or {}).get("content") or ())
         raw_calls = delta.get("tool_calls")

@@ -207,6 +207,20 @@ class SessionRepository:
         query = keyset(query, SessionRow, position, limit, backward)
         return list((await self.session.execute(query)).scalars())
 
+    async def has_messages(self, session_id: str) -> bool:
+        """Whether any message is stored in the session."""
+        query = select(MessageRow.id).where(MessageRow.session_id == session_id).limit(1)
+        return (await self.session.execute(query)).first() is not None
+
+    async def others_in_conversation(self, conversation_id: str, session_id: str) -> bool:
+        """Whether the conversation holds a session besides ``session_id``."""
+        query = (
+            select(SessionRow.id)
+            .where(SessionRow.conversation_id == conversation_id, SessionRow.id != session_id)
+            .limit(1)
+        )
+        return (await self.session.execute(query)).first() is not None
+
     async def conversation_history(self, conversation_id: str) -> list[MessageRow]:
         """Every message of a conversation's sessions, session by session (by
         creation) and in sequence order within each."""

@@ -161,6 +161,8 @@ from agentapi.v1.session_pb2 import (
 from agentapi.v1.session_service_pb2 import (
     CreateSessionRequest as CreateSessionRequest,
     CreateSessionResponse as CreateSessionResponse,
+    DeleteSessionRequest as DeleteSessionRequest,
+    DeleteSessionResponse as DeleteSessionResponse,
     Delta as Delta,
     EXPORT_FORMAT_JSONL as EXPORT_FORMAT_JSONL,
     EXPORT_FORMAT_MARKDOWN as EXPORT_FORMAT_MARKDOWN,
@@ -305,6 +307,8 @@ __all__ = [
     "DeleteConversationResponse",
     "DeleteMcpServerRequest",
     "DeleteMcpServerResponse",
+    "DeleteSessionRequest",
+    "DeleteSessionResponse",
     "DeleteTenantRequest",
     "DeleteTenantResponse",
     "Delta",

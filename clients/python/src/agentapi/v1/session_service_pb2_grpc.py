@@ -70,6 +70,11 @@ class SessionServiceStub:
                 request_serializer=agentapi_dot_v1_dot_session__service__pb2.EndSessionRequest.SerializeToString,
                 response_deserializer=agentapi_dot_v1_dot_session__service__pb2.EndSessionResponse.FromString,
                 _registered_method=True)
+        self.DeleteSession = channel.unary_unary(
+                '/agentapi.v1.SessionService/DeleteSession',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.DeleteSessionResponse.FromString,
+                _registered_method=True)
         self.ListSessions = channel.unary_unary(
                 '/agentapi.v1.SessionService/ListSessions',
                 request_serializer=agentapi_dot_v1_dot_session__service__pb2.ListSessionsRequest.SerializeToString,
@@ -157,6 +162,17 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteSession(self, request, context):
+        """Deletes a session that holds no message: one created for a turn that
+        was then refused. Its conversation goes too when it was created with
+        the session and holds no other. Raises NOT_FOUND (SESSION_NOT_FOUND)
+        or FAILED_PRECONDITION (SESSION_NOT_EMPTY): stored messages stay in the
+        ledger.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListSessions(self, request, context):
         """Lists the sessions of a conversation by (create_time, id).
         """
@@ -221,6 +237,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.EndSession,
                     request_deserializer=agentapi_dot_v1_dot_session__service__pb2.EndSessionRequest.FromString,
                     response_serializer=agentapi_dot_v1_dot_session__service__pb2.EndSessionResponse.SerializeToString,
+            ),
+            'DeleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSession,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.DeleteSessionResponse.SerializeToString,
             ),
             'ListSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSessions,
@@ -428,6 +449,33 @@ class SessionService:
             '/agentapi.v1.SessionService/EndSession',
             agentapi_dot_v1_dot_session__service__pb2.EndSessionRequest.SerializeToString,
             agentapi_dot_v1_dot_session__service__pb2.EndSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/DeleteSession',
+            agentapi_dot_v1_dot_session__service__pb2.DeleteSessionRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.DeleteSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,13 @@ class SessionServiceStub:
     """Ends a session: it keeps reading, and refuses new turns with
     FAILED_PRECONDITION (SESSION_ENDED). Ending an ended session returns it.
     """
+    DeleteSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.DeleteSessionRequest, _session_service_pb2.DeleteSessionResponse]
+    """Deletes a session that holds no message: one created for a turn that
+    was then refused. Its conversation goes too when it was created with
+    the session and holds no other. Raises NOT_FOUND (SESSION_NOT_FOUND)
+    or FAILED_PRECONDITION (SESSION_NOT_EMPTY): stored messages stay in the
+    ledger.
+    """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]
     """Lists the sessions of a conversation by (create_time, id)."""
     ExportSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ExportSessionRequest, _session_service_pb2.ExportSessionResponse]
@@ -128,6 +135,13 @@ class SessionServiceAsyncStub(SessionServiceStub):
     EndSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.EndSessionRequest, _session_service_pb2.EndSessionResponse]  # type: ignore[assignment]
     """Ends a session: it keeps reading, and refuses new turns with
     FAILED_PRECONDITION (SESSION_ENDED). Ending an ended session returns it.
+    """
+    DeleteSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.DeleteSessionRequest, _session_service_pb2.DeleteSessionResponse]  # type: ignore[assignment]
+    """Deletes a session that holds no message: one created for a turn that
+    was then refused. Its conversation goes too when it was created with
+    the session and holds no other. Raises NOT_FOUND (SESSION_NOT_FOUND)
+    or FAILED_PRECONDITION (SESSION_NOT_EMPTY): stored messages stay in the
+    ledger.
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists the sessions of a conversation by (create_time, id)."""
@@ -218,6 +232,18 @@ class SessionServiceServicer:
     ) -> _typing.Union[_session_service_pb2.EndSessionResponse, _abc.Awaitable[_session_service_pb2.EndSessionResponse]]:
         """Ends a session: it keeps reading, and refuses new turns with
         FAILED_PRECONDITION (SESSION_ENDED). Ending an ended session returns it.
+        """
+
+    def DeleteSession(
+        self,
+        request: _session_service_pb2.DeleteSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.DeleteSessionResponse, _abc.Awaitable[_session_service_pb2.DeleteSessionResponse]]:
+        """Deletes a session that holds no message: one created for a turn that
+        was then refused. Its conversation goes too when it was created with
+        the session and holds no other. Raises NOT_FOUND (SESSION_NOT_FOUND)
+        or FAILED_PRECONDITION (SESSION_NOT_EMPTY): stored messages stay in the
+        ledger.
         """
 
     def ListSessions(
