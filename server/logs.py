@@ -15,6 +15,7 @@ error quoting a URL), and one filter on the handler catches them all.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from collections.abc import Iterable
@@ -24,6 +25,20 @@ from pythonjsonlogger.json import JsonFormatter
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Chatty at INFO (a line per migration step): shown from WARNING unless debugging.
 _QUIET = ("alembic",)
+
+
+# The ``x-request-id`` of the call being served (the gRPC interceptor sets it),
+# so that every record logged while serving it carries the id the bridge logged.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+class RequestId(logging.Filter):
+    """Adds ``request_id`` to a record logged while a call with one is served."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if rid := REQUEST_ID.get():
+            record.request_id = rid
+        return True
 
 
 class Redact(logging.Filter):
@@ -61,6 +76,18 @@ class Redact(logging.Filter):
         return True
 
 
+class _Text(logging.Formatter):
+    """The text format, with `` [request <id>]`` after the message when the record has one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        rid = getattr(record, "request_id", "")
+        if not rid:
+            return text
+        first, _, rest = text.partition("\n")
+        return f"{first} [request {rid}]" + (f"\n{rest}" if rest else "")
+
+
 # The filter of the handler :func:`setup` installed, for :func:`mask_also`.
 _redact = Redact(())
 
@@ -80,6 +107,7 @@ def setup(level: str = "info", fmt: str = "text", worker: int | None = None, sec
     _redact.secrets = []
     _redact.add(secrets)
     handler.addFilter(_redact)
+    handler.addFilter(RequestId())
     tag = "" if worker is None else f" [w{worker}]"
     if fmt == "json":
         handler.setFormatter(
@@ -91,7 +119,7 @@ def setup(level: str = "info", fmt: str = "text", worker: int | None = None, sec
             )
         )
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s{tag} %(name)s: %(message)s"))
+        handler.setFormatter(_Text(f"%(asctime)s %(levelname)s{tag} %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

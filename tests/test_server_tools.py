@@ -231,3 +231,36 @@ def test_a_tool_module_that_cannot_load_is_a_setting_error_at_start() -> None:
     with pytest.raises(ValueError, match="AGENTAPI_TOOL_MODULES: cannot load tools from 'no.such.module'"):
         Config(tool_modules=("no.such.module",)).check()
     Config(tool_modules=("tests.support.slow_tools",)).check()
+
+
+async def test_records_logged_while_serving_a_call_carry_its_request_id(tools_stack: Stack) -> None:
+    import logging
+
+    from server import logs
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    handler.addFilter(logs.RequestId())
+    logging.getLogger("server").addHandler(handler)
+    try:
+        session = await tools_stack.sessions.CreateSession(
+            pb.CreateSessionRequest(
+                session=pb.Session(
+                    overrides=pb.SessionSettings(model="no-such-model", fallback_models=["agentapi-offline"])
+                )
+            ),
+            metadata=AUTH,
+        )
+        await tools_stack.sessions.SendMessage(
+            pb.SendMessageRequest(session_id=session.session.id, messages=[user("hi")]),
+            metadata=(*AUTH, ("x-request-id", "req-fallback-1")),
+        )
+    finally:
+        logging.getLogger("server").removeHandler(handler)
+    fallback = [r for r in records if "trying agentapi-offline" in r.getMessage()]
+    assert fallback and all(getattr(r, "request_id", "") == "req-fallback-1" for r in fallback)

@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from server import logs
 from server.api.status import to_status
 from server.domain.auth import Authenticator
 from server.domain.common import Principal, utcnow
@@ -39,6 +40,14 @@ _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principa
 def current_principal() -> Principal:
     """The caller of the RPC being served."""
     return _principal.get()
+
+
+def _request_id(metadata: Any) -> str:
+    """The caller's ``x-request-id`` (the bridge forwards its own), bounded."""
+    for key, value in metadata or ():
+        if key == "x-request-id":
+            return str(value)[:128]
+    return ""
 
 
 def _bearer(metadata: Any) -> str:
@@ -236,6 +245,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 task = None
                 try:
                     task = self._enter()
+                    logs.REQUEST_ID.set(_request_id(context.invocation_metadata()))
                     _principal.set(await authenticate(_bearer(context.invocation_metadata())))
                     if bad := undecodable(request, details.method):
                         raise bad
@@ -258,6 +268,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 task = None
                 try:
                     task = self._enter()
+                    logs.REQUEST_ID.set(_request_id(context.invocation_metadata()))
                     _principal.set(await authenticate(_bearer(context.invocation_metadata())))
                     if bad := undecodable(request, details.method):
                         raise bad
