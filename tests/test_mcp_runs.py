@@ -20,7 +20,7 @@ import pytest
 from agentapi import v1 as pb
 from tests.helpers import all_messages, create_agent, create_session, error_reason, user
 from tests.stack import AUTH, Stack, start_stack
-from tests.support.mcp_servers import HttpMcpServer
+from tests.support.mcp_servers import PYTHON, STDIO_SCRIPT, HttpMcpServer
 
 SECRET_KEY = "test-secret-key-for-mcp-runs"
 HEADER_SECRET = "hdr-secret-run-5c1d9e2f7a"
@@ -35,7 +35,7 @@ def mcp_server() -> Iterator[HttpMcpServer]:
 
 @pytest.fixture(scope="module")
 async def offline(sqlite_url: str) -> AsyncIterator[Stack]:
-    running = await start_stack(sqlite_url, secret_key=SECRET_KEY, tool_timeout_s=1.0)
+    running = await start_stack(sqlite_url, secret_key=SECRET_KEY, tool_timeout_s=1.0, allow_stdio_mcp=True)
     yield running
     await running.stop()
 
@@ -221,3 +221,47 @@ async def test_a_pending_approval_blocks_a_new_message_until_decided(offline: St
     assert error_reason(caught.value) == "UNKNOWN_TOOL_CALL_ID"
     done = await submit(offline, session.id, approvals=[pb.ToolApproval(tool_call_id=call_id, approve=True)])
     assert done[-1].assistant_message.status == pb.MESSAGE_STATUS_COMPLETED
+
+
+async def test_a_stdio_mcp_server_is_called_in_a_run(offline: Stack) -> None:
+    server_id = f"stdio-{int(time.time() * 1000) % 10**8}-{next(_ids)}"
+    servers = pb.McpServerServiceStub(offline.channel)
+    await servers.CreateMcpServer(
+        pb.CreateMcpServerRequest(
+            mcp_server=pb.McpServer(id=server_id, transport=pb.MCP_TRANSPORT_STDIO, command=PYTHON, args=[STDIO_SCRIPT])
+        ),
+        metadata=AUTH,
+    )
+    await servers.ApproveMcpServerTools(
+        pb.ApproveMcpServerToolsRequest(mcp_server_id=server_id, tool_names=["add"]), metadata=AUTH
+    )
+    session = await session_with(offline, "agentapi-offline", pb.AgentMcpServer(server_id=server_id))
+    events = await run(offline, session.id, f'call {server_id}__add {{"a": 40, "b": 2}}')
+    [tool] = completed_tools(events)
+    assert (tool.content, tool.executor) == ("42", f"mcp:{server_id}")
+    assert events[-1].assistant_message.content == f"Tool {server_id}__add returned: 42"
+
+
+async def test_allowed_tools_filter_built_in_and_mcp_tools(offline: Stack, mcp_server: HttpMcpServer) -> None:
+    server_id = await register(offline, mcp_server)
+    agent = await create_agent(
+        offline,
+        f"agent-{uuid.uuid4().hex[:10]}",
+        model="agentapi-offline",
+        builtin_tools=["calculator", "echo"],
+        mcp_servers=[pb.AgentMcpServer(server_id=server_id)],
+    )
+    response = await offline.sessions.CreateSession(
+        pb.CreateSessionRequest(
+            session=pb.Session(
+                agent_id=agent.id, overrides=pb.SessionSettings(allowed_tools=["echo", f"{server_id}__add"])
+            )
+        ),
+        metadata=AUTH,
+    )
+    session_id = response.session.id
+    allowed = await run(offline, session_id, f'call {server_id}__add {{"a": 1, "b": 2}}')
+    assert [m.content for m in completed_tools(allowed)] == ["3"]
+    # calculator is not allowed in this session: the model is not offered it, so nothing runs.
+    refused = await run(offline, session_id, 'call calculator {"expression": "1 + 1"}')
+    assert not completed_tools(refused) and refused[-1].assistant_message.content.startswith("You said:")
