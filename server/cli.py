@@ -15,6 +15,7 @@ import asyncio
 import importlib.metadata
 import logging
 import sys
+from collections.abc import Callable
 
 from server import logs
 from server.config import EVENT_LOOPS, LOG_FORMATS, LOG_LEVELS, Config, redact_url
@@ -79,6 +80,18 @@ async def _purge(config: Config) -> tuple[int, int, int]:
         await db.dispose()
 
 
+def _migrated(config: Config, upgrade: Callable[[str], None]) -> bool:
+    """Migrates the database to head; False (and one line on stderr, the URL
+    masked) when it cannot."""
+    try:
+        upgrade(config.database_url)
+    except Exception as exc:
+        logging.getLogger("agentapi").debug("migration failed", exc_info=exc)
+        print(f"agentapi: cannot migrate {redact_url(config.database_url)}: {_first_line(exc)}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agentapi`` console script."""
     args = _parser().parse_args(argv)
@@ -96,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from server.store.migrate import upgrade
 
     if args.command == "migrate":
-        try:
-            upgrade(config.database_url)
-        except Exception as exc:
-            logging.getLogger("agentapi").debug("migration failed", exc_info=exc)
-            print(f"agentapi: cannot migrate {redact_url(config.database_url)}: {_first_line(exc)}", file=sys.stderr)
+        if not _migrated(config, upgrade):
             return 1
         print(f"migrated {redact_url(config.database_url)}")
         return 0
@@ -109,13 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"purged {agents} expired agents and {conversations} expired conversations")
         logging.getLogger("agentapi").info("purged %d expired idempotency records", records)
         return 0
-    if args.migrate:  # once, before any worker starts
-        try:
-            upgrade(config.database_url)
-        except Exception as exc:
-            logging.getLogger("agentapi").debug("migration failed", exc_info=exc)
-            print(f"agentapi: cannot migrate {redact_url(config.database_url)}: {_first_line(exc)}", file=sys.stderr)
-            return 1
+    if args.migrate and not _migrated(config, upgrade):  # once, before any worker starts
+        return 1
     from server.app import unmigrated
 
     if problem := unmigrated(config):

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from agentapi import v1 as pb
-from server.api import convert, turn_options
+from server.api import convert, message_convert, turn_options
 from server.api.interceptor import current_principal
 from server.domain.runs import InputMessage, TurnEvent, TurnRunner
 from server.domain.runs.approvals import Approval
@@ -32,17 +32,17 @@ async def _stream_events(events: AsyncIterator[TurnEvent], response: Any) -> Asy
     async with aclosing(events):
         async for event in events:
             if event.kind == "delta":
-                yield response(delta=convert.delta(event.delta))
+                yield response(delta=message_convert.delta(event.delta))
             elif event.kind == "started":
-                yield response(turn_started=convert.turn_started(event.message))
+                yield response(turn_started=message_convert.turn_started(event.message))
             elif event.kind == "tool_started":
-                yield response(tool_call_started=convert.tool_call_started(event.message, event.call))
+                yield response(tool_call_started=message_convert.tool_call_started(event.message, event.call))
             elif event.kind == "tool_completed":
-                yield response(tool_call_completed=convert.message(event.message))
+                yield response(tool_call_completed=message_convert.message(event.message))
             elif event.kind == "input":
-                yield response(input_message=convert.message(event.message))
+                yield response(input_message=message_convert.message(event.message))
             else:
-                yield response(assistant_message=convert.message(event.message))
+                yield response(assistant_message=message_convert.message(event.message))
                 if event.error is not None:
                     raise event.error
 
@@ -98,21 +98,21 @@ class SessionServicer(pb.SessionServiceServicer):
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendMessageResponse:
         response = pb.SendMessageResponse()
-        inputs = [convert.input_message(m) for m in request.messages]
+        inputs = [message_convert.input_message(m) for m in request.messages]
         async with aclosing(self._run(context, request.session_id, inputs, request.options)) as events:
             async for event in events:
                 if event.kind == "input":
-                    response.input_messages.append(convert.message(event.message))
+                    response.input_messages.append(message_convert.message(event.message))
                 elif event.kind == "final":
                     if event.error is not None:
                         raise event.error
-                    response.message.CopyFrom(convert.message(event.message))
+                    response.message.CopyFrom(message_convert.message(event.message))
         return response
 
     def SendStreamingMessage(
         self, request: pb.SendStreamingMessageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SendStreamingMessageResponse]:
-        inputs = [convert.input_message(m) for m in request.messages]
+        inputs = [message_convert.input_message(m) for m in request.messages]
         events = self._run(context, request.session_id, inputs, request.options)
         return _stream_events(events, pb.SendStreamingMessageResponse)
 
@@ -134,7 +134,7 @@ class SessionServicer(pb.SessionServiceServicer):
             current_principal(), request.session_id, request.page_size, request.page_token, request.filter
         )
         return pb.ListMessagesResponse(
-            messages=[convert.message(r) for r in page.rows],
+            messages=[message_convert.message(r) for r in page.rows],
             next_page_token=page.next_page_token,
             previous_page_token=page.previous_page_token,
         )
@@ -178,4 +178,6 @@ class SessionServicer(pb.SessionServiceServicer):
         view, messages = await self.transcripts.replay(
             current_principal(), request.session_id, request.model, context.time_remaining()
         )
-        return pb.ReplaySessionResponse(session=convert.session(view), messages=[convert.message(m) for m in messages])
+        return pb.ReplaySessionResponse(
+            session=convert.session(view), messages=[message_convert.message(m) for m in messages]
+        )

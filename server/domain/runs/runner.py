@@ -34,7 +34,7 @@ from server.domain.agents import DEFAULT_MAX_STEPS
 from server.domain.catalog import Catalog
 from server.domain.common import Principal, utcnow
 from server.domain.errors import AgentAPIError
-from server.domain.history import count_message, count_text, count_tools, window
+from server.domain.history import count_message
 from server.domain.idempotency import current_key
 from server.domain.quota import QuotaGuard
 from server.domain.retry import RetryPolicy
@@ -42,13 +42,14 @@ from server.domain.runs.admission import admit, interrupted_input
 from server.domain.runs.approvals import Approval, Decisions, decide, decision_rows
 from server.domain.runs.events import TurnEvent
 from server.domain.runs.failures import busy
-from server.domain.runs.messages import InputMessage, in_prompt, new_message, to_openai, validate_inputs
+from server.domain.runs.messages import InputMessage, new_message, to_openai, validate_inputs
 from server.domain.runs.options import TurnOptions, check_tool_choice
 from server.domain.runs.step import RunState, model_step
 from server.domain.runs.terminal import insert_messages, release_run
 from server.domain.runs.tool_calls import run_calls, server_calls, tool_rows
 from server.domain.runs.toolset import McpTools, build_toolset
-from server.domain.sessions import SessionService, Settings, tool_name
+from server.domain.runs.window import merge, prompt_window
+from server.domain.sessions import SessionService, tool_name
 from server.domain.tool_outputs import Reconciled, reconcile, reply_after
 from server.llm.types import ChatBackend, ChatRequest
 from server.store.accounts import tenant_cache
@@ -59,21 +60,6 @@ from server.tools.builtin import BuiltinRegistry
 from server.tools.execution import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
-
-# Tokens kept free for the reply when the turn sets no max_output_tokens.
-DEFAULT_OUTPUT_RESERVE = 1024
-
-
-def merge(settings: Settings, options: TurnOptions) -> Settings:
-    """The session's effective settings with the turn's model, tools,
-    temperature and max output tokens over them."""
-    return replace(
-        settings,
-        model=options.model or settings.model,
-        tools=settings.tools if options.tools is None else options.tools,
-        temperature=options.temperature if options.temperature is not None else settings.temperature,
-        max_output_tokens=options.max_output_tokens or settings.max_output_tokens,
-    )
 
 
 class TurnRunner:
@@ -196,7 +182,7 @@ class TurnRunner:
                 row.token_count = count_message(to_openai(row), settings.model)
             sequence += len(approved_rows) + len(denied_rows)
             rows_in_prompt = [*rows, *denied_rows]
-            context = await self._window(history, rows_in_prompt, settings, options.output_reserve)
+            context = await prompt_window(self.catalog, history, rows_in_prompt, settings, options.output_reserve)
             tenant = await tenant_cache(self.db).get(db, principal.tenant_id)
             reply = new_message(
                 view.row.id,
@@ -274,38 +260,6 @@ class TurnRunner:
                 await db.commit()
             except IntegrityError as exc:
                 raise busy(messages[0].session_id) from exc
-
-    async def _window(
-        self, history: list[MessageRow], rows: list[MessageRow], settings: Settings, reserve: int | None
-    ) -> list[MessageRow]:
-        """The stored history that goes into the prompt: finished messages, the
-        newest whole groups within the history budget (the session's
-        ``history_token_budget``, else the model's context window less the
-        output reserve, the system prompt, the tools and the new inputs).
-        Raises INVALID_ARGUMENT (CONTEXT_WINDOW_EXCEEDED) when the inputs alone
-        overflow the context window."""
-        usable = [m for m in history if in_prompt(m)]
-        if settings.history_token_budget is not None:
-            return usable[window(usable, settings.history_token_budget) :]
-        info = await self.catalog.find(settings.model)
-        if info is None or not info.context_window:
-            return usable
-        fixed = (
-            count_text(settings.system_prompt, settings.model)
-            + count_tools(settings.tools, settings.model)
-            + sum(r.token_count for r in rows)
-            + (reserve or settings.max_output_tokens or DEFAULT_OUTPUT_RESERVE)
-        )
-        budget = info.context_window - fixed
-        if budget < 0:
-            raise AgentAPIError(
-                "INVALID_ARGUMENT",
-                "CONTEXT_WINDOW_EXCEEDED",
-                f"the new messages need about {fixed} tokens with the output reserve; "
-                f"model {settings.model!r} takes {info.context_window}",
-                {"model": settings.model, "context_window": str(info.context_window)},
-            )
-        return usable[window(usable, budget) :]
 
     async def _steps(
         self,
