@@ -134,7 +134,9 @@ from agentapi.v1.message_pb2 import (
     ROLE_UNSPECIFIED as ROLE_UNSPECIFIED,
     ROLE_USER as ROLE_USER,
     Role as Role,
+    RoutingDecision as RoutingDecision,
     SequenceRange as SequenceRange,
+    ThinkingBlock as ThinkingBlock,
     ToolCall as ToolCall,
     Usage as Usage,
 )
@@ -149,6 +151,14 @@ from agentapi.v1.model_service_pb2_grpc import (
     ModelServiceServicer as ModelServiceServicer,
     ModelServiceStub as ModelServiceStub,
     add_ModelServiceServicer_to_server as add_ModelServiceServicer_to_server,
+)
+from agentapi.v1.routing_pb2 import (
+    ROUTING_MODE_AUTO as ROUTING_MODE_AUTO,
+    ROUTING_MODE_ORCHESTRATION as ROUTING_MODE_ORCHESTRATION,
+    ROUTING_MODE_PASSTHROUGH as ROUTING_MODE_PASSTHROUGH,
+    ROUTING_MODE_REASONING as ROUTING_MODE_REASONING,
+    ROUTING_MODE_UNSPECIFIED as ROUTING_MODE_UNSPECIFIED,
+    RoutingMode as RoutingMode,
 )
 from agentapi.v1.session_pb2 import (
     SESSION_STATUS_ACTIVE as SESSION_STATUS_ACTIVE,
@@ -395,6 +405,11 @@ __all__ = [
     "ROLE_TOOL",
     "ROLE_UNSPECIFIED",
     "ROLE_USER",
+    "ROUTING_MODE_AUTO",
+    "ROUTING_MODE_ORCHESTRATION",
+    "ROUTING_MODE_PASSTHROUGH",
+    "ROUTING_MODE_REASONING",
+    "ROUTING_MODE_UNSPECIFIED",
     "RateLimits",
     "ReplaySessionRequest",
     "ReplaySessionResponse",
@@ -403,6 +418,8 @@ __all__ = [
     "RevokeApiKeyRequest",
     "RevokeApiKeyResponse",
     "Role",
+    "RoutingDecision",
+    "RoutingMode",
     "SESSION_STATUS_ACTIVE",
     "SESSION_STATUS_ENDED",
     "SESSION_STATUS_UNSPECIFIED",
@@ -425,6 +442,7 @@ __all__ = [
     "Tenant",
     "TenantServiceServicer",
     "TenantServiceStub",
+    "ThinkingBlock",
     "TokenLogprob",
     "Tool",
     "ToolApproval",

@@ -400,12 +400,17 @@ class Delta(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     LOGPROBS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
     sequence_number: _builtins.int
     """1 for the first delta of a turn, then increasing by 1."""
     content: _builtins.str
     """Text appended to the reply."""
     refusal: _builtins.str
     """Refusal text appended to the reply's `refusal`."""
+    reasoning: _builtins.str
+    """Reasoning text appended to the reply's `reasoning_content` (the
+    model's native reasoning, or a reasoning-mode turn's plan).
+    """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallDelta]:
         """Fragments of tool calls."""
@@ -422,10 +427,11 @@ class Delta(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCallDelta] | None = ...,
         logprobs: _abc.Iterable[_turn_options_pb2.TokenLogprob] | None = ...,
         refusal: _builtins.str = ...,
+        reasoning: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "logprobs", b"logprobs", "refusal", b"refusal", "sequence_number", b"sequence_number", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "logprobs", b"logprobs", "reasoning", b"reasoning", "refusal", b"refusal", "sequence_number", b"sequence_number", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
