@@ -73,6 +73,7 @@ class AgentRow(Base):
     builtin_tools: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
     mcp_servers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True, default=list)
     max_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    routing_mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
     delete_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
@@ -169,6 +170,13 @@ class MessageRow(Base):
     executor: Mapped[str] = mapped_column(String(140), default="", server_default="")
     # The model step of the run the message belongs to (inputs: 0).
     step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Assistant replies: the model's reasoning, the provider's signed thinking
+    # blocks (sent back with their tool calls), the completion's reasoning
+    # tokens, and how the turn was routed.
+    reasoning_content: Mapped[str | None] = mapped_column(Text, nullable=True)
+    thinking_blocks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Tokens of this message as it appears in a prompt, counted once when stored.
     token_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Assistant replies: the sequence range [first, last] of the history that went into the prompt.

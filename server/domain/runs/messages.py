@@ -115,6 +115,12 @@ def to_openai(row: MessageRow) -> dict[str, Any]:
         # Only OpenAI's keys: the stored calls also carry their executor.
         message["tool_calls"] = [{key: call[key] for key in _CALL_KEYS if key in call} for call in row.tool_calls]
         message["content"] = row.content or None
+        # Anthropic requires the signed thinking of a tool-calling turn back
+        # unchanged (LiteLLM's ``thinking_blocks``); other thinking is left out,
+        # which is what a tight history budget drops first.
+        blocks = getattr(row, "thinking_blocks", None)
+        if blocks:
+            message["thinking_blocks"] = blocks
     if row.tool_call_id:
         message["tool_call_id"] = row.tool_call_id
     if row.name:
@@ -151,6 +157,10 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
         "refusal": None,
         "executor": "",
         "step": 0,
+        "reasoning_content": None,
+        "thinking_blocks": None,
+        "reasoning_tokens": 0,
+        "routing": None,
     }
     values.update(fields)
     return MessageRow(

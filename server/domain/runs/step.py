@@ -192,12 +192,12 @@ async def model_step(
                     relayed += 1
                     accumulated.add(chunk)
                     fragments = relay.client_fragments(chunk.tool_calls)
-                    if chunk.content or fragments or chunk.refusal:
+                    if chunk.content or fragments or chunk.refusal or chunk.reasoning:
                         state.numbered += 1
-                        yield TurnEvent(
-                            "delta",
-                            delta=Delta(state.numbered, chunk.content, fragments, chunk.logprobs, chunk.refusal),
+                        delta = Delta(
+                            state.numbered, chunk.content, fragments, chunk.logprobs, chunk.refusal, chunk.reasoning
                         )
+                        yield TurnEvent("delta", delta=delta)
                 if chunk.finish_reason:
                     reply.finish_reason = chunk.finish_reason
                 if chunk.usage is not None:
@@ -227,10 +227,15 @@ async def model_step(
         reply.tool_calls = accumulated.tool_calls or None
         reply.logprobs = accumulated.logprobs or None
         reply.refusal = accumulated.refusal
+        if accumulated.reasoning:
+            reply.reasoning_content = (reply.reasoning_content or "") + accumulated.reasoning
+        reply.thinking_blocks = accumulated.thinking_blocks
         if usage is not None:
-            reply.prompt_tokens, reply.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+            reply.prompt_tokens += usage.prompt_tokens
+            reply.completion_tokens += usage.completion_tokens
+            reply.reasoning_tokens += usage.reasoning_tokens
         elif relayed:
-            reply.completion_tokens = count_text(reply.content, reply.model)
+            reply.completion_tokens += count_text(reply.content, reply.model)
         reply.attempts = attempts
         reply.cost_usd = await reply_cost(state.catalog, reply.model, usage, header_cost, reply)
         reply.time_to_first_token_ms = int((first_delta_at - began) * 1000) if first_delta_at else 0
