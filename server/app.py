@@ -297,6 +297,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
         registry=registry,
         mcp=McpRunTools(mcp_servers),
         tool_bounds=(config.tool_timeout_s, config.tool_max_output_bytes),
+        router_model=config.router_model,
     )
     pb.add_SessionServiceServicer_to_server(
         SessionServicer(sessions, turns, TranscriptService(db, sessions, turns)), server

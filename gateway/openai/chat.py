@@ -70,6 +70,7 @@ async def chat_completions(request: Request) -> Response:
         continuing = bool(request.headers.get(SESSION_HEADER, "").strip())
         messages = [convert.input_message(m) for m in body.messages]
         options = convert.turn_options(body, continuing)
+        options.routing_mode = convert.routing_mode(request.headers.get(convert.ROUTING_HEADER))
         if not continuing:
             convert.check_model(body.model)
     except ApiError as exc:

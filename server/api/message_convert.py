@@ -9,7 +9,7 @@ from google.protobuf import json_format
 
 from agentapi import v1 as pb
 from server.api import turn_options
-from server.api.convert import struct, timestamp
+from server.api.convert import ROUTING_MODES, struct, timestamp
 from server.api.status import to_status
 from server.domain.errors import AgentAPIError
 from server.domain.runs import Delta, InputMessage
@@ -182,13 +182,6 @@ def turn_started(reply: MessageRow) -> pb.TurnStarted:
 
 
 _BLOCK = ("type", "thinking", "signature", "data")
-ROUTING_MODES = {
-    "passthrough": pb.ROUTING_MODE_PASSTHROUGH,
-    "reasoning": pb.ROUTING_MODE_REASONING,
-    "auto": pb.ROUTING_MODE_AUTO,
-    "orchestration": pb.ROUTING_MODE_ORCHESTRATION,
-}
-ROUTING_MODE_NAMES = {value: name for name, value in ROUTING_MODES.items()}
 
 
 def thinking_block(block: dict[str, Any]) -> pb.ThinkingBlock:

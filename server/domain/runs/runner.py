@@ -44,6 +44,7 @@ from server.domain.runs.events import TurnEvent
 from server.domain.runs.failures import busy
 from server.domain.runs.messages import InputMessage, new_message, to_openai, validate_inputs
 from server.domain.runs.options import TurnOptions, check_tool_choice
+from server.domain.runs.routing import Routed, Routing, forced_passthrough, requested_mode, route
 from server.domain.runs.step import RunState, model_step
 from server.domain.runs.terminal import insert_messages, release_run
 from server.domain.runs.tool_calls import run_calls, server_calls, tool_rows
@@ -77,6 +78,7 @@ class TurnRunner:
         registry: BuiltinRegistry | None = None,
         mcp: McpTools | None = None,
         tool_bounds: tuple[float, int] = (DEFAULT_TIMEOUT_S, DEFAULT_MAX_OUTPUT_BYTES),
+        router_model: str = "",
     ) -> None:
         self.db = db
         self.backend = backend
@@ -88,6 +90,7 @@ class TurnRunner:
         self.registry = registry or BuiltinRegistry()
         self.mcp = mcp
         self.tool_timeout_s, self.tool_max_output_bytes = tool_bounds
+        self.router_model = router_model
 
     async def run(
         self,
@@ -151,6 +154,10 @@ class TurnRunner:
             toolset = await build_toolset(settings.tools, view.agent, settings.allowed_tools, self.registry, self.mcp)
             check_tool_choice(options, {tool_name(t) for t in toolset.openai}, "options")
             self.backend.check(settings.model, options.params)
+            mode = requested_mode(options.routing_mode, view.agent.routing_mode if view.agent else None)
+            routing = forced_passthrough(mode, options.params, toolset.client_tools)
+            if routing is None and mode != "auto":
+                routing = Routing(mode, mode, "requested")
             sequence = history[-1].sequence if history else 0
             now = utcnow()
             rows = []
@@ -197,6 +204,7 @@ class TurnRunner:
                 prompt_last_sequence=rows[-1].sequence if retried is not None else sequence,
                 options=options.stored(),
                 step=1,
+                routing=routing.stored() if routing else None,
                 idempotency_key=key,
             )
             prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows_in_prompt)
@@ -240,6 +248,8 @@ class TurnRunner:
             settings.fallback_models,
             (view.agent.max_steps if view.agent else None) or DEFAULT_MAX_STEPS,
             tenant=tenant,
+            routing=routing,
+            router_model=self.router_model,
         )
         approved = (decisions.approved, approved_rows, denied_rows)
         events = self._steps(state, request, reply, stored, [*plan.repeated, *rows], approved)
@@ -293,6 +303,11 @@ class TurnRunner:
                 ):
                     yield event
                 request = replace(request, messages=[*request.messages, *(to_openai(r) for r in approved_rows)])
+        if state.routing is None or state.routing.mode == "reasoning":
+            routed = Routed(request)
+            async for event in route(state, request, reply, stored, inputs, routed):
+                yield event
+            request, inputs = routed.request, [] if routed.announced else inputs
         try:
             async for event in self._model_and_tool_steps(state, request, reply, stored, inputs):
                 yield event

@@ -27,6 +27,7 @@ from server.domain.runs.events import Delta, TurnEvent
 from server.domain.runs.failures import stop_reason, turn_deadline
 from server.domain.runs.messages import to_openai
 from server.domain.runs.reply import ReplyBuilder
+from server.domain.runs.routing import join_reasoning
 from server.domain.runs.terminal import finish, reply_cost
 from server.domain.runs.toolset import CLIENT, Toolset
 from server.llm.types import ChatBackend, ChatRequest, ToolCallFragment
@@ -54,6 +55,8 @@ class RunState:
     tokens_used: int = 0  # prompt and completion tokens of the run's steps so far
     open_claim: MessageRow | None = None  # a step whose claim its server tool calls still hold
     tenant: Any = None  # the tenant's row, for the checks before each later step (None: no quotas)
+    routing: Any = None  # the turn's Routing (server/domain/runs/routing.py); None until auto decides
+    router_model: str = ""  # the classifier's model for auto (AGENTAPI_ROUTER_MODEL, else the turn's)
 
 
 def max_steps_exceeded(max_steps: int) -> AgentAPIError:
@@ -227,8 +230,7 @@ async def model_step(
         reply.tool_calls = accumulated.tool_calls or None
         reply.logprobs = accumulated.logprobs or None
         reply.refusal = accumulated.refusal
-        if accumulated.reasoning:
-            reply.reasoning_content = (reply.reasoning_content or "") + accumulated.reasoning
+        reply.reasoning_content = join_reasoning(reply.reasoning_content, accumulated.reasoning)
         reply.thinking_blocks = accumulated.thinking_blocks
         if usage is not None:
             reply.prompt_tokens += usage.prompt_tokens
