@@ -187,3 +187,34 @@ async def test_an_agent_sets_its_default_routing_mode(offline_stack: Stack) -> N
         -1
     ].assistant_message
     assert direct.routing.mode == pb.ROUTING_MODE_PASSTHROUGH, "a turn's mode wins over the agent's"
+
+
+async def test_reasoning_mode_acts_through_server_tools_with_the_plan_in_context(offline_stack: Stack) -> None:
+    agent = await create_agent(
+        offline_stack, f"agent-{uuid.uuid4().hex[:10]}", "agentapi-offline", builtin_tools=["calculator"]
+    )
+    session = await create_session(offline_stack, agent.id)
+    events = await turn(
+        offline_stack, session.id, 'call calculator {"expression": "6 * 7"}', routing_mode=pb.ROUTING_MODE_REASONING
+    )
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds.index("delta") < kinds.index("tool_call_started"), "the plan streams before the tool step"
+    assert [e.tool_call_completed.content for e in events if e.HasField("tool_call_completed")] == ["42"]
+    final = events[-1].assistant_message
+    assert final.content == "Tool calculator returned: 42" and final.step == 2
+    first_step = [m for m in await all_messages(offline_stack, session.id) if m.role == pb.ROLE_ASSISTANT][0]
+    assert first_step.reasoning_content.startswith("1. Understand the request")
+    assert first_step.routing.mode == pb.ROUTING_MODE_REASONING
+
+
+async def test_reasoning_is_not_sent_back_upstream_on_the_next_turn(direct: Stack, upstream: Any) -> None:
+    session = await create_session(direct, model="scripted-a")
+    marker = uuid.uuid4().hex[:8]
+    await turn(direct, session.id, f"[[reasoning:private thought {marker}]] first")
+    await turn(direct, session.id, f"second {marker}")
+    body = [r["body"] for r in upstream.requests if r["path"].endswith("/chat/completions")][-1]
+    assert body["messages"][-1]["content"] == f"second {marker}"
+    assistants = [m for m in body["messages"] if m["role"] == "assistant"]
+    assert assistants and all(
+        "reasoning_content" not in m and "private thought" not in m["content"] for m in assistants
+    )
