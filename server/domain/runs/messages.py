@@ -161,6 +161,10 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
         "thinking_blocks": None,
         "reasoning_tokens": 0,
         "routing": None,
+        "superseded_by": None,
+        "delete_time": None,
+        "expire_time": None,
+        "purge_time": None,
     }
     values.update(fields)
     return MessageRow(

@@ -137,6 +137,10 @@ class Message(_message.Message):
     REASONING_CONTENT_FIELD_NUMBER: _builtins.int
     THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
     ROUTING_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_BY_FIELD_NUMBER: _builtins.int
+    DELETE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     session_id: _builtins.str
@@ -180,6 +184,11 @@ class Message(_message.Message):
     reasoning_content: _builtins.str
     """For an assistant message: the model's reasoning (its native reasoning,
     and the plan of a reasoning-mode turn).
+    """
+    superseded_by: _builtins.str
+    """For an assistant reply that RegenerateMessage replaced: the id of the
+    reply that replaced it; the reply is kept, but off the session's active
+    path (no later prompt includes it).
     """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
@@ -246,6 +255,18 @@ class Message(_message.Message):
     def routing(self) -> Global___RoutingDecision:
         """For an assistant message: how its turn was routed, and why."""
 
+    @_builtins.property
+    def delete_time(self) -> _timestamp_pb2.Timestamp:
+        """When DeleteMessage hid the message (AIP-164); unset while it is live."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When a deleted message's content is erased for good (its usage stays)."""
+
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """When the content was erased (purge, or DeleteMessage with `force`)."""
+
     def __init__(
         self,
         *,
@@ -280,10 +301,14 @@ class Message(_message.Message):
         reasoning_content: _builtins.str = ...,
         thinking_blocks: _abc.Iterable[Global___ThinkingBlock] | None = ...,
         routing: Global___RoutingDecision | None = ...,
+        superseded_by: _builtins.str = ...,
+        delete_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "metadata", b"metadata", "options", b"options", "prompt_messages", b"prompt_messages", "routing", b"routing", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "error", b"error", "expire_time", b"expire_time", "metadata", b"metadata", "options", b"options", "prompt_messages", b"prompt_messages", "purge_time", b"purge_time", "routing", b"routing", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "content_parts", b"content_parts", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "executor", b"executor", "finish_reason", b"finish_reason", "id", b"id", "logprobs", b"logprobs", "metadata", b"metadata", "model", b"model", "name", b"name", "options", b"options", "prompt_messages", b"prompt_messages", "reasoning_content", b"reasoning_content", "refusal", b"refusal", "role", b"role", "routing", b"routing", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "step", b"step", "thinking_blocks", b"thinking_blocks", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "content_parts", b"content_parts", "create_time", b"create_time", "delete_time", b"delete_time", "duration_ms", b"duration_ms", "error", b"error", "executor", b"executor", "expire_time", b"expire_time", "finish_reason", b"finish_reason", "id", b"id", "logprobs", b"logprobs", "metadata", b"metadata", "model", b"model", "name", b"name", "options", b"options", "prompt_messages", b"prompt_messages", "purge_time", b"purge_time", "reasoning_content", b"reasoning_content", "refusal", b"refusal", "role", b"role", "routing", b"routing", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "step", b"step", "superseded_by", b"superseded_by", "thinking_blocks", b"thinking_blocks", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
