@@ -3,6 +3,7 @@ only the active path; through the real LiteLLM proxy on SQLite and MariaDB."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -97,6 +98,9 @@ async def test_fork_with_an_edit_branches_and_leaves_the_original(stack: Stack, 
         pb.ListSessionsRequest(conversation_id=session.conversation_id), metadata=AUTH
     )
     assert {s.id: s.parent_session_id for s in page.sessions} == {session.id: "", branch.id: session.id}
+    exported = await stack.sessions.ExportSession(pb.ExportSessionRequest(session_id=branch.id), metadata=AUTH)
+    header = json.loads(exported.content)["session"]
+    assert (header["parent_session_id"], header["parent_message_id"]) == (session.id, third.id)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack.sessions.ForkSession(
             pb.ForkSessionRequest(session_id=session.id, message_id=original[1].id, edited_content="no"),
