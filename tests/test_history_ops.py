@@ -129,3 +129,21 @@ async def test_the_bridge_regenerates_when_the_messages_end_at_the_last_user_mes
     assert [m.role for m in stored] == [pb.ROLE_USER, pb.ROLE_ASSISTANT, pb.ROLE_ASSISTANT]
     assert stored[1].superseded_by == stored[2].id
     assert len(chat_bodies(upstream, f"regen {marker}")) == 2
+
+
+async def test_keyed_fork_and_regenerate_run_once(stack: Stack, upstream: Any) -> None:
+    session = await create_session(stack, model="scripted-a")
+    marker = uuid.uuid4().hex[:8]
+    await stream_turn(stack, session.id, user(f"once {marker}"))
+    key = (("idempotency-key", f"k-{uuid.uuid4().hex}"),)
+    request = pb.RegenerateMessageRequest(session_id=session.id)
+    first = [e async for e in stack.sessions.RegenerateMessage(request, metadata=(*AUTH, *key))]
+    again = [e async for e in stack.sessions.RegenerateMessage(request, metadata=(*AUTH, *key))]
+    assert again[-1].assistant_message == first[-1].assistant_message
+    assert len(chat_bodies(upstream, f"once {marker}")) == 2, "the first turn and one regeneration"
+    message_id = (await all_messages(stack, session.id))[0].id
+    fork_key = (("idempotency-key", f"k-{uuid.uuid4().hex}"),)
+    fork = pb.ForkSessionRequest(session_id=session.id, message_id=message_id)
+    one = await stack.sessions.ForkSession(fork, metadata=(*AUTH, *fork_key))
+    two = await stack.sessions.ForkSession(fork, metadata=(*AUTH, *fork_key))
+    assert one.session.id == two.session.id

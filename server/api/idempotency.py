@@ -1,5 +1,6 @@
 """The idempotency interceptor: ``idempotency-key`` metadata on SendMessage,
-SendStreamingMessage, SubmitToolOutputs and every Create* RPC.
+SendStreamingMessage, SubmitToolOutputs, RegenerateMessage, ForkSession,
+ReplaySession and every Create* RPC.
 
 It sits inside :class:`~server.api.interceptor.ApiInterceptor` (which has
 authenticated the caller and maps errors), claims the key in the database
@@ -43,7 +44,9 @@ from server.store.db import track_commits
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "idempotency-key"
-TURN_METHODS = frozenset({"SendMessage", "SendStreamingMessage", "SubmitToolOutputs"})
+TURN_METHODS = frozenset({"SendMessage", "SendStreamingMessage", "SubmitToolOutputs", "RegenerateMessage"})
+# Other methods that create something, beside every Create*.
+CREATING_METHODS = frozenset({"ForkSession", "ReplaySession"})
 # Failures that, when nothing was committed, a retry with the same key may cure.
 RELEASE_CODES = frozenset(
     {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED", "DEADLINE_EXCEEDED", "CANCELLED", "INTERNAL", "UNKNOWN"}
@@ -58,7 +61,7 @@ _SECRET_FIELDS = {"CreateApiKey": ("secret",)}
 def applies(method: str) -> bool:
     """Whether ``/pkg.Service/Method`` takes an idempotency key."""
     name = method.rsplit("/", 1)[-1]
-    return name in TURN_METHODS or name.startswith("Create")
+    return name in TURN_METHODS or name in CREATING_METHODS or name.startswith("Create")
 
 
 def _key(metadata: Any) -> str | None:
