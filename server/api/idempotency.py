@@ -141,8 +141,9 @@ class _Coalescer:
 class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
     """Deduplicates keyed calls through :class:`IdempotencyStore`."""
 
-    def __init__(self, store: IdempotencyStore) -> None:
+    def __init__(self, store: IdempotencyStore, hash_key: bytes = b"") -> None:
         self.store = store
+        self.hash_key = hash_key  # keys the request hashes (domain.idempotency.request_hash)
 
     async def intercept_service(
         self,
@@ -175,7 +176,7 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
             use_key(None)
             if key is None:
                 return None
-            digest = request_hash(method, request.SerializeToString(deterministic=True))
+            digest = request_hash(method, request.SerializeToString(deterministic=True), self.hash_key)
             claimed = await self.store.begin(current_principal(), key, method, digest)
             if isinstance(claimed, Claim):
                 use_key(key)
