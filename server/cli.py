@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.migrate and not _migrated(config, upgrade):  # once, before any worker starts
         return 1
-    from server.app import unmigrated
+    from server.readiness import unmigrated
 
     if problem := unmigrated(config):
         print(f"agentapi: {problem}", file=sys.stderr)
