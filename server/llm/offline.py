@@ -168,6 +168,7 @@ class _OfflineStream:
     async def __aiter__(self) -> AsyncIterator[ChatChunk]:
         text, calls = plan_reply(self._request)
         effort = self._request.params.get("reasoning_effort")
+        thought = ""
         if effort and effort not in ("none", "minimal"):  # it thinks aloud when asked to reason
             thought = f"Thinking about: {_last_user_text(self._request.messages)}"
             for word in re.findall(r"\S+\s*", thought):
@@ -184,10 +185,11 @@ class _OfflineStream:
             yield ChatChunk(tool_calls=(ToolCallFragment(index, call_id, name, arguments[:half]),))
             yield ChatChunk(tool_calls=(ToolCallFragment(index, arguments=arguments[half:]),))
         prompt = sum(estimate_tokens(_text(m)) for m in self._request.messages)
-        completion = estimate_tokens("".join(words)) + sum(estimate_tokens(c[1] + c[2]) for c in calls)
+        reasoning = estimate_tokens(thought) if thought else 0
+        completion = estimate_tokens("".join(words)) + sum(estimate_tokens(c[1] + c[2]) for c in calls) + reasoning
         yield ChatChunk(
             finish_reason="tool_calls" if calls else finish_reason,
-            usage=TokenUsage(prompt, completion),
+            usage=TokenUsage(prompt, completion, reasoning_tokens=reasoning),
             model=OFFLINE_MODEL,
         )
 
