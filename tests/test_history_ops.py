@@ -147,3 +147,28 @@ async def test_keyed_fork_and_regenerate_run_once(stack: Stack, upstream: Any) -
     one = await stack.sessions.ForkSession(fork, metadata=(*AUTH, *fork_key))
     two = await stack.sessions.ForkSession(fork, metadata=(*AUTH, *fork_key))
     assert one.session.id == two.session.id
+
+
+async def test_a_regenerated_call_group_no_longer_waits_for_outputs(offline_stack: Stack) -> None:
+    stack = offline_stack
+    session = await create_session(stack, model="agentapi-offline")
+    lookup = pb.Tool(type="function", function=pb.FunctionDefinition(name="lookup"))
+    call = stack.sessions.SendStreamingMessage(
+        pb.SendStreamingMessageRequest(
+            session_id=session.id, messages=[user("call lookup {}")], options=pb.TurnOptions(tools=[lookup])
+        ),
+        metadata=AUTH,
+    )
+    waiting = [e async for e in call][-1].assistant_message
+    assert waiting.status == pb.MESSAGE_STATUS_REQUIRES_ACTION
+    # Regenerated without calling the tool: the old call leaves the active path, so nothing is pending.
+    again = stack.sessions.RegenerateMessage(
+        pb.RegenerateMessageRequest(
+            session_id=session.id,
+            options=pb.TurnOptions(tools=[lookup], tool_choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_NONE)),
+        ),
+        metadata=AUTH,
+    )
+    assert [e async for e in again][-1].assistant_message.status == pb.MESSAGE_STATUS_COMPLETED
+    answer = (await stream_turn(stack, session.id, user("and now?")))[-1].assistant_message
+    assert answer.status == pb.MESSAGE_STATUS_COMPLETED
