@@ -36,8 +36,7 @@ SQLITE_TRIGGERS = (
 def create_sqlite_search() -> None:
     """Creates the FTS5 table and its triggers, and indexes the existing rows."""
     op.execute(
-        "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts "
-        "USING fts5(content, content='messages', content_rowid='rowid')"
+        "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(content, content='messages', content_rowid='rowid')"
     )
     for trigger in SQLITE_TRIGGERS:
         op.execute(trigger)
