@@ -6,17 +6,26 @@ words under ``innodb_ft_min_token_size`` (3) and its stopwords."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+from alembic import command
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from agentapi import v1 as pb
 from server.domain.message_history import mark_snippet
-from server.store.message_history import fts5_query
+from server.domain.runs.messages import new_message
+from server.store.db import Database
+from server.store.message_history import SearchFilters, fts5_query, search
+from server.store.migrate import alembic_config, upgrade
+from server.store.models import ConversationRow, SessionRow
+from tests.conftest import MYSQL_SERVER_URL, _mysql_connect, unavailable
 from tests.helpers import create_agent, error_reason, user
 from tests.stack import AUTH, Stack
 
@@ -191,3 +200,74 @@ def test_snippets_and_fts5_queries() -> None:
     assert mark_snippet("no match here", ["walrus"]) == "no match here"
     assert fts5_query('walrus "OR" NEAR(x)') == '"walrus" OR "OR" OR "NEAR" OR "x"'
     assert fts5_query("!!!") == ""
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """An empty database of its own, to migrate step by step."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'migrate.db'}"
+        return
+    name = f"agentapi_mig_{uuid.uuid4().hex[:8]}"
+    try:
+        connection = _mysql_connect()
+    except Exception as exc:  # noqa: BLE001 (pymysql's OperationalError, and the like)
+        unavailable(f"MariaDB/MySQL not reachable: {exc}")
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    yield str(make_url(MYSQL_SERVER_URL).set(database=name).render_as_string(hide_password=False))
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE {name}")
+    connection.close()
+
+
+async def test_migration_0012_indexes_existing_messages_and_downgrades(fresh_url: str) -> None:
+    await asyncio.to_thread(upgrade, fresh_url, "0011")
+    word = _word("axolotl")
+    db = Database(fresh_url)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    try:
+        async with db.session() as session:  # a message stored before the search index existed
+            session.add(
+                ConversationRow(
+                    id=str(uuid.uuid4()), tenant_id="default", title="", metadata_={}, create_time=now, update_time=now
+                )
+            )
+            await session.flush()
+            conversation_id = (await session.execute(text("SELECT id FROM conversations"))).scalar_one()
+            session.add(
+                SessionRow(
+                    id=str(uuid.uuid4()),
+                    tenant_id="default",
+                    conversation_id=conversation_id,
+                    overrides={},
+                    metadata_={},
+                    create_time=now,
+                    update_time=now,
+                )
+            )
+            await session.flush()
+            session_id = (await session.execute(text("SELECT id FROM sessions"))).scalar_one()
+            for n in range(3):  # MariaDB ranks a word found in every row at 0
+                session.add(
+                    new_message(session_id, "default", n + 1, "user", now, content=f"{word} {n}" if n == 0 else "else")
+                )
+            await session.commit()
+    finally:
+        await db.dispose()
+
+    async def hits() -> list[str]:
+        database = Database(fresh_url)
+        try:
+            async with database.session() as session:
+                return [h.message.content for h in await search(session, "default", word, SearchFilters(), None, 10)]
+        finally:
+            await database.dispose()
+
+    await asyncio.to_thread(upgrade, fresh_url)
+    assert await hits() == [f"{word} 0"]
+    await asyncio.to_thread(command.downgrade, alembic_config(fresh_url), "0011")
+    with pytest.raises(Exception):  # noqa: B017 (no index to search: the engines' errors differ)
+        await hits()
+    await asyncio.to_thread(upgrade, fresh_url)
+    assert await hits() == [f"{word} 0"]
