@@ -119,6 +119,14 @@ async def test_deleted_messages_leave_prompts_reads_export_and_replay_but_usage_
         pb.ReplaySessionRequest(session_id=session_id, model="scripted-b"), metadata=auth
     )
     assert [m.content for m in replayed.messages if m.role == pb.ROLE_USER] == ["second question", "third question"]
+    # A new session carrying the conversation's history forward leaves them out too.
+    session = (await stack.sessions.GetSession(pb.GetSessionRequest(session_id=session_id), metadata=auth)).session
+    carried = pb.Session(conversation_id=session.conversation_id, overrides=pb.SessionSettings(model="scripted-a"))
+    created = await stack.sessions.CreateSession(
+        pb.CreateSessionRequest(session=carried, carry_forward_history=True), metadata=auth
+    )
+    copies = await _listed(stack, created.session.id, auth, show_deleted=True)
+    assert copies and secret not in json.dumps([m.content for m in copies])
 
 
 async def test_a_tool_call_and_its_results_are_deleted_together(stack: Stack, upstream: Any, key: str) -> None:

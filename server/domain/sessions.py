@@ -385,8 +385,9 @@ MESSAGE_FILTER_FIELDS: FieldMap = {
 
 def _carry(history: list[MessageRow], target: SessionRow, now: Any) -> list[MessageRow]:
     """Copies of a conversation's earlier messages for a new session: no
-    failed or unfinished replies, no trailing unanswered tool calls, no usage."""
-    kept = [m for m in history if m.status not in ("failed", "in_progress")]
+    failed or unfinished replies, no deleted messages, no trailing unanswered
+    tool calls, no usage."""
+    kept = [m for m in history if m.status not in ("failed", "in_progress") and m.delete_time is None]
     while kept and kept[-1].status == "requires_action":
         kept.pop()
     copies = []
