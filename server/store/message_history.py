@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.store.models import MessageRow
@@ -102,11 +102,6 @@ async def expired_deleted(session: AsyncSession, now: datetime, limit: int) -> l
         .limit(limit)
     )
     return list((await session.execute(query)).scalars())
-
-
-def visible(show_deleted: bool) -> ColumnElement[bool] | None:
-    """The condition hiding deleted messages from a read, or None with ``show_deleted``."""
-    return None if show_deleted else MessageRow.delete_time.is_(None)
 
 
 @dataclass(frozen=True)
