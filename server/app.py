@@ -173,6 +173,12 @@ def unmigrated(config: Config) -> str | None:
     return None
 
 
+def derived_secret(config: Config, purpose: bytes) -> bytes:
+    """A server secret for one purpose (page tokens, request hashes), derived
+    from the master key: replicas sharing the key agree on it."""
+    return hashlib.sha256(purpose + b":" + config.effective_master_key.encode()).digest()
+
+
 def runner_id_for(config: Config, port: int) -> str:
     """``Config.effective_runner_id``, with the bound port in place of a ``:0``
     (a picked port is no stable identity, and two such servers must differ)."""
@@ -234,7 +240,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     limits.configure(config.limits)
     db = Database(config.database_url, config.db_connect_timeout_s, config.db_query_timeout_s, config.db_pool_timeout_s)
     backend = make_backend(config)
-    secret = hashlib.sha256(b"agentapi-page-token:" + config.effective_master_key.encode()).digest()
+    secret = derived_secret(config, b"agentapi-page-token")
     tokens = PageTokens(secret)
     catalog = Catalog(backend, ttl_s=config.catalog_ttl_s)
     stale_after_s = config.max_turn_duration_s + config.shutdown_grace_s + STALE_MARGIN_S
@@ -242,7 +248,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     interceptor = ApiInterceptor(Authenticator(db, config.effective_master_key, config.api_tokens))
     server = grpc.aio.server(
         # The first is the outermost: it authenticates, then idempotency runs as the caller.
-        interceptors=[interceptor, IdempotencyInterceptor(idempotency)],
+        interceptors=[interceptor, IdempotencyInterceptor(idempotency, derived_secret(config, b"idempotency-hash"))],
         options=[
             ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
             # gRPC refuses a larger request itself with RESOURCE_EXHAUSTED,

@@ -236,6 +236,8 @@ def session(view: SessionView) -> pb.Session:
         agent_revision=row.agent_revision or 0,
         status=pb.SESSION_STATUS_ENDED if row.status == "ended" else pb.SESSION_STATUS_ACTIVE,
         end_time=timestamp(row.end_time),
+        parent_session_id=getattr(row, "parent_session_id", None) or "",
+        parent_message_id=getattr(row, "parent_message_id", None) or "",
     )
 
 

@@ -79,6 +79,10 @@ def message(row: MessageRow) -> pb.Message:
         executor=row.executor,
         step=row.step,
         reasoning_content=row.reasoning_content or "",
+        superseded_by=row.superseded_by or "",
+        delete_time=timestamp(row.delete_time),
+        expire_time=timestamp(row.expire_time),
+        purge_time=timestamp(row.purge_time),
         thinking_blocks=[thinking_block(block) for block in row.thinking_blocks or ()],
     )
     if row.routing:

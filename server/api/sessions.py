@@ -12,6 +12,7 @@ import grpc
 from agentapi import v1 as pb
 from server.api import convert, message_convert, turn_options
 from server.api.interceptor import current_principal
+from server.domain.forks import fork
 from server.domain.message_history import MessageHistoryService
 from server.domain.runs import InputMessage, TurnEvent, TurnRunner
 from server.domain.runs.approvals import Approval
@@ -129,6 +130,30 @@ class SessionServicer(pb.SessionServiceServicer):
         approvals = [Approval(a.tool_call_id, a.approve, a.reason) for a in request.approvals]
         events = self._run(context, request.session_id, inputs, request.options, "tool_outputs", approvals)
         return _stream_events(events, pb.SubmitToolOutputsResponse)
+
+    def RegenerateMessage(
+        self, request: pb.RegenerateMessageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RegenerateMessageResponse]:
+        events = self.turns.run(
+            current_principal(),
+            request.session_id,
+            [],
+            turn_options.from_proto(request.options),
+            context.time_remaining(),
+            regenerate=request.message_id,
+        )
+        return _stream_events(events, pb.RegenerateMessageResponse)
+
+    async def ForkSession(
+        self, request: pb.ForkSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ForkSessionResponse:
+        edited = request.edited_content if request.HasField("edited_content") else None
+        view, messages = await fork(
+            self.sessions.db, current_principal(), request.session_id, request.message_id, edited
+        )
+        return pb.ForkSessionResponse(
+            session=convert.session(view), messages=[message_convert.message(m) for m in messages]
+        )
 
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext

@@ -53,6 +53,11 @@ def _header(view: SessionView) -> dict[str, Any]:
             "conversation_id": row.conversation_id,
             "status": row.status,
             "effective_settings": view.effective.to_json(),
+            **(
+                {"parent_session_id": row.parent_session_id, "parent_message_id": row.parent_message_id}
+                if getattr(row, "parent_session_id", None)
+                else {}
+            ),
         },
         "agent_revision": (
             {"agent_id": row.agent_id, "revision": row.agent_revision, "settings": asdict(view.agent)}
@@ -117,7 +122,10 @@ def export_markdown(view: SessionView, history: list[MessageRow]) -> str:
     out = [f"# Session {view.row.id}", ""]
     if view.agent is not None:
         out.append(f"- Agent: `{view.agent.key}` (revision {view.row.agent_revision})")
-    out += [f"- Model: `{settings.model}`", f"- Conversation: `{view.row.conversation_id}`", ""]
+    out += [f"- Model: `{settings.model}`", f"- Conversation: `{view.row.conversation_id}`"]
+    if getattr(view.row, "parent_session_id", None):
+        out.append(f"- Forked from session `{view.row.parent_session_id}` at message `{view.row.parent_message_id}`")
+    out.append("")
     if settings.system_prompt:
         out += ["## System prompt", "", settings.system_prompt, ""]
     for message in history:

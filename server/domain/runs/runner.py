@@ -44,6 +44,7 @@ from server.domain.runs.events import TurnEvent
 from server.domain.runs.failures import busy
 from server.domain.runs.messages import InputMessage, new_message, to_openai, validate_inputs
 from server.domain.runs.options import TurnOptions, check_tool_choice
+from server.domain.runs.regenerate import latest_run, supersede
 from server.domain.runs.routing import Routed, Routing, forced_passthrough, requested_mode, route
 from server.domain.runs.step import RunState, model_step
 from server.domain.runs.terminal import insert_messages, release_run
@@ -101,6 +102,7 @@ class TurnRunner:
         deadline_s: float | None = None,
         inputs_path: str = "messages",
         approvals: Sequence[Approval] = (),
+        regenerate: str | None = None,
     ) -> AsyncIterator[TurnEvent]:
         """Yields ``started`` (the reply's id and model), the stored inputs,
         the deltas, then the final stored reply.
@@ -123,7 +125,7 @@ class TurnRunner:
         accepted = time.monotonic()
         budget_s = self.max_turn_duration_s if deadline_s is None else min(self.max_turn_duration_s, deadline_s)
         deadline = accepted + budget_s
-        validate_inputs(inputs, options, inputs_path, allow_empty=bool(approvals))
+        validate_inputs(inputs, options, inputs_path, allow_empty=bool(approvals) or regenerate is not None)
         async with AsyncExitStack() as reads:
             db = await reads.enter_async_context(self.db.session())
             view = await SessionService.load(db, principal, session_id, readonly=True)
@@ -138,11 +140,17 @@ class TurnRunner:
             if any(m.status == "in_progress" for m in history):
                 raise busy(view.row.id)
             key = current_key()
+            superseded: list[Any] = []
+            top = history[-1].sequence if history else 0  # superseded rows keep their sequence numbers
+            if regenerate is not None:  # the latest turn again, on its stored inputs
+                superseded = latest_run(history, regenerate)
+                history = [m for m in history if m not in superseded]
             retried = interrupted_input(history, inputs, key)
             decisions = decide(history, approvals) if approvals else Decisions()
             # A retry of an interrupted turn answers its stored input, stored once.
-            plan = Reconciled() if retried is not None else reconcile(history, inputs, inputs_path, decisions.decided)
-            if retried is None and not plan.new and not (decisions.approved or decisions.denied) and not plan.reply:
+            fresh = retried is not None or regenerate is not None
+            plan = Reconciled() if fresh else reconcile(history, inputs, inputs_path, decisions.decided)
+            if not fresh and not plan.new and not (decisions.approved or decisions.denied) and not plan.reply:
                 plan.reply = reply_after(history, [*plan.repeated, *decisions.repeated])
             if plan.reply is not None:
                 yield TurnEvent("started", message=plan.reply)
@@ -158,7 +166,7 @@ class TurnRunner:
             routing = forced_passthrough(mode, options.params, toolset.client_tools)
             if routing is None and mode != "auto":
                 routing = Routing(mode, mode, "requested")
-            sequence = history[-1].sequence if history else 0
+            sequence = top
             now = utcnow()
             rows = []
             for index in plan.new:
@@ -217,7 +225,7 @@ class TurnRunner:
             # holds every event back until they are done); the task takes
             # over the database session.
             stored = asyncio.ensure_future(
-                self._store_inputs(reads.pop_all(), db, [*new_rows, *approved_rows, *denied_rows, reply])
+                self._store_inputs(reads.pop_all(), db, [*new_rows, *approved_rows, *denied_rows, reply], superseded)
             )
             if self.db.local_writer:
                 # Nothing to hide behind the upstream request, and a session
@@ -259,13 +267,17 @@ class TurnRunner:
             yield event
 
     @staticmethod
-    async def _store_inputs(scope: AsyncExitStack, db: AsyncSession, messages: list[MessageRow]) -> None:
-        """INSERTs the turn's new messages and its IN_PROGRESS reply, and
-        commits; closes the session (``scope``) however it ends. Raises
-        ABORTED (SESSION_BUSY) when another turn took the sequence numbers,
+    async def _store_inputs(
+        scope: AsyncExitStack, db: AsyncSession, messages: list[MessageRow], superseded: Sequence[Any] = ()
+    ) -> None:
+        """INSERTs the turn's new messages and its IN_PROGRESS reply (and marks
+        a regenerated turn's old messages superseded by it), and commits;
+        closes the session (``scope``) however it ends. Raises ABORTED
+        (SESSION_BUSY) when another turn took the sequence numbers,
         UNAVAILABLE (DATABASE_UNAVAILABLE)."""
         async with scope:
             try:
+                await supersede(db, superseded, messages[-1].id)
                 await MessageRepository(db, messages[0].session_id).insert(messages)
                 await db.commit()
             except IntegrityError as exc:
