@@ -93,6 +93,10 @@ def message(row: MessageRow) -> pb.Message:
     if row.prompt_last_sequence:
         result.prompt_messages.first = row.prompt_first_sequence
         result.prompt_messages.last = row.prompt_last_sequence
+    for name in ("delete_time", "expire_time", "purge_time"):  # AIP-164: set once deleted
+        value = getattr(row, name, None)
+        if value is not None:
+            getattr(result, name).CopyFrom(timestamp(value))
     if row.error:
         result.error.CopyFrom(to_status(AgentAPIError(row.error["code"], row.error["reason"], row.error["message"])))
     return result

@@ -165,6 +165,7 @@ class TranscriptService:
         async with self.db.session() as db:
             view = await SessionService.load(db, principal, session_id)
             history = await MessageRepository(db, view.row.id).history()
+        history = [m for m in history if m.delete_time is None]  # DeleteMessage hides them here too
         return CONTENT_TYPES[format_name], EXPORTERS[format_name](view, history)
 
     async def replay(
@@ -184,6 +185,7 @@ class TranscriptService:
         async with self.db.session() as db:
             source = await SessionService.load(db, principal, session_id)
             history = await MessageRepository(db, source.row.id).history()
+        history = [m for m in history if m.delete_time is None]  # a deleted message is not replayed
         overrides = replace(source.overrides, model=model, fallback_models=[])
         target = await self.sessions.create(
             principal,

@@ -102,8 +102,11 @@ def _check_part(part: dict[str, Any], path: str, violations: Violations) -> None
 
 def in_prompt(row: MessageRow) -> bool:
     """Whether a stored message goes back upstream: all but replies that
-    failed or never finished, and messages a regeneration superseded."""
+    failed or never finished, messages a regeneration superseded, and
+    messages DeleteMessage deleted."""
     if getattr(row, "superseded_by", None):
+        return False
+    if getattr(row, "delete_time", None) is not None:
         return False
     return not (row.role == "assistant" and row.status in _PROMPT_EXCLUDED_STATUSES)
 
