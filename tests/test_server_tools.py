@@ -264,3 +264,40 @@ async def test_records_logged_while_serving_a_call_carry_its_request_id(tools_st
         logging.getLogger("server").removeHandler(handler)
     fallback = [r for r in records if "trying agentapi-offline" in r.getMessage()]
     assert fallback and all(getattr(r, "request_id", "") == "req-fallback-1" for r in fallback)
+
+
+async def test_recovery_frees_a_session_whose_run_died_between_steps(tools_stack: Stack) -> None:
+    """A run that died after its tool calls finished and before its next step
+    holds the session with nothing in progress: recovery frees it."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from server.domain.common import utcnow
+    from server.domain.recovery import INTERRUPTED
+    from server.store.db import Database
+    from server.store.idempotency import InterruptedReplies
+
+    session = await agent_session(tools_stack, "agentapi-offline", builtin_tools=["echo"])
+    await events_of(tools_stack, session.id, 'call echo {"text": "a"}')
+    stored = await all_messages(tools_stack, session.id)
+    engine = create_async_engine(tools_stack.config.database_url)
+    async with engine.begin() as connection:  # as if the process died before the second step
+        await connection.execute(text("DELETE FROM messages WHERE id = :id"), {"id": stored[-1].id})
+        await connection.execute(
+            text("UPDATE sessions SET active_reply_id = :holder WHERE id = :s"),
+            {"holder": stored[1].id, "s": session.id},
+        )
+    await engine.dispose()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await events_of(tools_stack, session.id, "blocked?")
+    assert error_reason(caught.value) == "SESSION_BUSY"
+    db = Database(tools_stack.config.database_url)
+    try:
+        async with db.session() as db_session:
+            await InterruptedReplies(db_session).fail(INTERRUPTED, utcnow(), before=utcnow())
+            await db_session.commit()
+    finally:
+        await db.dispose()
+    assert (await events_of(tools_stack, session.id, "free again"))[
+        -1
+    ].assistant_message.content == "You said: free again"

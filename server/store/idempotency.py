@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.store.models import IdempotencyRecordRow, MessageRow
-from server.store.turns import release_turns
+from server.store.turns import orphan_claims, release_turns
 
 IN_PROGRESS = "in_progress"
 TOOL_OUTCOME_UNKNOWN = (
@@ -126,6 +126,10 @@ class InterruptedReplies:
         if before is not None:
             found = found.where(MessageRow.create_time < before)
         rows = list(await self.session.execute(found))
+        # Runs that died between two of their steps hold a session with no row in progress.
+        orphans = await orphan_claims(self.session, runner_id, before)
+        if orphans:
+            await release_turns(self.session, orphans)
         if not rows:
             return 0
         replies = [(row.id, row.session_id) for row in rows if row.role != "tool"]

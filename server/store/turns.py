@@ -12,8 +12,9 @@ from decimal import Decimal
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import aliased
 
-from server.store.models import BudgetReservationRow, RunnerRow, SessionRow, TenantRow
+from server.store.models import BudgetReservationRow, MessageRow, RunnerRow, SessionRow, TenantRow
 
 _S = SessionRow.__table__
 _B = BudgetReservationRow.__table__
@@ -150,3 +151,21 @@ class RunnerRepository:
     async def forget(self, runner_id: str) -> None:
         """DELETEs the runner's row (a clean shutdown)."""
         await self.session.execute(delete(RunnerRow).where(RunnerRow.id == runner_id))
+
+
+async def orphan_claims(session: AsyncSession, runner_id: str | None, before: datetime | None) -> list[tuple[str, str]]:
+    """(holder reply id, session id) of sessions still claimed by a run that
+    has no message in progress left (it died between two of its steps), of
+    ``runner_id`` or with a holder last changed before ``before``."""
+    holder = aliased(MessageRow)
+    running = select(MessageRow.id).where(MessageRow.session_id == SessionRow.id, MessageRow.status == "in_progress")
+    query = (
+        select(SessionRow.active_reply_id, SessionRow.id)
+        .join(holder, holder.id == SessionRow.active_reply_id)
+        .where(SessionRow.active_reply_id.is_not(None), holder.status != "in_progress", ~running.exists())
+    )
+    if runner_id is not None:
+        query = query.where(holder.runner_id == runner_id)
+    if before is not None:
+        query = query.where(holder.update_time < before)
+    return [(row[0], row[1]) for row in await session.execute(query)]

@@ -159,7 +159,7 @@ async def route(
     if state.routing is None:
         state.routing = await classify(state.backend, state.router_model or request.model, request)
     if state.routing.mode == "reasoning":
-        await stored
+        await asyncio.shield(stored)
         routed.announced = True
         if not state.started:
             state.started = True

@@ -41,14 +41,14 @@ from server.domain.retry import RetryPolicy
 from server.domain.runs.admission import admit, interrupted_input
 from server.domain.runs.approvals import Approval, Decisions, decide, decision_rows
 from server.domain.runs.events import TurnEvent
-from server.domain.runs.failures import busy
+from server.domain.runs.failures import busy, stop_reason
 from server.domain.runs.messages import InputMessage, new_message, to_openai, validate_inputs
 from server.domain.runs.options import TurnOptions, check_tool_choice
 from server.domain.runs.regenerate import latest_run, supersede
 from server.domain.runs.routing import Routed, Routing, forced_passthrough, requested_mode, route
 from server.domain.runs.step import RunState, model_step
-from server.domain.runs.terminal import insert_messages, release_run
-from server.domain.runs.tool_calls import run_calls, server_calls, tool_rows
+from server.domain.runs.terminal import finish, insert_messages, release_run
+from server.domain.runs.tool_calls import run_calls, server_calls
 from server.domain.runs.toolset import McpTools, build_toolset
 from server.domain.runs.window import merge, prompt_window
 from server.domain.sessions import SessionService, tool_name
@@ -227,11 +227,6 @@ class TurnRunner:
             stored = asyncio.ensure_future(
                 self._store_inputs(reads.pop_all(), db, [*new_rows, *approved_rows, *denied_rows, reply], superseded)
             )
-            if self.db.local_writer:
-                # Nothing to hide behind the upstream request, and a session
-                # waiting on SQLite's write lock meanwhile held pool
-                # connections under overload (bench itl phase).
-                await asyncio.shield(stored)
         prompt = [to_openai(m) for m in context] + [to_openai(m) for m in rows_in_prompt]
         del history, context  # an open stream keeps only what it needs
         if settings.system_prompt:
@@ -256,6 +251,7 @@ class TurnRunner:
             settings.fallback_models,
             (view.agent.max_steps if view.agent else None) or DEFAULT_MAX_STEPS,
             tenant=tenant,
+            runner_id=self.runner_id,
             routing=routing,
             router_model=self.router_model,
         )
@@ -298,9 +294,54 @@ class TurnRunner:
         caller), their calls, then the next model step with their results,
         until the model answers, needs the caller, fails or reaches
         ``max_steps``. Yields every event; the last is ``final``."""
+        state.unfinished = (reply, stored)
+        try:
+            async for event in self._phases(state, request, reply, stored, inputs, approved):
+                yield event
+        except BaseException as exc:
+            if state.unfinished is not None:  # stopped before a step could store its reply's end
+                await asyncio.shield(self._abandon(state, exc))
+            raise
+        finally:
+            if state.open_claim is not None:  # the run ended while its server calls held the session
+                await asyncio.shield(release_run(self.db, state.open_claim))
+
+    async def _abandon(self, state: RunState, exc: BaseException) -> None:
+        """Stores the terminal state of a reply no step finished (the run was
+        cancelled or failed in routing, approvals or between steps), which
+        frees the session and the run's reservation."""
+        reply, stored = state.unfinished  # type: ignore[misc]
+        state.unfinished = None
+        if isinstance(exc, AgentAPIError):
+            error, status = exc, "failed"
+        elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            error = stop_reason(exc, state.deadline)
+            status = "failed" if error.reason == "TURN_DEADLINE_EXCEEDED" else "cancelled"
+        else:
+            error, status = AgentAPIError("INTERNAL", "INTERNAL", "internal error"), "failed"
+        reply.status, reply.continues = status, False
+        reply.error = {"code": error.code, "reason": error.reason, "message": error.message}
+        reply.update_time = utcnow()
+        state.open_claim = None  # the terminal write below releases the run
+        await finish(self.db, stored, reply)
+
+    async def _phases(
+        self,
+        state: RunState,
+        request: ChatRequest,
+        reply: MessageRow,
+        stored: asyncio.Future[None],
+        inputs: list[Any],
+        approved: tuple[list[dict[str, Any]], list[MessageRow], list[MessageRow]],
+    ) -> AsyncIterator[TurnEvent]:
+        if self.db.local_writer:
+            # SQLite commits before the upstream request: nothing to hide
+            # behind it, and a session waiting on the one write lock meanwhile
+            # held pool connections under overload (bench itl phase).
+            await asyncio.shield(stored)
         calls, approved_rows, denied_rows = approved
         if approved_rows or denied_rows:
-            await stored
+            await asyncio.shield(stored)
             state.started = True
             yield TurnEvent("started", message=reply)
             for row in inputs:
@@ -320,12 +361,8 @@ class TurnRunner:
             async for event in route(state, request, reply, stored, inputs, routed):
                 yield event
             request, inputs = routed.request, [] if routed.announced else inputs
-        try:
-            async for event in self._model_and_tool_steps(state, request, reply, stored, inputs):
-                yield event
-        finally:
-            if state.open_claim is not None:  # the run ended while its server calls held the session
-                await asyncio.shield(release_run(self.db, state.open_claim))
+        async for event in self._model_and_tool_steps(state, request, reply, stored, inputs):
+            yield event
 
     async def _refused_step(self, state: RunState, first: MessageRow) -> AgentAPIError | None:
         """Why the run may not take another model step (the tenant's rate
@@ -364,11 +401,17 @@ class TurnRunner:
             if calls:
                 # Also when the caller must answer other calls of the step
                 # (REQUIRES_ACTION): the server's own calls are run first.
-                rows = tool_rows(reply, calls, step, self.runner_id)
+                # Their rows were stored IN_PROGRESS with the step's end.
+                rows = reply.tool_rows
                 bounds = (self.tool_timeout_s, self.tool_max_output_bytes)
-                async for event in run_calls(self.db, state.toolset, calls, rows, state.deadline, *bounds):
+                async for event in run_calls(
+                    self.db, state.toolset, calls, rows, state.deadline, *bounds, inserted=True
+                ):
                     yield event
             if not calls or reply.status != "completed":
+                if state.open_claim is not None:  # free the session before the caller can answer
+                    await asyncio.shield(release_run(self.db, state.open_claim))
+                    state.open_claim = None
                 yield final
                 return
             step += 1
@@ -390,12 +433,15 @@ class TurnRunner:
                 idempotency_key=reply.idempotency_key,
             )
             reply.reserved, reply.run_reply_id = first.reserved, first.id
-            if refused is not None:
-                reply.status = "failed"
-                reply.error = {"code": refused.code, "reason": refused.reason, "message": refused.message}
-                await insert_messages(self.db, [reply])
-                yield TurnEvent("final", message=reply, error=refused)
-                return
             request = replace(request, messages=prompt)
             stored = asyncio.ensure_future(insert_messages(self.db, [reply]))
+            state.unfinished = (reply, stored)
             await asyncio.shield(stored)
+            if refused is not None:
+                state.unfinished = None
+                reply.status, reply.continues = "failed", False
+                reply.error = {"code": refused.code, "reason": refused.reason, "message": refused.message}
+                state.open_claim = None  # this terminal write releases the run
+                await asyncio.shield(finish(self.db, stored, reply))
+                yield TurnEvent("final", message=reply, error=refused)
+                return

@@ -29,6 +29,7 @@ from server.domain.runs.messages import to_openai
 from server.domain.runs.reply import ReplyBuilder
 from server.domain.runs.routing import join_reasoning
 from server.domain.runs.terminal import finish, reply_cost
+from server.domain.runs.tool_calls import server_calls, tool_rows
 from server.domain.runs.toolset import CLIENT, Toolset
 from server.llm.types import ChatBackend, ChatRequest, ToolCallFragment
 from server.store.db import Database
@@ -54,6 +55,10 @@ class RunState:
     started: bool = False  # whether ``started`` (the run's first event) is out
     tokens_used: int = 0  # prompt and completion tokens of the run's steps so far
     open_claim: MessageRow | None = None  # a step whose claim its server tool calls still hold
+    # A reply stored IN_PROGRESS whose end no step has stored yet, with its
+    # insert: the run stores it CANCELLED or FAILED if it stops before a step does.
+    unfinished: tuple[MessageRow, asyncio.Future[None]] | None = None
+    runner_id: str = ""
     tenant: Any = None  # the tenant's row, for the checks before each later step (None: no quotas)
     routing: Any = None  # the turn's Routing (server/domain/runs/routing.py); None until auto decides
     router_model: str = ""  # the classifier's model for auto (AGENTAPI_ROUTER_MODEL, else the turn's)
@@ -140,6 +145,7 @@ async def model_step(
     streaming_since: float | None = None
     runs_server_tools = False
     models = [request.model, *(m for m in state.fallback_models if m != request.model)]
+    state.unfinished = None  # this step stores its reply's end, whatever happens
 
     async def announce() -> AsyncIterator[TurnEvent]:
         if not state.started:
@@ -172,7 +178,7 @@ async def model_step(
             streaming_since = started
             # The durable write went on while the upstream answered; the
             # caller sees nothing until it is done.
-            await stored
+            await asyncio.shield(stored)
             async for event in announce():
                 yield event
             announced = True
@@ -224,10 +230,14 @@ async def model_step(
         if streaming_since is not None:  # the attempt that streamed, however it ended
             attempts.append(attempt_record(reply.model, error.reason if error else "", streaming_since))
         reply.status = status or "cancelled"
-        # The session stays claimed while this step's server tool calls run.
-        reply.continues = error is None and runs_server_tools
         reply.content = accumulated.content
         reply.tool_calls = accumulated.tool_calls or None
+        # The session stays claimed while this step's server tool calls run,
+        # and their rows are stored IN_PROGRESS with the step's end, so a run
+        # that dies between the two leaves a row recovery finds.
+        reply.continues = error is None and runs_server_tools
+        calls = server_calls(reply, state.toolset) if reply.continues else []
+        reply.tool_rows = tool_rows(reply, calls, step, state.runner_id) if calls else []
         reply.logprobs = accumulated.logprobs or None
         reply.refusal = accumulated.refusal
         reply.reasoning_content = join_reasoning(reply.reasoning_content, accumulated.reasoning)

@@ -49,13 +49,16 @@ async def finish(db: Database, stored: asyncio.Future[None], reply: MessageRow) 
     state; returns the first commit's error instead (then there is no reply
     row to update, and the turn's budget reservation is dropped)."""
     try:
-        await stored
-    except AgentAPIError as exc:
+        await asyncio.shield(stored)
+    except BaseException as exc:
+        # Nothing of the turn was stored: drop its reservation, whatever went wrong.
         if getattr(reply, "reserved", False):
             async with db.session() as session:
                 await BudgetRepository(session).remove(_run_id(reply))
                 await session.commit()
-        return exc
+        if isinstance(exc, AgentAPIError):
+            return exc
+        raise
     await store_reply(db, reply)
     return None
 
@@ -76,6 +79,8 @@ async def store_reply(db: Database, reply: MessageRow) -> None:
         # costs about a millisecond more per turn (bench/turncost.py).
         connection = await session.connection()
         await connection.execute(_TERMINAL_UPDATE, {"reply_id": reply.id, **values})
+        if rows := getattr(reply, "tool_rows", None):
+            await MessageRepository(session, reply.session_id).insert(rows)
         if not getattr(reply, "continues", False):
             await release_turn(connection, reply.session_id, _run_id(reply), getattr(reply, "reserved", False))
         await session.commit()
