@@ -13,9 +13,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from server.domain.errors import AgentAPIError
+from server.domain.money import ZERO, money
 from server.domain.runs.events import Delta, TurnEvent
 from server.llm.types import ChatBackend, ChatRequest
 
@@ -31,6 +33,8 @@ PLAN_PROMPT = (
 )
 PLAN_CONTEXT = "Your plan for this answer:\n{plan}\nNow follow it."
 CLASSIFIER_TIMEOUT_S = 10.0
+PLAN_TIMEOUT_S = 60.0  # a stalled plan call falls back to passthrough with time left to answer
+_STORED = ("mode", "requested", "reason", "classifier_model", "classifier_latency_ms", "classifier_tokens")
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,13 @@ class Routing:
     classifier_model: str = ""
     classifier_latency_ms: int = 0
     classifier_tokens: int = 0
+    # Billed on the reply, not stored with the decision.
+    classifier_usage: tuple[int, int] = (0, 0)
+    classifier_cost: Decimal = ZERO
 
     def stored(self) -> dict[str, Any]:
         """The decision as stored on the reply (``Message.routing``)."""
-        return {key: value for key, value in self.__dict__.items() if value not in ("", 0)}
+        return {key: value for key, value in self.__dict__.items() if key in _STORED and value not in ("", 0)}
 
 
 def join_reasoning(*parts: str | None) -> str | None:
@@ -102,24 +109,30 @@ async def classify(backend: ChatBackend, model: str, request: ChatRequest) -> Ro
         max_tokens=5,
     )
     started = time.monotonic()
-    text, tokens, reason = "", 0, ""
+    text, usage, cost, reason = "", (0, 0), ZERO, ""
     try:
         async with asyncio.timeout(CLASSIFIER_TIMEOUT_S), backend.stream(probe) as stream:
             async for chunk in stream:
                 text += chunk.content
                 if chunk.usage is not None:
-                    tokens = chunk.usage.prompt_tokens + chunk.usage.completion_tokens
+                    usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    if chunk.usage.cost_usd is not None:
+                        cost = money(chunk.usage.cost_usd)
+            if cost == ZERO and stream.cost_usd:
+                cost = money(stream.cost_usd)
     except AgentAPIError as exc:
         reason = f"classifier failed: {exc.reason}"
     except TimeoutError:
         reason = "classifier failed: timed out"
     latency = int((time.monotonic() - started) * 1000)
     answer = text.strip().lower()
+    mode = "passthrough"
     if not reason:
         if "reasoning" in answer:
-            return Routing("reasoning", "auto", "classifier", model, latency, tokens)
-        reason = "classifier" if "passthrough" in answer else f"classifier answered {answer[:40]!r}"
-    return Routing("passthrough", "auto", reason, model, latency, tokens)
+            mode, reason = "reasoning", "classifier"
+        else:
+            reason = "classifier" if "passthrough" in answer else f"classifier answered {answer[:40]!r}"
+    return Routing(mode, "auto", reason, model, latency, sum(usage), usage, cost)
 
 
 def plan_request(request: ChatRequest) -> ChatRequest:
@@ -158,6 +171,9 @@ async def route(
     plan call falls back to passthrough, with the failure as the reason."""
     if state.routing is None:
         state.routing = await classify(state.backend, state.router_model or request.model, request)
+        reply.prompt_tokens += state.routing.classifier_usage[0]  # the classifier is billed on the reply
+        reply.completion_tokens += state.routing.classifier_usage[1]
+        reply.carried_cost = getattr(reply, "carried_cost", ZERO) + state.routing.classifier_cost
     if state.routing.mode == "reasoning":
         await asyncio.shield(stored)
         routed.announced = True
@@ -168,7 +184,7 @@ async def route(
             yield TurnEvent("input", message=row)
         plan, thought = [], []
         try:
-            async with asyncio.timeout(max(0.0, state.deadline - time.monotonic())):
+            async with asyncio.timeout(max(0.0, min(state.deadline - time.monotonic(), PLAN_TIMEOUT_S))):
                 async with state.backend.stream(plan_request(replace(request, model=reply.model))) as stream:
                     async for chunk in stream:
                         if chunk.content or chunk.reasoning:
@@ -179,6 +195,8 @@ async def route(
                         if chunk.usage is not None:
                             reply.prompt_tokens += chunk.usage.prompt_tokens
                             reply.completion_tokens += chunk.usage.completion_tokens
+                            reported = chunk.usage.cost_usd if chunk.usage.cost_usd is not None else stream.cost_usd
+                            reply.carried_cost = getattr(reply, "carried_cost", ZERO) + money(reported or 0)
         except (AgentAPIError, TimeoutError) as exc:
             why = exc.reason if isinstance(exc, AgentAPIError) else "timed out"
             state.routing = replace(state.routing, mode="passthrough", reason=f"plan failed: {why}")

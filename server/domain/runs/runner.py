@@ -257,10 +257,20 @@ class TurnRunner:
         )
         approved = (decisions.approved, approved_rows, denied_rows)
         events = self._steps(state, request, reply, stored, [*plan.repeated, *rows], approved)
-        async for event in events:
-            if event.kind == "final" and tenant is not None:
-                await self.quota.record_tokens(tenant, state.tokens_used)
-            yield event
+        try:
+            async for event in events:
+                yield event
+        finally:  # a cancelled run's tokens count against the per-minute limit too
+            if tenant is not None:
+                await asyncio.shield(self._record_tokens(tenant, state.tokens_used))
+
+    async def _record_tokens(self, tenant: Any, tokens: int) -> None:
+        """Counts the run's tokens against ``tokens_per_minute``; best effort: the
+        run is stored and billed, so a limiter outage must not turn it into an error."""
+        try:
+            await self.quota.record_tokens(tenant, tokens)
+        except Exception:
+            log.warning("the run's tokens were not counted: the rate limiter failed", exc_info=True)
 
     @staticmethod
     async def _store_inputs(
@@ -375,6 +385,8 @@ class TurnRunner:
             if exc.code != "RESOURCE_EXHAUSTED":
                 raise
             return exc
+        except Exception:  # the limiter's store (Redis) is down: the step goes ahead
+            log.warning("rate limits not checked before a step: the limiter failed", exc_info=True)
         return None
 
     async def _model_and_tool_steps(
@@ -396,7 +408,6 @@ class TurnRunner:
                 yield event
             assert final is not None
             state.open_claim = reply if getattr(reply, "continues", False) else None
-            state.tokens_used += reply.prompt_tokens + reply.completion_tokens
             calls = server_calls(reply, state.toolset) if final.error is None else []
             if calls:
                 # Also when the caller must answer other calls of the step

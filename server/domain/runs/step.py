@@ -249,7 +249,11 @@ async def model_step(
         elif relayed:
             reply.completion_tokens += count_text(reply.content, reply.model)
         reply.attempts = attempts
+        state.tokens_used += reply.prompt_tokens + reply.completion_tokens
         reply.cost_usd = await reply_cost(state.catalog, reply.model, usage, header_cost, reply)
+        if (usage is not None and usage.cost_usd is not None) or header_cost is not None:
+            # The upstream priced this step's call alone: add what routing's calls cost.
+            reply.cost_usd += getattr(reply, "carried_cost", 0)
         reply.time_to_first_token_ms = int((first_delta_at - began) * 1000) if first_delta_at else 0
         reply.duration_ms = int((time.monotonic() - began) * 1000)
         reply.error = {"code": error.code, "reason": error.reason, "message": error.message} if error else None
