@@ -35,8 +35,10 @@ check-generated: generate
 	test -z "$$(git status --porcelain -- clients/python/src)" || (echo "untracked generated files: run make generate and commit" && exit 1)
 
 lint: $(STAMP)
-	$(BIN)/ruff check server gateway tests scripts bench clients/python/src/agentapi/errors.py
-	$(BIN)/ruff format --check server gateway tests scripts bench clients/python/src/agentapi/errors.py
+	$(BIN)/ruff check server gateway tests scripts bench clients/python/src/agentapi
+	$(BIN)/ruff format --check server gateway tests scripts bench clients/python/src/agentapi
+	$(BIN)/python scripts/unasync_client.py --check
+	$(BIN)/mypy --strict clients/python/src/agentapi
 
 lint-proto:
 	scripts/buf.sh lint
