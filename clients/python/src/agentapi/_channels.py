@@ -11,7 +11,14 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_RETRIES = 2
 # Replies are not bounded by size (README, "Limits"): a page of long messages may pass gRPC's 4 MiB default.
-_OPTIONS = [("grpc.max_receive_message_length", -1)]
+# The client retries with its own backoff; gRPC's reconnect backoff (1 s, then growing)
+# would fail those retries at once while the channel waits, so it is kept short.
+_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 
 
 @dataclass(frozen=True)
