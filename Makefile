@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e clients/python -e '.[dev]'
+	# an older server install owned bin/agentapi and takes it along when upgraded: restore the client's
+	test -x $(BIN)/agentapi || $(BIN)/pip install -q --force-reinstall --no-deps -e clients/python
 	touch $(STAMP)
 
 install: $(STAMP)
