@@ -50,4 +50,4 @@ async def test_pip_install_gives_a_working_agentapi_chat(offline_stack: Stack, f
     check = subprocess.run([python, "-c", "import server"], capture_output=True, cwd=fresh_venv, env=env)
     assert check.returncode != 0
     help_text = subprocess.run([str(agentapi), "--help"], capture_output=True, text=True, cwd=fresh_venv, env=env)
-    assert "chat" in help_text.stdout and "serve" not in help_text.stdout
+    assert "│ chat " in help_text.stdout and "│ serve " not in help_text.stdout
