@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-DEFAULT_TIMEOUT_S = 60.0
+# A turn may run up to the server's AGENTAPI_MAX_TURN_DURATION_S (600 s); a shorter deadline
+# would cancel long turns, so the default deadline is that long.
+DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_RETRIES = 2
 # Replies are not bounded by size (README, "Limits"): a page of long messages may pass gRPC's 4 MiB default.
 # The client retries with its own backoff; gRPC's reconnect backoff (1 s, then growing)

@@ -27,7 +27,8 @@ class Client:
         target: ``host:port`` (default ``AGENTAPI_URL``, else ``127.0.0.1:50051``;
             ``https://host:port`` for TLS).
         api_key: the API key (default ``AGENTAPI_API_KEY``).
-        timeout: seconds; the deadline of each unary attempt and of a whole stream (None: no deadline).
+        timeout: seconds; the deadline of each unary attempt and of a whole stream (default 600,
+            the server's longest turn; None: no deadline).
         max_retries: extra attempts of a transient failure (UNAVAILABLE, a rate limit
             with RetryInfo, ...), with backoff honouring RetryInfo; 0 disables them.
 
