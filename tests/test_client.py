@@ -39,8 +39,11 @@ async def test_agents_create_get_update_list_revisions_delete(offline_stack: Sta
         # a proto message is accepted too, with keyword fields over it
         from_proto = await api.agents.update(agent.id, pb.Agent(display_name="Helper"), update_mask=["display_name"])
         assert from_proto.display_name == "Helper" and from_proto.system_prompt == "Be briefer."
+        # a proto alone: its set fields are the mask; a keyword over it wins, zero values too
+        zeroed = await api.agents.update(agent.id, pb.Agent(display_name="x", max_steps=3), display_name="")
+        assert zeroed.display_name == "" and zeroed.max_steps == 3
         revisions = [r async for r in api.agents.revisions(key, page_size=1)]
-        assert sorted(r.revision for r in revisions) == [1, 2, 3]
+        assert sorted(r.revision for r in revisions) == [1, 2, 3, 4]
         assert key in [a.key async for a in api.agents.list(filter=f'key = "{key}"')]
         deleted = await api.agents.delete(key)
         assert deleted.HasField("delete_time")
@@ -143,6 +146,8 @@ async def test_mcp_servers(offline_stack: Stack) -> None:
             assert "add" in [t.name for t in tools]
             approved = await api.mcp_servers.approve_tools(server_id, ["add"])
             assert "add" in [t.name for t in approved.mcp_server.approved_tools]
+            renamed = await api.mcp_servers.update(server_id, display_name="Adder")
+            assert renamed.display_name == "Adder" and renamed.url == created.url
         assert (await api.mcp_servers.delete(server_id)).id == server_id
         with pytest.raises(agentapi.NotFoundError):
             await api.mcp_servers.get(server_id)

@@ -27,14 +27,18 @@ def build(cls: type[M], message: M | None, fields: dict[str, Any]) -> M:
         raise TypeError(f"expected {cls.__name__}, got {type(message).__name__}")
     result = cls()
     result.CopyFrom(message)
-    if fields:
-        result.MergeFrom(cls(**fields))
+    for name in fields:  # a keyword replaces the field, even with its zero value
+        result.ClearField(name)
+    result.MergeFrom(cls(**fields))
     return result
 
 
-def mask(paths: Iterable[str] | None, fields: dict[str, Any]) -> FieldMask:
-    """The update mask: ``paths`` when given, else the names of the fields passed."""
-    return FieldMask(paths=sorted(paths if paths is not None else fields))
+def mask(paths: Iterable[str] | None, fields: dict[str, Any], body: ProtoMessage) -> FieldMask:
+    """The update mask: ``paths`` when given, else the fields set in ``body`` (its ``id`` aside)
+    and the keyword fields passed (which may set a zero value)."""
+    if paths is None:
+        paths = set(fields) | {f.name for f, _ in body.ListFields() if f.name != "id"}
+    return FieldMask(paths=sorted(paths))
 
 
 class AsyncResource:

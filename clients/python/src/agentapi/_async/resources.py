@@ -54,7 +54,7 @@ class AsyncAgents(AsyncResource):
         a new revision. Raises NotFoundError, InvalidArgumentError, ConflictError (ETAG_MISMATCH)."""
         body = build(pb.Agent, agent, fields)
         body.id = agent_id
-        request = pb.UpdateAgentRequest(agent=body, update_mask=mask(update_mask, fields))
+        request = pb.UpdateAgentRequest(agent=body, update_mask=mask(update_mask, fields, body))
         return (await self._call("UpdateAgent", request, pb.UpdateAgentResponse, Safety.UNSAFE)).agent
 
     async def delete(self, agent_id: str) -> pb.Agent:
@@ -108,7 +108,7 @@ class AsyncConversations(AsyncResource):
     ) -> pb.Conversation:
         """Sets the fields given (``title``, ``metadata``)."""
         body = pb.Conversation(id=conversation_id, **fields)
-        request = pb.UpdateConversationRequest(conversation=body, update_mask=mask(update_mask, fields))
+        request = pb.UpdateConversationRequest(conversation=body, update_mask=mask(update_mask, fields, body))
         return (
             await self._call("UpdateConversation", request, pb.UpdateConversationResponse, Safety.UNSAFE)
         ).conversation
@@ -155,9 +155,8 @@ class AsyncTenants(AsyncResource):
 
     async def update(self, tenant_id: str, *, update_mask: Iterable[str] | None = None, **fields: Any) -> pb.Tenant:
         """Sets the fields given."""
-        request = pb.UpdateTenantRequest(
-            tenant=pb.Tenant(id=tenant_id, **fields), update_mask=mask(update_mask, fields)
-        )
+        body = pb.Tenant(id=tenant_id, **fields)
+        request = pb.UpdateTenantRequest(tenant=body, update_mask=mask(update_mask, fields, body))
         return (await self._call("UpdateTenant", request, pb.UpdateTenantResponse, Safety.UNSAFE)).tenant
 
     async def delete(self, tenant_id: str) -> pb.Tenant:
@@ -238,6 +237,14 @@ class AsyncMcpServers(AsyncResource):
         """Every MCP server, page after page."""
         request = pb.ListMcpServersRequest(page_size=page_size)
         return self._items("ListMcpServers", request, pb.ListMcpServersResponse, "mcp_servers")
+
+    async def update(
+        self, mcp_server_id: str, *, update_mask: Iterable[str] | None = None, **fields: Any
+    ) -> pb.McpServer:
+        """Sets the fields given (``display_name``, ``url``, ``timeout``, ...)."""
+        body = pb.McpServer(id=mcp_server_id, **fields)
+        request = pb.UpdateMcpServerRequest(mcp_server=body, update_mask=mask(update_mask, fields, body))
+        return (await self._call("UpdateMcpServer", request, pb.UpdateMcpServerResponse, Safety.UNSAFE)).mcp_server
 
     async def delete(self, mcp_server_id: str) -> pb.McpServer:
         """Removes the MCP server."""

@@ -55,7 +55,7 @@ class Agents(SyncResource):
         a new revision. Raises NotFoundError, InvalidArgumentError, ConflictError (ETAG_MISMATCH)."""
         body = build(pb.Agent, agent, fields)
         body.id = agent_id
-        request = pb.UpdateAgentRequest(agent=body, update_mask=mask(update_mask, fields))
+        request = pb.UpdateAgentRequest(agent=body, update_mask=mask(update_mask, fields, body))
         return (self._call("UpdateAgent", request, pb.UpdateAgentResponse, Safety.UNSAFE)).agent
 
     def delete(self, agent_id: str) -> pb.Agent:
@@ -109,7 +109,7 @@ class Conversations(SyncResource):
     ) -> pb.Conversation:
         """Sets the fields given (``title``, ``metadata``)."""
         body = pb.Conversation(id=conversation_id, **fields)
-        request = pb.UpdateConversationRequest(conversation=body, update_mask=mask(update_mask, fields))
+        request = pb.UpdateConversationRequest(conversation=body, update_mask=mask(update_mask, fields, body))
         return (
             self._call("UpdateConversation", request, pb.UpdateConversationResponse, Safety.UNSAFE)
         ).conversation
@@ -156,9 +156,8 @@ class Tenants(SyncResource):
 
     def update(self, tenant_id: str, *, update_mask: Iterable[str] | None = None, **fields: Any) -> pb.Tenant:
         """Sets the fields given."""
-        request = pb.UpdateTenantRequest(
-            tenant=pb.Tenant(id=tenant_id, **fields), update_mask=mask(update_mask, fields)
-        )
+        body = pb.Tenant(id=tenant_id, **fields)
+        request = pb.UpdateTenantRequest(tenant=body, update_mask=mask(update_mask, fields, body))
         return (self._call("UpdateTenant", request, pb.UpdateTenantResponse, Safety.UNSAFE)).tenant
 
     def delete(self, tenant_id: str) -> pb.Tenant:
@@ -239,6 +238,14 @@ class McpServers(SyncResource):
         """Every MCP server, page after page."""
         request = pb.ListMcpServersRequest(page_size=page_size)
         return self._items("ListMcpServers", request, pb.ListMcpServersResponse, "mcp_servers")
+
+    def update(
+        self, mcp_server_id: str, *, update_mask: Iterable[str] | None = None, **fields: Any
+    ) -> pb.McpServer:
+        """Sets the fields given (``display_name``, ``url``, ``timeout``, ...)."""
+        body = pb.McpServer(id=mcp_server_id, **fields)
+        request = pb.UpdateMcpServerRequest(mcp_server=body, update_mask=mask(update_mask, fields, body))
+        return (self._call("UpdateMcpServer", request, pb.UpdateMcpServerResponse, Safety.UNSAFE)).mcp_server
 
     def delete(self, mcp_server_id: str) -> pb.McpServer:
         """Removes the MCP server."""
