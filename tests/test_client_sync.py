@@ -99,3 +99,36 @@ def test_error_classes_are_chosen_by_reason_then_code() -> None:
     assert error_class(code.NOT_FOUND, "WIDGET_NOT_FOUND") is agentapi.NotFoundError
     assert error_class(code.DATA_LOSS, "") is agentapi.InternalError
     assert issubclass(agentapi.UpstreamTimeoutError, agentapi.DeadlineExceededError)
+
+
+def test_which_failures_are_retried_and_how_long_to_wait() -> None:
+    import grpc
+    from tenacity import RetryCallState, Retrying
+
+    from agentapi._retry import MAX_RETRY_DELAY_S, Safety, should_retry, wait
+
+    code = grpc.StatusCode
+    limited = agentapi.RateLimitedError(code.RESOURCE_EXHAUSTED, "RATE_LIMITED", "", retry_delay_s=0.5)
+    assert all(should_retry(limited, safety) for safety in Safety)  # refused before any work
+    too_long = agentapi.RateLimitedError(code.RESOURCE_EXHAUSTED, "RATE_LIMITED", "", retry_delay_s=120)
+    assert not should_retry(too_long, Safety.READ)
+    budget = agentapi.BudgetExceededError(code.RESOURCE_EXHAUSTED, "BUDGET_EXCEEDED", "", retry_delay_s=1)
+    assert not should_retry(budget, Safety.READ)
+    size = agentapi.RateLimitedError(code.RESOURCE_EXHAUSTED, "", "message too large")  # grpc's own, no RetryInfo
+    assert not should_retry(size, Safety.READ)
+    down = agentapi.UnavailableError(code.UNAVAILABLE, "", "connection refused")
+    assert should_retry(down, Safety.READ) and should_retry(down, Safety.KEYED)
+    assert not should_retry(down, Safety.UNSAFE)  # a delete may have happened
+    in_flight = agentapi.ConflictError(code.ABORTED, "IDEMPOTENCY_REQUEST_IN_FLIGHT", "")
+    assert should_retry(in_flight, Safety.KEYED)
+    assert not should_retry(agentapi.ConflictError(code.ABORTED, "ETAG_MISMATCH", ""), Safety.READ)
+    dropped = agentapi.StreamInterruptedError(code.UNAVAILABLE, "", "dropped")
+    assert not should_retry(dropped, Safety.KEYED)
+
+    def state_after(error: Exception) -> RetryCallState:
+        state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+        state.set_exception((type(error), error, None))
+        return state
+
+    assert wait(state_after(limited)) == 0.5  # RetryInfo's delay
+    assert 0 <= wait(state_after(down)) <= MAX_RETRY_DELAY_S  # exponential backoff, jittered

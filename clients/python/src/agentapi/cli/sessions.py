@@ -10,7 +10,7 @@ import typer
 
 from agentapi import v1 as pb
 from agentapi.cli.app import settings
-from agentapi.cli.output import err, excerpt, failures, listing, print_json, show, timestamp
+from agentapi.cli.output import err, excerpt, failures, listing, print_json, show, timestamp, to_dict
 from agentapi.cli.resources import JsonOpt
 
 sessions = typer.Typer(help="Sessions: list, show, export.", no_args_is_help=True)
@@ -54,7 +54,7 @@ def sessions_show(ctx: typer.Context, session_id: str, as_json: JsonOpt = False)
         session = client.sessions.get(session_id)
         messages = list(client.messages.list(session_id))
     if as_json:
-        print_json({"session": show_dict(session), "messages": [show_dict(m) for m in messages]})
+        print_json({"session": to_dict(session), "messages": [to_dict(m) for m in messages]})
         return
     show(session, False, f"session {session_id}")
     listing(
@@ -65,12 +65,6 @@ def sessions_show(ctx: typer.Context, session_id: str, as_json: JsonOpt = False)
         lambda m: [ROLES.get(m.role, "?"), STATUSES.get(m.status, "?"), excerpt(m.content, 80),
                    ", ".join(c.function.name for c in m.tool_calls)],
     )  # fmt: skip
-
-
-def show_dict(message: pb.Session | pb.Message) -> dict[str, object]:
-    from agentapi.cli.output import to_dict
-
-    return to_dict(message)
 
 
 @sessions.command("export")
