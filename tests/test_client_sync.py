@@ -73,7 +73,7 @@ EXPORTED = {
 }  # fmt: skip
 
 
-def test_exported_names_are_pinned() -> None:
+async def test_exported_names_are_pinned() -> None:  # async: grpc.aio channels need a running loop
     assert set(agentapi.__all__) == EXPORTED
     public = {name for name, value in vars(agentapi).items() if not name.startswith("_")}
     assert {name for name in public if not isinstance(getattr(agentapi, name), types.ModuleType)} == EXPORTED
@@ -81,9 +81,10 @@ def test_exported_names_are_pinned() -> None:
         assert getattr(agentapi, name).__module__.startswith("agentapi"), name
     resources = ["agents", "conversations", "sessions", "messages", "models", "tenants", "api_keys", "usage",
                  "mcp_servers"]  # fmt: skip
-    for cls in (agentapi.Client, agentapi.AsyncClient):
-        instance = cls("127.0.0.1:1")
-        assert all(hasattr(instance, name) for name in resources), cls
+    with agentapi.Client("127.0.0.1:1") as blocking:
+        assert all(hasattr(blocking, name) for name in resources)
+    async with agentapi.AsyncClient("127.0.0.1:1") as asynchronous:
+        assert all(hasattr(asynchronous, name) for name in resources)
 
 
 def test_error_classes_are_chosen_by_reason_then_code() -> None:
