@@ -100,6 +100,7 @@ class Plan:
     throughput_window_s: float = 2.0
     cpu_iterations: int = 2000
     step_runs: int = 200  # runs of each arm of the steps phase (bench/steps.py)
+    routing_turns: int = 40  # turns of each mode of the routing phase (bench/routing.py)
     quiet_limit_s: float = 15.0  # the longest wait for the machine to go quiet before a window
 
     @property
@@ -131,6 +132,7 @@ QUICK = Plan(
     throughput_window_s=0.25,
     cpu_iterations=50,
     step_runs=5,
+    routing_turns=3,
     quiet_limit_s=0.0,
 )
 
@@ -669,6 +671,14 @@ class Bench:
         self.results["phases"]["steps"] = result
         self.say(describe(result))
 
+    async def phase_routing(self) -> None:
+        """Issue 15: the added time to first token of each routing mode (see bench/routing.py)."""
+        from bench.routing import describe, measure
+
+        result = await measure("mariadb", self.plan.routing_turns)
+        self.results["phases"]["routing"] = result
+        self.say(describe(result))
+
     def phase_cpu(self) -> None:
         """Target 7: per-turn token counting and history windowing (see bench/cpu.py)."""
         from bench.cpu import measure_history_cpu
@@ -843,7 +853,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="CI smoke run: small counts, under 60 s")
     parser.add_argument("--out", type=Path, help="output folder (default bench/results, quick: bench/.cache/quick)")
     parser.add_argument(
-        "--phases", default="memory,ttft,itl,capacity,throughput,steps,cpu", help="comma-separated subset, in order"
+        "--phases",
+        default="memory,ttft,itl,capacity,throughput,steps,routing,cpu",
+        help="comma-separated subset, in order",
     )
     parser.add_argument("--ref", help="measure this commit (a snapshot) instead of the working tree")
     args = parser.parse_args()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agentapi import v1 as pb
@@ -56,8 +56,8 @@ from server.domain.usage import UsageService
 from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend
+from server.readiness import Readiness
 from server.store.db import Database
-from server.store.migrate import schema_problem
 from server.tools.builtin import load_registry
 from server.workers import bind_socket, port_in_use
 
@@ -107,70 +107,10 @@ def make_backend(config: Config) -> ChatBackend:
     )
 
 
-class Readiness:
-    """Keeps gRPC health (the overall status and every service's) SERVING only
-    while the database answers and is migrated to the head revision, checked
-    every ``interval_s`` seconds in the background; NOT_SERVING otherwise,
-    with the reason logged once per change. After a shutdown began, health
-    stays NOT_SERVING (the health servicer ignores later changes)."""
-
-    def __init__(self, db: Database, servicer: health.aio.HealthServicer, interval_s: float) -> None:
-        self.db = db
-        self.servicer = servicer
-        self.interval_s = interval_s
-        self.problem: str | None = "not checked yet"
-
-    async def check(self) -> str | None:
-        """What keeps this replica from serving, or None; and sets health to match."""
-        try:
-            async with asyncio.timeout(max(5.0, self.interval_s)):
-                problem = await schema_problem(self.db)
-        except (AgentAPIError, TimeoutError) as exc:
-            problem = f"the database is unavailable: {getattr(exc, 'message', None) or 'no answer'}"
-        if problem != self.problem:
-            if problem is None:
-                log.info("ready: the database answers and is migrated")
-            else:
-                log.warning("not ready (health NOT_SERVING): %s", problem)
-        self.problem = problem
-        status = (
-            health_pb2.HealthCheckResponse.SERVING if problem is None else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in ("", *SERVICE_NAMES):
-            await self.servicer.set(name, status)
-        return problem
-
-    async def run(self) -> None:
-        """Until cancelled: :meth:`check` every ``interval_s`` seconds."""
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.check()
-            except Exception:
-                log.exception("readiness check failed")
-
-
-def unmigrated(config: Config) -> str | None:
-    """Before ``agentapi serve``: one line saying to run ``agentapi migrate`` when
-    the database is reachable but not at the head revision; None when it is,
-    or when it cannot be checked (unreachable: the server starts NOT_SERVING
-    and serves once the database answers; a URL it cannot use: the server's
-    own start reports it)."""
-
-    async def check() -> str | None:
-        db = Database(config.database_url, config.db_connect_timeout_s, config.db_query_timeout_s)
-        try:
-            return await schema_problem(db)
-        finally:
-            await db.dispose()
-
-    try:
-        return asyncio.run(check())
-    except AgentAPIError as exc:
-        log.warning("could not check the schema at start: %s", exc.message)
-    except Exception as exc:  # e.g. an unknown dialect: serving fails on it, with its own message
-        log.debug("could not check the schema at start", exc_info=exc)
-    return None
+def derived_secret(config: Config, purpose: bytes) -> bytes:
+    """A server secret for one purpose (page tokens, request hashes), derived
+    from the master key: replicas sharing the key agree on it."""
+    return hashlib.sha256(purpose + b":" + config.effective_master_key.encode()).digest()
 
 
 def runner_id_for(config: Config, port: int) -> str:
@@ -234,7 +174,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     limits.configure(config.limits)
     db = Database(config.database_url, config.db_connect_timeout_s, config.db_query_timeout_s, config.db_pool_timeout_s)
     backend = make_backend(config)
-    secret = hashlib.sha256(b"agentapi-page-token:" + config.effective_master_key.encode()).digest()
+    secret = derived_secret(config, b"agentapi-page-token")
     tokens = PageTokens(secret)
     catalog = Catalog(backend, ttl_s=config.catalog_ttl_s)
     stale_after_s = config.max_turn_duration_s + config.shutdown_grace_s + STALE_MARGIN_S
@@ -242,7 +182,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     interceptor = ApiInterceptor(Authenticator(db, config.effective_master_key, config.api_tokens))
     server = grpc.aio.server(
         # The first is the outermost: it authenticates, then idempotency runs as the caller.
-        interceptors=[interceptor, IdempotencyInterceptor(idempotency)],
+        interceptors=[interceptor, IdempotencyInterceptor(idempotency, derived_secret(config, b"idempotency-hash"))],
         options=[
             ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
             # gRPC refuses a larger request itself with RESOURCE_EXHAUSTED,
@@ -297,6 +237,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
         registry=registry,
         mcp=McpRunTools(mcp_servers),
         tool_bounds=(config.tool_timeout_s, config.tool_max_output_bytes),
+        router_model=config.router_model,
     )
     pb.add_SessionServiceServicer_to_server(
         SessionServicer(sessions, turns, TranscriptService(db, sessions, turns)), server
@@ -309,7 +250,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    readiness = Readiness(db, health_servicer, config.readiness_interval_s)
+    readiness = Readiness(SERVICE_NAMES, db, health_servicer, config.readiness_interval_s)
     await readiness.check()  # before serving: health starts SERVING only if the database is ready
     await server.start()
     catalog.start()

@@ -56,15 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "purge",
         parents=[common],
-        help="delete soft-deleted agents and conversations, and idempotency records, past their expire_time",
+        help="delete soft-deleted agents and conversations, and idempotency records, past their expire_time;"
+        " erase the content of deleted messages past theirs",
     )
     return parser
 
 
-async def _purge(config: Config) -> tuple[int, int, int]:
+async def _purge(config: Config) -> tuple[int, int, int, int]:
     from server.domain.agents import AgentService
     from server.domain.conversations import ConversationService
     from server.domain.idempotency import purge_expired
+    from server.domain.message_history import purge_expired_messages
     from server.domain.pagination import PageTokens
     from server.store.db import Database
 
@@ -75,6 +77,7 @@ async def _purge(config: Config) -> tuple[int, int, int]:
             await AgentService(db, tokens).purge(),
             await ConversationService(db, tokens).purge(),
             await purge_expired(db),
+            await purge_expired_messages(db),
         )
     finally:
         await db.dispose()
@@ -114,13 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"migrated {redact_url(config.database_url)}")
         return 0
     if args.command == "purge":
-        agents, conversations, records = asyncio.run(_purge(config))
+        agents, conversations, records, messages = asyncio.run(_purge(config))
         print(f"purged {agents} expired agents and {conversations} expired conversations")
+        print(f"erased the content of {messages} expired deleted messages")
         logging.getLogger("agentapi").info("purged %d expired idempotency records", records)
         return 0
     if args.migrate and not _migrated(config, upgrade):  # once, before any worker starts
         return 1
-    from server.app import unmigrated
+    from server.readiness import unmigrated
 
     if problem := unmigrated(config):
         print(f"agentapi: {problem}", file=sys.stderr)

@@ -64,6 +64,8 @@ class Config:
             the built-in tool registry (server/tools/builtin.py).
         tool_timeout_s, tool_max_output_bytes: bounds of each built-in tool
             call, in seconds and bytes of UTF-8 output.
+        router_model: AGENTAPI_ROUTER_MODEL, the model of the classifier call
+            of auto-routed turns; empty uses the turn's own model.
         secret_key: AGENTAPI_SECRET_KEY, from which the key that encrypts
             stored secrets (MCP header and env values) is derived; None
             refuses to store any. Changing it makes stored secrets unreadable.
@@ -113,6 +115,8 @@ class Config:
     tool_modules: tuple[str, ...] = field(default_factory=tuple)
     tool_timeout_s: float = 30.0
     tool_max_output_bytes: int = 64 * 1024
+    # The classifier model of auto-routed turns ('' : the turn's own model).
+    router_model: str = ""
     # MCP servers (server/domain/mcp_servers.py).
     secret_key: str | None = field(default=None, repr=False)
     allow_stdio_mcp: bool = False
@@ -152,6 +156,7 @@ class Config:
             "runner_id": env.get("AGENTAPI_RUNNER_ID") or "",
             "event_loop": env.get("AGENTAPI_EVENT_LOOP") or "asyncio",
             "tool_modules": tuple(m.strip() for m in env.get("AGENTAPI_TOOL_MODULES", "").split(",") if m.strip()),
+            "router_model": env.get("AGENTAPI_ROUTER_MODEL") or "",
             # MCP servers: the secrets key and the stdio switch.
             "secret_key": env.get("AGENTAPI_SECRET_KEY") or None,
             "allow_stdio_mcp": env.get("AGENTAPI_ALLOW_STDIO_MCP", "").strip().lower() in ("1", "true", "yes"),

@@ -73,7 +73,7 @@ async def test_purge_removes_only_expired_unused_agents(offline_stack: Stack, ke
     agentapi = str(Path(sys.executable).parent / "agentapi")
     database = ["--database-url", offline_stack.config.database_url]
     before = subprocess.run([agentapi, "purge", *database], capture_output=True, text=True, check=True)
-    assert before.stdout.strip() == "purged 0 expired agents and 0 expired conversations"
+    assert before.stdout.splitlines()[0] == "purged 0 expired agents and 0 expired conversations"
     db = Database(offline_stack.config.database_url)
     try:
         # The periodic purge and `agentapi purge` share this method; time moves past the 30-day expiry.

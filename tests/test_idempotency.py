@@ -396,7 +396,11 @@ async def test_record_of_a_dead_runner_is_taken_over(offline_stack: Stack) -> No
                 " create_time, update_time, expire_time) VALUES ('default', :k, :m, :h, 'in_progress', 'dead',"
                 " '2000-01-01 00:00:00', '2000-01-01 00:00:00', '2999-01-01 00:00:00')"
             ),
-            {"k": idem, "m": "/agentapi.v1.ConversationService/CreateConversation", "h": _hash(request)},
+            {
+                "k": idem,
+                "m": "/agentapi.v1.ConversationService/CreateConversation",
+                "h": _hash(request, offline_stack.config),
+            },
         )
     await engine.dispose()
     created = await offline_stack.conversations.CreateConversation(request, metadata=keyed(idem))
@@ -404,11 +408,14 @@ async def test_record_of_a_dead_runner_is_taken_over(offline_stack: Stack) -> No
     assert (await offline_stack.conversations.CreateConversation(request, metadata=keyed(idem))) == created
 
 
-def _hash(request: Any) -> str:
+def _hash(request: Any, config: Any) -> str:
+    from server.app import derived_secret
     from server.domain.idempotency import request_hash
 
     return request_hash(
-        "/agentapi.v1.ConversationService/CreateConversation", request.SerializeToString(deterministic=True)
+        "/agentapi.v1.ConversationService/CreateConversation",
+        request.SerializeToString(deterministic=True),
+        derived_secret(config, b"idempotency-hash"),
     )
 
 

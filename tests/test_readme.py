@@ -94,3 +94,25 @@ def test_curl_snippet_runs_twice(served: dict[str, str], tmp_path: Path) -> None
         result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert result.returncode == 0, f"run {run}:\n{result.stderr}"
         assert "data: [DONE]" in result.stdout, result.stdout
+
+
+def test_the_routing_mode_curls_answer(served: dict[str, str], tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    [snippet] = [block for block in CURL_SNIPPETS if "X-Routing-Mode" in block]
+    script = tmp_path / "routing.sh"
+    script.write_text("set -euo pipefail\n" + _localized(snippet, served))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count('"reasoning_content"') == 2, "reasoning, and auto routed to reasoning, show a plan"
+
+
+def test_the_history_curls_regenerate_and_fork(served: dict[str, str], tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    [snippet] = [block for block in CURL_SNIPPETS if ":regenerate" in block]
+    script = tmp_path / "history.sh"
+    script.write_text("set -euo pipefail\n" + _localized(snippet, served))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "assistantMessage" in result.stdout and '"parentSessionId"' in result.stdout, result.stdout[-500:]

@@ -70,6 +70,7 @@ async def chat_completions(request: Request) -> Response:
         continuing = bool(request.headers.get(SESSION_HEADER, "").strip())
         messages = [convert.input_message(m) for m in body.messages]
         options = convert.turn_options(body, continuing)
+        options.routing_mode = convert.routing_mode(request.headers.get(convert.ROUTING_HEADER))
         if not continuing:
             convert.check_model(body.model)
     except ApiError as exc:
@@ -79,11 +80,20 @@ async def chat_completions(request: Request) -> Response:
     session_id, created = "", False
     try:
         session_id, created = await _open_session(bridge, request, body, key)
-        if not created:
-            messages = convert.after_last_reply(messages)
         headers[SESSION_HEADER] = session_id
         metadata = call_metadata(request, key)
         model = body.model or ""
+        if not created and await _ends_at_last_user_message(bridge, request, session_id, messages):
+            call = bridge.sessions.RegenerateMessage(
+                pb.RegenerateMessageRequest(session_id=session_id, options=options), metadata=metadata
+            )
+            if body.stream:
+                include_usage = bool(body.stream_options and body.stream_options.include_usage)
+                return await _stream_response(call, convert.ChunkWriter(model, include_usage), headers)
+            final = [event async for event in call][-1].assistant_message
+            return JSONResponse(convert.completion(final, model), headers=headers)
+        if not created:
+            messages = convert.after_last_reply(messages)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             call = bridge.sessions.SendStreamingMessage(
@@ -122,6 +132,30 @@ async def _discard(bridge: Bridge, request: Request, session_id: str, key: str |
     except grpc.aio.AioRpcError:
         return  # SESSION_NOT_EMPTY: the turn stored its failure, and the session stays with it
     headers.pop(SESSION_HEADER, None)
+
+
+async def _ends_at_last_user_message(
+    bridge: Bridge, request: Request, session_id: str, messages: list[pb.InputMessage]
+) -> bool:
+    """Whether a continuing request resends the session exactly up to its last
+    user message (as many user messages as are stored, the last one the same
+    text): OpenAI-style callers ask for another answer that way, so the turn
+    is regenerated rather than the question stored again."""
+    if not messages or messages[-1].role != pb.ROLE_USER:
+        return False
+    stored: list[pb.Message] = []
+    token = ""
+    while True:
+        page = await bridge.sessions.ListMessages(
+            pb.ListMessagesRequest(session_id=session_id, filter='role = "user"', page_size=100, page_token=token),
+            metadata=call_metadata(request),
+        )
+        stored.extend(page.messages)
+        token = page.next_page_token
+        if not token:
+            break
+    sent = [m for m in messages if m.role == pb.ROLE_USER]
+    return bool(stored) and len(sent) == len(stored) and sent[-1].content == stored[-1].content
 
 
 async def _key_error(bridge: Bridge, request: Request) -> ApiError | None:

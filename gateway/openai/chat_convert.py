@@ -202,6 +202,26 @@ def turn_options(body: schema.ChatCompletionRequest, continuing: bool) -> pb.Tur
     return options
 
 
+ROUTING_HEADER = "X-Routing-Mode"
+ROUTING_MODES = {
+    "passthrough": pb.ROUTING_MODE_PASSTHROUGH,
+    "reasoning": pb.ROUTING_MODE_REASONING,
+    "auto": pb.ROUTING_MODE_AUTO,
+    "orchestration": pb.ROUTING_MODE_ORCHESTRATION,
+}
+
+
+def routing_mode(header: str | None) -> int:
+    """The ``X-Routing-Mode`` header as a RoutingMode (unset: 0, the agent's
+    default). Raises a 400 :class:`ApiError` for an unknown mode."""
+    if header is None or not header.strip():
+        return pb.ROUTING_MODE_UNSPECIFIED
+    mode = ROUTING_MODES.get(header.strip().lower())
+    if mode is None:
+        raise bad_request(f"{ROUTING_HEADER} must be one of {', '.join(ROUTING_MODES)}", ROUTING_HEADER)
+    return mode
+
+
 def after_last_reply(messages: list[pb.InputMessage]) -> list[pb.InputMessage]:
     """The messages after the last assistant message. OpenAI SDK callers
     resend the whole conversation each call; the stored session already holds
@@ -247,13 +267,16 @@ def tool_calls(message: pb.Message) -> list[dict[str, Any]]:
     ]
 
 
-def usage(message: pb.Message) -> dict[str, int]:
-    """OpenAI's usage block."""
-    return {
+def usage(message: pb.Message) -> dict[str, Any]:
+    """OpenAI's usage block, with ``completion_tokens_details.reasoning_tokens`` when reported."""
+    block: dict[str, Any] = {
         "prompt_tokens": message.usage.prompt_tokens,
         "completion_tokens": message.usage.completion_tokens,
         "total_tokens": message.usage.total_tokens,
     }
+    if message.usage.reasoning_tokens:
+        block["completion_tokens_details"] = {"reasoning_tokens": message.usage.reasoning_tokens}
+    return block
 
 
 def completion(message: pb.Message, requested_model: str) -> dict[str, Any]:
@@ -264,6 +287,8 @@ def completion(message: pb.Message, requested_model: str) -> dict[str, Any]:
         "content": message.content or None,
         "refusal": message.refusal or None,
     }
+    if message.reasoning_content:
+        reply["reasoning_content"] = message.reasoning_content
     if calls := tool_calls(message):
         reply["tool_calls"] = calls
     choice = {
@@ -322,6 +347,8 @@ class ChunkWriter:
             out["content"] = delta.content
         if delta.refusal:
             out["refusal"] = delta.refusal
+        if delta.reasoning:  # the field LiteLLM and DeepSeek stream, and chat UIs show
+            out["reasoning_content"] = delta.reasoning
         if delta.tool_calls:
             out["tool_calls"] = []
             for fragment in delta.tool_calls:

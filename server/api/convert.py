@@ -79,9 +79,17 @@ def agent_fields(agent: pb.Agent) -> AgentFields:
         builtin_tools=list(agent.builtin_tools),
         mcp_servers=[agent_mcp_server_to_json(s) for s in agent.mcp_servers],
         max_steps=agent.max_steps if agent.HasField("max_steps") else None,
+        routing_mode=ROUTING_MODE_NAMES.get(agent.routing_mode, "unknown") if agent.routing_mode else None,
     )
 
 
+ROUTING_MODES = {
+    "passthrough": pb.ROUTING_MODE_PASSTHROUGH,
+    "reasoning": pb.ROUTING_MODE_REASONING,
+    "auto": pb.ROUTING_MODE_AUTO,
+    "orchestration": pb.ROUTING_MODE_ORCHESTRATION,
+}
+ROUTING_MODE_NAMES = {value: name for name, value in ROUTING_MODES.items()}
 APPROVAL_MODE_FROM_PROTO = {
     pb.APPROVAL_MODE_UNSPECIFIED: "never",
     pb.APPROVAL_MODE_NEVER: "never",
@@ -136,6 +144,7 @@ def agent(row: AgentRow, catalog: set[str] | None = None) -> pb.Agent:
         message.temperature = row.temperature
     if row.max_steps is not None:
         message.max_steps = row.max_steps
+    message.routing_mode = ROUTING_MODES.get(row.routing_mode or "", 0)
     if catalog is not None:
         message.unsupported_models.extend(m for m in [row.default_model, *row.fallback_models] if m not in catalog)
     return message
@@ -162,6 +171,7 @@ def agent_revision(row: AgentRevisionRow) -> pb.AgentRevision:
         snapshot.temperature = settings["temperature"]
     if settings.get("max_steps") is not None:
         snapshot.max_steps = settings["max_steps"]
+    snapshot.routing_mode = ROUTING_MODES.get(settings.get("routing_mode") or "", 0)
     return pb.AgentRevision(revision=row.revision, agent=snapshot, create_time=timestamp(row.create_time))
 
 
@@ -226,6 +236,8 @@ def session(view: SessionView) -> pb.Session:
         agent_revision=row.agent_revision or 0,
         status=pb.SESSION_STATUS_ENDED if row.status == "ended" else pb.SESSION_STATUS_ACTIVE,
         end_time=timestamp(row.end_time),
+        parent_session_id=getattr(row, "parent_session_id", None) or "",
+        parent_message_id=getattr(row, "parent_message_id", None) or "",
     )
 
 

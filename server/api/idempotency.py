@@ -1,5 +1,6 @@
 """The idempotency interceptor: ``idempotency-key`` metadata on SendMessage,
-SendStreamingMessage, SubmitToolOutputs and every Create* RPC.
+SendStreamingMessage, SubmitToolOutputs, RegenerateMessage, ForkSession,
+ReplaySession and every Create* RPC.
 
 It sits inside :class:`~server.api.interceptor.ApiInterceptor` (which has
 authenticated the caller and maps errors), claims the key in the database
@@ -43,7 +44,9 @@ from server.store.db import track_commits
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "idempotency-key"
-TURN_METHODS = frozenset({"SendMessage", "SendStreamingMessage", "SubmitToolOutputs"})
+TURN_METHODS = frozenset({"SendMessage", "SendStreamingMessage", "SubmitToolOutputs", "RegenerateMessage"})
+# Other methods that create something, beside every Create*.
+CREATING_METHODS = frozenset({"ForkSession", "ReplaySession"})
 # Failures that, when nothing was committed, a retry with the same key may cure.
 RELEASE_CODES = frozenset(
     {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED", "DEADLINE_EXCEEDED", "CANCELLED", "INTERNAL", "UNKNOWN"}
@@ -58,7 +61,7 @@ _SECRET_FIELDS = {"CreateApiKey": ("secret",)}
 def applies(method: str) -> bool:
     """Whether ``/pkg.Service/Method`` takes an idempotency key."""
     name = method.rsplit("/", 1)[-1]
-    return name in TURN_METHODS or name.startswith("Create")
+    return name in TURN_METHODS or name in CREATING_METHODS or name.startswith("Create")
 
 
 def _key(metadata: Any) -> str | None:
@@ -138,8 +141,9 @@ class _Coalescer:
 class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
     """Deduplicates keyed calls through :class:`IdempotencyStore`."""
 
-    def __init__(self, store: IdempotencyStore) -> None:
+    def __init__(self, store: IdempotencyStore, hash_key: bytes = b"") -> None:
         self.store = store
+        self.hash_key = hash_key  # keys the request hashes (domain.idempotency.request_hash)
 
     async def intercept_service(
         self,
@@ -172,7 +176,7 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
             use_key(None)
             if key is None:
                 return None
-            digest = request_hash(method, request.SerializeToString(deterministic=True))
+            digest = request_hash(method, request.SerializeToString(deterministic=True), self.hash_key)
             claimed = await self.store.begin(current_principal(), key, method, digest)
             if isinstance(claimed, Claim):
                 use_key(key)

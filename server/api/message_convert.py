@@ -9,7 +9,7 @@ from google.protobuf import json_format
 
 from agentapi import v1 as pb
 from server.api import turn_options
-from server.api.convert import struct, timestamp
+from server.api.convert import ROUTING_MODES, struct, timestamp
 from server.api.status import to_status
 from server.domain.errors import AgentAPIError
 from server.domain.runs import Delta, InputMessage
@@ -63,6 +63,7 @@ def message(row: MessageRow) -> pb.Message:
             completion_tokens=row.completion_tokens,
             total_tokens=row.prompt_tokens + row.completion_tokens,
             cost_usd=float(row.cost_usd),
+            reasoning_tokens=row.reasoning_tokens or 0,
         ),
         time_to_first_token_ms=row.time_to_first_token_ms,
         duration_ms=row.duration_ms,
@@ -77,13 +78,25 @@ def message(row: MessageRow) -> pb.Message:
         refusal=row.refusal or "",
         executor=row.executor,
         step=row.step,
+        reasoning_content=row.reasoning_content or "",
+        superseded_by=row.superseded_by or "",
+        delete_time=timestamp(row.delete_time),
+        expire_time=timestamp(row.expire_time),
+        purge_time=timestamp(row.purge_time),
+        thinking_blocks=[thinking_block(block) for block in row.thinking_blocks or ()],
     )
+    if row.routing:
+        result.routing.CopyFrom(routing(row.routing))
     options = turn_options.to_proto(row.options)
     if options is not None:
         result.options.CopyFrom(options)
     if row.prompt_last_sequence:
         result.prompt_messages.first = row.prompt_first_sequence
         result.prompt_messages.last = row.prompt_last_sequence
+    for name in ("delete_time", "expire_time", "purge_time"):  # AIP-164: set once deleted
+        value = getattr(row, name, None)
+        if value is not None:
+            getattr(result, name).CopyFrom(timestamp(value))
     if row.error:
         result.error.CopyFrom(to_status(AgentAPIError(row.error["code"], row.error["reason"], row.error["message"])))
     return result
@@ -156,6 +169,7 @@ def delta(value: Delta) -> pb.Delta:
         ],
         logprobs=[token_logprob(entry) for entry in value.logprobs],
         refusal=value.refusal,
+        reasoning=value.reasoning,
     )
 
 
@@ -173,3 +187,23 @@ def tool_call_started(row: MessageRow, call: dict[str, Any]) -> pb.ToolCallStart
 def turn_started(reply: MessageRow) -> pb.TurnStarted:
     """The first event of a turn: the reply's id and the model answering."""
     return pb.TurnStarted(message_id=reply.id, model=reply.model, create_time=timestamp(reply.create_time))
+
+
+_BLOCK = ("type", "thinking", "signature", "data")
+
+
+def thinking_block(block: dict[str, Any]) -> pb.ThinkingBlock:
+    """A stored thinking block as a proto."""
+    return pb.ThinkingBlock(**{key: str(value) for key, value in block.items() if key in _BLOCK})
+
+
+def routing(decision: dict[str, Any]) -> pb.RoutingDecision:
+    """A stored routing decision as a proto."""
+    return pb.RoutingDecision(
+        mode=ROUTING_MODES.get(decision.get("mode", ""), 0),
+        requested=ROUTING_MODES.get(decision.get("requested", ""), 0),
+        reason=decision.get("reason", ""),
+        classifier_model=decision.get("classifier_model", ""),
+        classifier_latency_ms=int(decision.get("classifier_latency_ms") or 0),
+        classifier_tokens=int(decision.get("classifier_tokens") or 0),
+    )

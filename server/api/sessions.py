@@ -12,10 +12,13 @@ import grpc
 from agentapi import v1 as pb
 from server.api import convert, message_convert, turn_options
 from server.api.interceptor import current_principal
+from server.domain.forks import fork
+from server.domain.message_history import MessageHistoryService
 from server.domain.runs import InputMessage, TurnEvent, TurnRunner
 from server.domain.runs.approvals import Approval
 from server.domain.sessions import SessionService
 from server.domain.transcripts import TranscriptService, unknown_format
+from server.store.message_history import SearchFilters
 
 EXPORT_FORMATS = {
     pb.EXPORT_FORMAT_UNSPECIFIED: "openai_json",
@@ -54,6 +57,7 @@ class SessionServicer(pb.SessionServiceServicer):
         self.sessions = sessions
         self.turns = turns
         self.transcripts = transcripts
+        self.history = MessageHistoryService(sessions.db, sessions.tokens)
 
     async def CreateSession(
         self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext
@@ -127,16 +131,79 @@ class SessionServicer(pb.SessionServiceServicer):
         events = self._run(context, request.session_id, inputs, request.options, "tool_outputs", approvals)
         return _stream_events(events, pb.SubmitToolOutputsResponse)
 
+    def RegenerateMessage(
+        self, request: pb.RegenerateMessageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RegenerateMessageResponse]:
+        events = self.turns.run(
+            current_principal(),
+            request.session_id,
+            [],
+            turn_options.from_proto(request.options),
+            context.time_remaining(),
+            regenerate=request.message_id,
+        )
+        return _stream_events(events, pb.RegenerateMessageResponse)
+
+    async def ForkSession(
+        self, request: pb.ForkSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ForkSessionResponse:
+        edited = request.edited_content if request.HasField("edited_content") else None
+        view, messages = await fork(
+            self.sessions.db, current_principal(), request.session_id, request.message_id, edited
+        )
+        return pb.ForkSessionResponse(
+            session=convert.session(view), messages=[message_convert.message(m) for m in messages]
+        )
+
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMessagesResponse:
         page = await self.sessions.list_messages(
-            current_principal(), request.session_id, request.page_size, request.page_token, request.filter
+            current_principal(),
+            request.session_id,
+            request.page_size,
+            request.page_token,
+            request.filter,
+            request.show_deleted,
         )
         return pb.ListMessagesResponse(
             messages=[message_convert.message(r) for r in page.rows],
             next_page_token=page.next_page_token,
             previous_page_token=page.previous_page_token,
+        )
+
+    # DeleteMessage and SearchMessages (issue 22): server/domain/message_history.py.
+    async def DeleteMessage(
+        self, request: pb.DeleteMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteMessageResponse:
+        deleted = await self.history.delete(current_principal(), request.session_id, request.message_id, request.force)
+        return pb.DeleteMessageResponse(messages=[message_convert.message(m) for m in deleted])
+
+    async def SearchMessages(
+        self, request: pb.SearchMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchMessagesResponse:
+        filters = SearchFilters(
+            conversation_id=request.conversation_id,
+            session_id=request.session_id,
+            agent_id=request.agent_id,
+            role=message_convert.ROLE_FROM_PROTO.get(request.role, "") if request.role else "",
+            start_time=convert.to_datetime(request.start_time, request.HasField("start_time")),
+            end_time=convert.to_datetime(request.end_time, request.HasField("end_time")),
+        )
+        page = await self.history.search(
+            current_principal(), request.query, filters, request.page_size, request.page_token
+        )
+        return pb.SearchMessagesResponse(
+            results=[
+                pb.MessageSearchResult(
+                    message=message_convert.message(hit.message),
+                    conversation_id=hit.conversation_id,
+                    snippet=hit.snippet,
+                    score=hit.score,
+                )
+                for hit in page.hits
+            ],
+            next_page_token=page.next_page_token,
         )
 
     async def EndSession(

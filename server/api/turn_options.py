@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from agentapi import v1 as pb
+from server.api.convert import ROUTING_MODE_NAMES, ROUTING_MODES
 from server.domain.runs.options import TurnOptions
 
 _FORMAT_TYPES = {
@@ -81,6 +82,7 @@ def from_proto(options: pb.TurnOptions) -> TurnOptions:
         tools=[json_format.MessageToDict(t, preserving_proto_field_name=True) for t in options.tools] or None,
         params=params,
         extra_body=plain(json_format.MessageToDict(options.extra_body)) if options.HasField("extra_body") else {},
+        routing_mode=ROUTING_MODE_NAMES.get(options.routing_mode, ""),
     )
 
 
@@ -136,4 +138,5 @@ def to_proto(stored: dict[str, Any] | None) -> pb.TurnOptions | None:
         result.tool_choice.function_name = (choice.get("function") or {}).get("name", "")
     if stored.get("extra_body"):
         result.extra_body.update(stored["extra_body"])
+    result.routing_mode = ROUTING_MODES.get(stored.get("routing_mode", ""), 0)
     return result

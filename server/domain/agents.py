@@ -39,6 +39,7 @@ MUTABLE_FIELDS = (
     "builtin_tools",
     "mcp_servers",
     "max_steps",
+    "routing_mode",
 )
 DEFAULT_MAX_STEPS = 8
 MAX_STEPS_LIMIT = 64
@@ -64,6 +65,8 @@ class AgentFields:
     #  "approval_required_tools": [...]} per MCP server the agent may use.
     mcp_servers: list[dict[str, Any]] = field(default_factory=list)
     max_steps: int | None = None
+    # The default routing of the agent's turns: passthrough, reasoning or auto (None: passthrough).
+    routing_mode: str | None = None
 
 
 def fields_of(row: AgentRow) -> AgentFields:
@@ -172,6 +175,10 @@ def _validate_server_tools(
         seen.add(server_id)
         if server.get("require_approval", "never") not in APPROVAL_MODES:
             violations.add(f"{path}.require_approval", "must be never, always or per_tool")
+    if agent.routing_mode not in (None, "passthrough", "reasoning", "auto"):
+        violations.add(
+            f"{prefix}.routing_mode", "must be passthrough, reasoning or auto (orchestration is not available)"
+        )
     if agent.max_steps is not None and not 1 <= agent.max_steps <= MAX_STEPS_LIMIT:
         violations.add(f"{prefix}.max_steps", f"must be between 1 and {MAX_STEPS_LIMIT}")
 

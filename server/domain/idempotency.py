@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import hmac
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -67,9 +68,11 @@ def check_key(key: str) -> str:
     )
 
 
-def request_hash(method: str, payload: bytes) -> str:
-    """SHA-256 (hex) of the method name and the serialized request."""
-    return hashlib.sha256(method.encode() + b"\0" + payload).hexdigest()
+def request_hash(method: str, payload: bytes, key: bytes = b"") -> str:
+    """HMAC-SHA-256 (hex) of the method name and the serialized request, keyed
+    with a server secret: a request may hold secrets (an MCP server's header
+    values), and a plain hash of a short one could be guessed from the record."""
+    return hmac.new(key, method.encode() + b"\0" + payload, hashlib.sha256).hexdigest()
 
 
 def encode_responses(responses: list[bytes]) -> bytes:

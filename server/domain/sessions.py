@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, and_
 
 from server.domain import limits
 from server.domain.agents import TOOL_NAME_PATTERN, AgentFields, AgentService, fields_of
@@ -331,14 +331,26 @@ class SessionService:
         return Page(views, page.next_page_token, page.previous_page_token)
 
     async def list_messages(
-        self, principal: Principal, session_id: str, size: int, token: str, filter_text: str = ""
+        self,
+        principal: Principal,
+        session_id: str,
+        size: int,
+        token: str,
+        filter_text: str = "",
+        show_deleted: bool = False,
     ) -> Page[MessageRow]:
         """At most ``page_size`` (1-100, default 20) messages in sequence order,
-        forwards or backwards, filtered by AIP-160 ``role`` and ``status``.
+        forwards or backwards, filtered by AIP-160 ``role`` and ``status``;
+        messages hidden by DeleteMessage only with ``show_deleted`` (AIP-164).
         Raises INVALID_ARGUMENT (INVALID_SESSION_ID, INVALID_PAGE_TOKEN,
         INVALID_FILTER) or NOT_FOUND (SESSION_NOT_FOUND)."""
         condition = compile_filter(filter_text, MESSAGE_FILTER_FIELDS)
-        params = {"kind": "messages", "session": session_id, "filter": filter_text}
+        if not show_deleted:
+            live = MessageRow.delete_time.is_(None)
+            condition = live if condition is None else and_(condition, live)
+        params: dict[str, Any] = {"kind": "messages", "session": session_id, "filter": filter_text}
+        if show_deleted:  # only then: the tokens of callers that never ask stay valid across the upgrade
+            params["show_deleted"] = True
         request = self.tokens.start(token, size, params, lambda values: (int(values[0]),))
         async with self.db.session() as session:
             view = await self.load(session, principal, session_id)
@@ -373,8 +385,9 @@ MESSAGE_FILTER_FIELDS: FieldMap = {
 
 def _carry(history: list[MessageRow], target: SessionRow, now: Any) -> list[MessageRow]:
     """Copies of a conversation's earlier messages for a new session: no
-    failed or unfinished replies, no trailing unanswered tool calls, no usage."""
-    kept = [m for m in history if m.status not in ("failed", "in_progress")]
+    failed or unfinished replies, no deleted messages, no trailing unanswered
+    tool calls, no usage."""
+    kept = [m for m in history if m.status not in ("failed", "in_progress") and m.delete_time is None]
     while kept and kept[-1].status == "requires_action":
         kept.pop()
     copies = []

@@ -66,11 +66,19 @@ def _call_group(history: Sequence[Stored]) -> tuple[int, list[str]] | None:
     came after it, which closes it."""
     for index in range(len(history) - 1, -1, -1):
         message = history[index]
+        if off_path(message):
+            continue
         if message.role == "user":
             return None
         if message.role == "assistant" and message.tool_calls and message.status not in UNFINISHED:
             return index, [str(call.get("id", "")) for call in message.tool_calls]
     return None
+
+
+def off_path(message: Any) -> bool:
+    """A message a regeneration superseded or a deletion hid: not part of the
+    session's active path, so it opens and answers no call group."""
+    return bool(getattr(message, "superseded_by", None) or getattr(message, "delete_time", None))
 
 
 def pending_calls(history: Sequence[Stored]) -> list[str]:
@@ -79,7 +87,7 @@ def pending_calls(history: Sequence[Stored]) -> list[str]:
     if group is None:
         return []
     start, ids = group
-    answered = {m.tool_call_id for m in history[start + 1 :] if m.role == "tool"}
+    answered = {m.tool_call_id for m in history[start + 1 :] if m.role == "tool" and not off_path(m)}
     return [i for i in ids if i not in answered]
 
 
@@ -90,7 +98,9 @@ def reconcile(
     violations; ``decided`` are call ids that approvals answer (not pending)."""
     group = _call_group(history)
     ids: list[str] = group[1] if group else []
-    stored = {m.tool_call_id: m for m in history[group[0] + 1 :] if m.role == "tool"} if group else {}
+    stored = (
+        {m.tool_call_id: m for m in history[group[0] + 1 :] if m.role == "tool" and not off_path(m)} if group else {}
+    )
     result = Reconciled()
     seen: dict[str, str] = {}
     violations = Violations()
@@ -132,7 +142,7 @@ def reconcile(
         )
     if not result.new and result.repeated and group is not None:
         last_output = max(history.index(m) for m in stored.values())
-        after = [m for m in history[last_output + 1 :] if m.role == "assistant"]
+        after = [m for m in history[last_output + 1 :] if m.role == "assistant" and not off_path(m)]
         if after and after[-1].status not in UNFINISHED:
             result.reply = after[-1]
     return result
@@ -144,5 +154,5 @@ def reply_after(history: Sequence[Stored], answers: Sequence[Any]) -> Any | None
     if not answers:
         return None
     last = max(history.index(m) for m in answers if m in history)
-    after = [m for m in history[last + 1 :] if m.role == "assistant"]
+    after = [m for m in history[last + 1 :] if m.role == "assistant" and not off_path(m)]
     return after[-1] if after and after[-1].status not in UNFINISHED else None

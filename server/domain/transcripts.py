@@ -53,6 +53,11 @@ def _header(view: SessionView) -> dict[str, Any]:
             "conversation_id": row.conversation_id,
             "status": row.status,
             "effective_settings": view.effective.to_json(),
+            **(
+                {"parent_session_id": row.parent_session_id, "parent_message_id": row.parent_message_id}
+                if getattr(row, "parent_session_id", None)
+                else {}
+            ),
         },
         "agent_revision": (
             {"agent_id": row.agent_id, "revision": row.agent_revision, "settings": asdict(view.agent)}
@@ -117,7 +122,10 @@ def export_markdown(view: SessionView, history: list[MessageRow]) -> str:
     out = [f"# Session {view.row.id}", ""]
     if view.agent is not None:
         out.append(f"- Agent: `{view.agent.key}` (revision {view.row.agent_revision})")
-    out += [f"- Model: `{settings.model}`", f"- Conversation: `{view.row.conversation_id}`", ""]
+    out += [f"- Model: `{settings.model}`", f"- Conversation: `{view.row.conversation_id}`"]
+    if getattr(view.row, "parent_session_id", None):
+        out.append(f"- Forked from session `{view.row.parent_session_id}` at message `{view.row.parent_message_id}`")
+    out.append("")
     if settings.system_prompt:
         out += ["## System prompt", "", settings.system_prompt, ""]
     for message in history:
@@ -157,6 +165,7 @@ class TranscriptService:
         async with self.db.session() as db:
             view = await SessionService.load(db, principal, session_id)
             history = await MessageRepository(db, view.row.id).history()
+        history = [m for m in history if m.delete_time is None]  # DeleteMessage hides them here too
         return CONTENT_TYPES[format_name], EXPORTERS[format_name](view, history)
 
     async def replay(
@@ -176,6 +185,7 @@ class TranscriptService:
         async with self.db.session() as db:
             source = await SessionService.load(db, principal, session_id)
             history = await MessageRepository(db, source.row.id).history()
+        history = [m for m in history if m.delete_time is None]  # a deleted message is not replayed
         overrides = replace(source.overrides, model=model, fallback_models=[])
         target = await self.sessions.create(
             principal,

@@ -8,6 +8,10 @@ Model id ``agentapi-offline``. Rules, applied to the last prompt message:
   message as its arguments (``{}`` when there is none);
 * anything else -> ``You said: <text>``, streamed word by word.
 
+Asked to reason (``reasoning_effort`` low, medium or high) it streams
+``Thinking about: <text>`` as reasoning first; it answers agentapi's routing
+prompts (the auto classifier, the reasoning plan) deterministically.
+
 It honours the request fields it can: ``response_format`` (``json_object``:
 ``{"reply": <text>}``; ``json_schema``: a value valid against the schema,
 see :mod:`server.llm.json_instance`), ``tool_choice`` (``none``, ``required``
@@ -87,8 +91,28 @@ def _formatted(request: ChatRequest, text: str) -> str:
     return text
 
 
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    return next((_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+def _routing_answer(request: ChatRequest) -> str | None:
+    """The answer to agentapi's routing prompts (server/domain/runs/routing.py),
+    recognised by their tags: a classification (reasoning for a question of
+    12 words or more, or one that asks how or why) or a short plan."""
+    prompt = " ".join(_text(m) for m in request.messages if m.get("role") == "system")
+    text = _last_user_text(request.messages)
+    if "[agentapi:classify]" in prompt:
+        words = text.lower().split()
+        return "reasoning" if len(words) >= 12 or {"how", "why"} & set(words) else "passthrough"
+    if "[agentapi:plan]" in prompt and request.messages[-1].get("role") == "system":
+        return f"1. Understand the request: {text}\n2. Answer it in one sentence."
+    return None
+
+
 def plan_reply(request: ChatRequest) -> tuple[str, list[tuple[str, str, str]]]:
     """Decides the reply: (text, [(call_id, function_name, arguments_json)])."""
+    if (answer := _routing_answer(request)) is not None:
+        return answer, []
     last = request.messages[-1] if request.messages else {"role": "user", "content": ""}
     text = _text(last)
     if last.get("role") == "tool":
@@ -143,6 +167,13 @@ class _OfflineStream:
 
     async def __aiter__(self) -> AsyncIterator[ChatChunk]:
         text, calls = plan_reply(self._request)
+        effort = self._request.params.get("reasoning_effort")
+        thought = ""
+        if effort and effort not in ("none", "minimal"):  # it thinks aloud when asked to reason
+            thought = f"Thinking about: {_last_user_text(self._request.messages)}"
+            for word in re.findall(r"\S+\s*", thought):
+                await asyncio.sleep(0)
+                yield ChatChunk(reasoning=word, model=OFFLINE_MODEL)
         words, finish_reason = self._words(text)
         logprobs = bool(self._request.params.get("logprobs"))
         top = int(self._request.params.get("top_logprobs") or 0)
@@ -154,10 +185,11 @@ class _OfflineStream:
             yield ChatChunk(tool_calls=(ToolCallFragment(index, call_id, name, arguments[:half]),))
             yield ChatChunk(tool_calls=(ToolCallFragment(index, arguments=arguments[half:]),))
         prompt = sum(estimate_tokens(_text(m)) for m in self._request.messages)
-        completion = estimate_tokens("".join(words)) + sum(estimate_tokens(c[1] + c[2]) for c in calls)
+        reasoning = estimate_tokens(thought) if thought else 0
+        completion = estimate_tokens("".join(words)) + sum(estimate_tokens(c[1] + c[2]) for c in calls) + reasoning
         yield ChatChunk(
             finish_reason="tool_calls" if calls else finish_reason,
-            usage=TokenUsage(prompt, completion),
+            usage=TokenUsage(prompt, completion, reasoning_tokens=reasoning),
             model=OFFLINE_MODEL,
         )
 

@@ -78,7 +78,8 @@ def _float(value: object) -> float | None:
 
 def parse_chunk(payload: dict[str, Any]) -> ChatChunk:
     """Converts one ``chat.completion.chunk`` JSON object to a :class:`ChatChunk`."""
-    content = refusal = ""
+    content = refusal = reasoning = ""
+    thinking_blocks: tuple[dict[str, Any], ...] = ()
     finish_reason = ""
     fragments: tuple[ToolCallFragment, ...] = ()
     logprobs: tuple[dict[str, Any], ...] = ()
@@ -91,6 +92,9 @@ def parse_chunk(payload: dict[str, Any]) -> ChatChunk:
         refusal = delta.get("refusal") or (delta.get("provider_specific_fields") or {}).get("refusal") or ""
         finish_reason = choice.get("finish_reason") or ""
         logprobs = tuple((choice.get("logprobs") or {}).get("content") or ())
+        # reasoning_content: LiteLLM's and DeepSeek's field; reasoning: vLLM's and Ollama's.
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+        thinking_blocks = tuple(b for b in delta.get("thinking_blocks") or () if isinstance(b, dict))
         raw_calls = delta.get("tool_calls")
         if raw_calls:
             fragments = tuple(
@@ -108,13 +112,18 @@ def parse_chunk(payload: dict[str, Any]) -> ChatChunk:
         tool_calls=fragments,
         finish_reason=finish_reason,
         usage=TokenUsage(
-            usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, _float(usage.get("cost"))
+            usage.get("prompt_tokens") or 0,
+            usage.get("completion_tokens") or 0,
+            _float(usage.get("cost")),
+            int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0),
         )
         if usage
         else None,
         model=payload.get("model") or "",
         logprobs=logprobs,
         refusal=refusal,
+        reasoning=reasoning,
+        thinking_blocks=thinking_blocks,
     )
 
 

@@ -57,6 +57,7 @@ class TokenUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,15 @@ class ChatChunk:
     # OpenAI ``logprobs.content`` entries for this chunk's tokens.
     logprobs: tuple[dict[str, Any], ...] = ()
     refusal: str = ""
+    # The model's reasoning text (``reasoning_content``), and LiteLLM's
+    # ``thinking_blocks`` (Anthropic's signed thinking) for this chunk.
+    reasoning: str = ""
+    thinking_blocks: tuple[dict[str, Any], ...] = ()
 
     @property
     def has_output(self) -> bool:
         """Whether the chunk carries any part of the reply (a delta to relay)."""
-        return bool(self.content or self.tool_calls or self.refusal)
+        return bool(self.content or self.tool_calls or self.refusal or self.reasoning or self.thinking_blocks)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ class AgentRow(Base):
     builtin_tools: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
     mcp_servers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True, default=list)
     max_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    routing_mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
     delete_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
@@ -127,6 +128,9 @@ class SessionRow(Base):
     # a conditional UPDATE before the upstream is called, cleared by the turn's
     # terminal write or by recovery.
     active_reply_id: Mapped[str | None] = mapped_column(Uuid, nullable=True, default=None)
+    # A fork's origin: the session and the message it branched at.
+    parent_session_id: Mapped[str | None] = mapped_column(Uuid, nullable=True, default=None)
+    parent_message_id: Mapped[str | None] = mapped_column(Uuid, nullable=True, default=None)
     create_time: Mapped[datetime] = mapped_column(Timestamp)
     update_time: Mapped[datetime] = mapped_column(Timestamp)
     end_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
@@ -169,6 +173,20 @@ class MessageRow(Base):
     executor: Mapped[str] = mapped_column(String(140), default="", server_default="")
     # The model step of the run the message belongs to (inputs: 0).
     step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Assistant replies: the model's reasoning, the provider's signed thinking
+    # blocks (sent back with their tool calls), the completion's reasoning
+    # tokens, and how the turn was routed.
+    reasoning_content: Mapped[str | None] = mapped_column(Text, nullable=True)
+    thinking_blocks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Assistant replies: the reply that regenerated this one (it left the active path).
+    superseded_by: Mapped[str | None] = mapped_column(Uuid, nullable=True, default=None)
+    # AIP-164 soft delete: hidden from prompts and reads; the row (usage, cost) stays
+    # for billing until purged (content erased at purge_time, usage kept).
+    delete_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True, default=None)
+    expire_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True, default=None)
+    purge_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True, default=None)
     # Tokens of this message as it appears in a prompt, counted once when stored.
     token_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Assistant replies: the sequence range [first, last] of the history that went into the prompt.

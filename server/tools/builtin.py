@@ -8,6 +8,7 @@ exposes ``TOOLS``, a list of :class:`BuiltinTool`.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import math
@@ -22,6 +23,7 @@ import simpleeval
 from server.tools.base import TOOL_FAILED, ToolDefinition, ToolFailure
 
 MAX_EXPRESSION_CHARS = 1000
+MAX_RESULT_BITS = 4096  # integer results stay small enough to compute in microseconds
 _MATH = {name: getattr(math, name) for name in ("sqrt", "sin", "cos", "tan", "log", "log10", "exp", "floor", "ceil")}
 
 
@@ -49,6 +51,16 @@ class BuiltinTool:
         return ToolDefinition(self.name, self.description, self.parameters, "builtin")
 
 
+def _bounded_power(base: Any, exponent: Any) -> Any:
+    """``base ** exponent`` when the result has at most MAX_RESULT_BITS bits:
+    simpleeval bounds the operands only, and 999999 ** 4000000 then holds
+    the event loop (and the GIL) for half a minute."""
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
+        if exponent * abs(base).bit_length() > MAX_RESULT_BITS:
+            raise ToolFailure(TOOL_FAILED, f"{base} ** {exponent} is too large to compute")
+    return simpleeval.safe_power(base, exponent)
+
+
 def _calculate(arguments: dict[str, Any]) -> str:
     expression = str(arguments.get("expression", ""))
     if not expression.strip() or len(expression) > MAX_EXPRESSION_CHARS:
@@ -56,7 +68,10 @@ def _calculate(arguments: dict[str, Any]) -> str:
     functions = {
         name: getattr(math, name) for name in ("sqrt", "sin", "cos", "tan", "log", "log10", "exp", "floor", "ceil")
     }
-    evaluator = simpleeval.SimpleEval(functions={**functions, "abs": abs, "round": round, "min": min, "max": max})
+    operators = {**simpleeval.DEFAULT_OPERATORS, ast.Pow: _bounded_power}
+    evaluator = simpleeval.SimpleEval(
+        operators=operators, functions={**functions, "abs": abs, "round": round, "min": min, "max": max}
+    )
     evaluator.names = {"pi": math.pi, "e": math.e}
     try:
         value = evaluator.eval(expression)

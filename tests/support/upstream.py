@@ -59,6 +59,13 @@ state. Directives are removed from the text before it is echoed.
                            requests naming MODEL (so a fallback model answers).
 ``[[malformed:N]]``        Stream the role chunk and N more chunks, then an
                            event whose data is not JSON, then the rest.
+``[[reasoning:TEXT]]``     Stream TEXT as ``reasoning_content`` deltas (word by
+                           word) before the reply, count its words as
+                           ``completion_tokens_details.reasoning_tokens``;
+                           non-streaming: ``message.reasoning_content``.
+``[[thinking:TEXT]]``      Stream TEXT as LiteLLM's ``thinking_blocks`` pieces
+                           (``{"type": "thinking", "thinking": word}``), then
+                           one piece carrying a ``signature``.
 ``[[finish:REASON]]``      End with this ``finish_reason`` (e.g.
                            ``content_filter``, ``length``).
 ``[[empty]]``              A stream (or completion) with no content at all:
@@ -114,6 +121,7 @@ noticed it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -176,7 +184,7 @@ logging.getLogger("uvicorn.error").addFilter(_HideDrops())
 # --------------------------------------------------------------------------- #
 
 _DIRECTIVE = re.compile(
-    r"\[\[(tool|error|slow|drop_after|reset_after|stall|malformed|finish|retry_after|empty|refusal)(:|\]\])"
+    r"\[\[(tool|error|slow|drop_after|reset_after|stall|malformed|finish|retry_after|empty|refusal|reasoning|thinking)(:|\]\])"
 )
 _TOOL_NAME = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*")
 _VALUE = re.compile(r"\s*([^\]\s]+)\s*\]\]")
@@ -203,6 +211,8 @@ class Script:
     retry_after: str = "1"
     empty: bool = False
     refusal: bool = False
+    reasoning: str = ""  # streamed as reasoning_content before the reply
+    thinking: str = ""  # streamed as signed thinking_blocks (LiteLLM's Anthropic shape)
 
 
 def parse_directives(text: str) -> Script:
@@ -231,7 +241,7 @@ def parse_directives(text: str) -> Script:
             pos = end.end()
             continue
         value = _VALUE.match(text, i)
-        if kind == "retry_after":  # an HTTP date has spaces
+        if kind in ("retry_after", "reasoning", "thinking"):  # an HTTP date, or words, have spaces
             value = re.compile(r"\s*([^\]]+?)\s*\]\]").match(text, i)
         if not value:
             raise ValueError(f"malformed {kind} directive at {m.start()}")
@@ -253,6 +263,10 @@ def parse_directives(text: str) -> Script:
             script.malformed_after = int(v)
         elif kind == "finish":
             script.finish_reason = v
+        elif kind == "reasoning":
+            script.reasoning = v
+        elif kind == "thinking":
+            script.thinking = v
         else:
             script.retry_after = v
         pos = value.end()
@@ -453,6 +467,7 @@ class _Completion:
         if script.empty:
             self.text, self.tool_calls, self.finish_reason = "", [], "stop"
         self.finish_reason = script.finish_reason or self.finish_reason
+        self.reasoning, self.thinking = script.reasoning, script.thinking
         self.logprobs = body.get("logprobs") is True
         self.top_logprobs = body.get("top_logprobs") if isinstance(body.get("top_logprobs"), int) else 0
         self._position = 0  # words given logprobs so far
@@ -471,7 +486,17 @@ class _Completion:
         return out
 
     def deltas(self) -> list[dict[str, Any]]:
-        """Deltas after the role chunk: words, or tool headers + fragments."""
+        """Deltas after the role chunk: reasoning and thinking first, then words,
+        or tool headers + fragments."""
+        thinking: list[dict[str, Any]] = [{"reasoning_content": w} for w in _words(self.reasoning)]
+        if self.thinking:
+            pieces = [{"type": "thinking", "thinking": w} for w in _words(self.thinking)]
+            signature = "sig-" + hashlib.sha256(self.thinking.encode()).hexdigest()[:16]
+            pieces.append({"type": "thinking", "thinking": "", "signature": signature})
+            thinking += [{"thinking_blocks": [piece]} for piece in pieces]
+        return thinking + self._reply_deltas()
+
+    def _reply_deltas(self) -> list[dict[str, Any]]:
         if self.refusal is not None:
             return [{"refusal": w} for w in _words(self.refusal)]
         if self.text is not None:
@@ -485,12 +510,15 @@ class _Completion:
                 out.append({"tool_calls": [{"index": index, "function": {"arguments": frag}}]})
         return out
 
-    def usage(self, completion_tokens: int) -> dict[str, int]:
-        return {
+    def usage(self, completion_tokens: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": self.prompt_tokens + completion_tokens,
         }
+        if self.reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": len(_words(self.reasoning))}
+        return usage
 
     def chunk(
         self, delta: dict[str, Any] | None, finish_reason: str | None = None, usage: dict[str, int] | None = None
@@ -514,6 +542,8 @@ class _Completion:
 
     def completion(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.text, "refusal": self.refusal}
+        if self.reasoning:
+            message["reasoning_content"] = self.reasoning
         if self.tool_calls:
             message["tool_calls"] = self.tool_calls
         logprobs = None

@@ -79,7 +79,7 @@ def interrupted_input(history: Sequence[Any], inputs: Sequence[InputMessage], ke
     session, when that turn's reply is the session's last message and ended
     for one of :data:`RETRYABLE_REASONS` (a crash, a lost database, a
     shutdown) and the stored messages are ``inputs``; else None."""
-    if not key or not history:
+    if not key or not history or not inputs:  # an approvals-only retry has no input to answer again
         return None
     last = history[-1]
     reason = (last.error or {}).get("reason") if isinstance(last.error, dict) else None

@@ -17,7 +17,7 @@ from typing import Any
 from server.domain.common import utcnow
 from server.domain.errors import AgentAPIError, Violations
 from server.domain.runs.messages import new_message
-from server.domain.tool_outputs import UNFINISHED
+from server.domain.tool_outputs import UNFINISHED, off_path
 from server.store.models import MessageRow
 
 DENIED = "TOOL_CALL_DENIED"
@@ -55,11 +55,13 @@ def _awaiting(history: Sequence[Any]) -> tuple[dict[str, dict[str, Any]], dict[s
     """The newest call group's calls awaiting approval by id, and its stored tool messages by call id."""
     for index in range(len(history) - 1, -1, -1):
         message = history[index]
+        if off_path(message):
+            continue
         if message.role == "user":
             break
         if message.role == "assistant" and message.tool_calls and message.status not in UNFINISHED:
             calls = {str(c.get("id", "")): c for c in message.tool_calls if c.get("awaiting_approval")}
-            answered = {m.tool_call_id: m for m in history[index + 1 :] if m.role == "tool"}
+            answered = {m.tool_call_id: m for m in history[index + 1 :] if m.role == "tool" and not off_path(m)}
             return calls, answered
     return {}, {}
 

@@ -20,6 +20,7 @@ class Delta:
     tool_calls: Sequence[ToolCallFragment]
     logprobs: Sequence[dict[str, Any]] = field(default_factory=tuple)
     refusal: str = ""
+    reasoning: str = ""
 
 
 @dataclass

@@ -101,7 +101,13 @@ def _check_part(part: dict[str, Any], path: str, violations: Violations) -> None
 
 
 def in_prompt(row: MessageRow) -> bool:
-    """Whether a stored message goes back upstream: all but replies that failed or never finished."""
+    """Whether a stored message goes back upstream: all but replies that
+    failed or never finished, messages a regeneration superseded, and
+    messages DeleteMessage deleted."""
+    if getattr(row, "superseded_by", None):
+        return False
+    if getattr(row, "delete_time", None) is not None:
+        return False
     return not (row.role == "assistant" and row.status in _PROMPT_EXCLUDED_STATUSES)
 
 
@@ -115,6 +121,12 @@ def to_openai(row: MessageRow) -> dict[str, Any]:
         # Only OpenAI's keys: the stored calls also carry their executor.
         message["tool_calls"] = [{key: call[key] for key in _CALL_KEYS if key in call} for call in row.tool_calls]
         message["content"] = row.content or None
+        # Anthropic requires the signed thinking of a tool-calling turn back
+        # unchanged (LiteLLM's ``thinking_blocks``); other thinking is left out,
+        # which is what a tight history budget drops first.
+        blocks = getattr(row, "thinking_blocks", None)
+        if blocks:
+            message["thinking_blocks"] = blocks
     if row.tool_call_id:
         message["tool_call_id"] = row.tool_call_id
     if row.name:
@@ -151,6 +163,14 @@ def new_message(session_id: str, tenant_id: str, sequence: int, role: str, now: 
         "refusal": None,
         "executor": "",
         "step": 0,
+        "reasoning_content": None,
+        "thinking_blocks": None,
+        "reasoning_tokens": 0,
+        "routing": None,
+        "superseded_by": None,
+        "delete_time": None,
+        "expire_time": None,
+        "purge_time": None,
     }
     values.update(fields)
     return MessageRow(

@@ -49,6 +49,7 @@ class TurnOptions:
             ``reasoning_effort``, ``max_completion_tokens``, ``service_tier``,
             ``modalities``).
         extra_body: unknown request fields, sent upstream unchanged.
+        routing_mode: how the turn is answered (server/domain/runs/routing.py).
     """
 
     temperature: float | None = None
@@ -57,6 +58,8 @@ class TurnOptions:
     tools: list[dict[str, Any]] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     extra_body: dict[str, Any] = field(default_factory=dict)
+    # passthrough, reasoning, auto or orchestration; '' takes the agent's default.
+    routing_mode: str = ""
 
     def stored(self) -> dict[str, Any] | None:
         """The options as stored on the reply, in OpenAI's request shape; None when nothing was set."""
@@ -72,6 +75,8 @@ class TurnOptions:
         record.update(self.params)
         if self.extra_body:
             record["extra_body"] = self.extra_body
+        if self.routing_mode:
+            record["routing_mode"] = self.routing_mode
         return record or None
 
     @property

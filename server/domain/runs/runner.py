@@ -44,6 +44,8 @@ from server.domain.runs.events import TurnEvent
 from server.domain.runs.failures import busy
 from server.domain.runs.messages import InputMessage, new_message, to_openai, validate_inputs
 from server.domain.runs.options import TurnOptions, check_tool_choice
+from server.domain.runs.regenerate import latest_run, supersede
+from server.domain.runs.routing import Routed, Routing, forced_passthrough, requested_mode, route
 from server.domain.runs.step import RunState, model_step
 from server.domain.runs.terminal import insert_messages, release_run
 from server.domain.runs.tool_calls import run_calls, server_calls, tool_rows
@@ -77,6 +79,7 @@ class TurnRunner:
         registry: BuiltinRegistry | None = None,
         mcp: McpTools | None = None,
         tool_bounds: tuple[float, int] = (DEFAULT_TIMEOUT_S, DEFAULT_MAX_OUTPUT_BYTES),
+        router_model: str = "",
     ) -> None:
         self.db = db
         self.backend = backend
@@ -88,6 +91,7 @@ class TurnRunner:
         self.registry = registry or BuiltinRegistry()
         self.mcp = mcp
         self.tool_timeout_s, self.tool_max_output_bytes = tool_bounds
+        self.router_model = router_model
 
     async def run(
         self,
@@ -98,6 +102,7 @@ class TurnRunner:
         deadline_s: float | None = None,
         inputs_path: str = "messages",
         approvals: Sequence[Approval] = (),
+        regenerate: str | None = None,
     ) -> AsyncIterator[TurnEvent]:
         """Yields ``started`` (the reply's id and model), the stored inputs,
         the deltas, then the final stored reply.
@@ -120,7 +125,7 @@ class TurnRunner:
         accepted = time.monotonic()
         budget_s = self.max_turn_duration_s if deadline_s is None else min(self.max_turn_duration_s, deadline_s)
         deadline = accepted + budget_s
-        validate_inputs(inputs, options, inputs_path, allow_empty=bool(approvals))
+        validate_inputs(inputs, options, inputs_path, allow_empty=bool(approvals) or regenerate is not None)
         async with AsyncExitStack() as reads:
             db = await reads.enter_async_context(self.db.session())
             view = await SessionService.load(db, principal, session_id, readonly=True)
@@ -135,11 +140,17 @@ class TurnRunner:
             if any(m.status == "in_progress" for m in history):
                 raise busy(view.row.id)
             key = current_key()
+            superseded: list[Any] = []
+            top = history[-1].sequence if history else 0  # superseded rows keep their sequence numbers
+            if regenerate is not None:  # the latest turn again, on its stored inputs
+                superseded = latest_run(history, regenerate)
+                history = [m for m in history if m not in superseded]
             retried = interrupted_input(history, inputs, key)
             decisions = decide(history, approvals) if approvals else Decisions()
             # A retry of an interrupted turn answers its stored input, stored once.
-            plan = Reconciled() if retried is not None else reconcile(history, inputs, inputs_path, decisions.decided)
-            if retried is None and not plan.new and not (decisions.approved or decisions.denied) and not plan.reply:
+            fresh = retried is not None or regenerate is not None
+            plan = Reconciled() if fresh else reconcile(history, inputs, inputs_path, decisions.decided)
+            if not fresh and not plan.new and not (decisions.approved or decisions.denied) and not plan.reply:
                 plan.reply = reply_after(history, [*plan.repeated, *decisions.repeated])
             if plan.reply is not None:
                 yield TurnEvent("started", message=plan.reply)
@@ -151,7 +162,11 @@ class TurnRunner:
             toolset = await build_toolset(settings.tools, view.agent, settings.allowed_tools, self.registry, self.mcp)
             check_tool_choice(options, {tool_name(t) for t in toolset.openai}, "options")
             self.backend.check(settings.model, options.params)
-            sequence = history[-1].sequence if history else 0
+            mode = requested_mode(options.routing_mode, view.agent.routing_mode if view.agent else None)
+            routing = forced_passthrough(mode, options.params, toolset.client_tools)
+            if routing is None and mode != "auto":
+                routing = Routing(mode, mode, "requested")
+            sequence = top
             now = utcnow()
             rows = []
             for index in plan.new:
@@ -197,6 +212,7 @@ class TurnRunner:
                 prompt_last_sequence=rows[-1].sequence if retried is not None else sequence,
                 options=options.stored(),
                 step=1,
+                routing=routing.stored() if routing else None,
                 idempotency_key=key,
             )
             prompt_tokens = sum(m.token_count for m in context) + sum(r.token_count for r in rows_in_prompt)
@@ -209,7 +225,7 @@ class TurnRunner:
             # holds every event back until they are done); the task takes
             # over the database session.
             stored = asyncio.ensure_future(
-                self._store_inputs(reads.pop_all(), db, [*new_rows, *approved_rows, *denied_rows, reply])
+                self._store_inputs(reads.pop_all(), db, [*new_rows, *approved_rows, *denied_rows, reply], superseded)
             )
             if self.db.local_writer:
                 # Nothing to hide behind the upstream request, and a session
@@ -240,6 +256,8 @@ class TurnRunner:
             settings.fallback_models,
             (view.agent.max_steps if view.agent else None) or DEFAULT_MAX_STEPS,
             tenant=tenant,
+            routing=routing,
+            router_model=self.router_model,
         )
         approved = (decisions.approved, approved_rows, denied_rows)
         events = self._steps(state, request, reply, stored, [*plan.repeated, *rows], approved)
@@ -249,13 +267,17 @@ class TurnRunner:
             yield event
 
     @staticmethod
-    async def _store_inputs(scope: AsyncExitStack, db: AsyncSession, messages: list[MessageRow]) -> None:
-        """INSERTs the turn's new messages and its IN_PROGRESS reply, and
-        commits; closes the session (``scope``) however it ends. Raises
-        ABORTED (SESSION_BUSY) when another turn took the sequence numbers,
+    async def _store_inputs(
+        scope: AsyncExitStack, db: AsyncSession, messages: list[MessageRow], superseded: Sequence[Any] = ()
+    ) -> None:
+        """INSERTs the turn's new messages and its IN_PROGRESS reply (and marks
+        a regenerated turn's old messages superseded by it), and commits;
+        closes the session (``scope``) however it ends. Raises ABORTED
+        (SESSION_BUSY) when another turn took the sequence numbers,
         UNAVAILABLE (DATABASE_UNAVAILABLE)."""
         async with scope:
             try:
+                await supersede(db, superseded, messages[-1].id)
                 await MessageRepository(db, messages[0].session_id).insert(messages)
                 await db.commit()
             except IntegrityError as exc:
@@ -293,6 +315,11 @@ class TurnRunner:
                 ):
                     yield event
                 request = replace(request, messages=[*request.messages, *(to_openai(r) for r in approved_rows)])
+        if state.routing is None or state.routing.mode == "reasoning":
+            routed = Routed(request)
+            async for event in route(state, request, reply, stored, inputs, routed):
+                yield event
+            request, inputs = routed.request, [] if routed.announced else inputs
         try:
             async for event in self._model_and_tool_steps(state, request, reply, stored, inputs):
                 yield event

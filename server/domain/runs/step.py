@@ -27,6 +27,7 @@ from server.domain.runs.events import Delta, TurnEvent
 from server.domain.runs.failures import stop_reason, turn_deadline
 from server.domain.runs.messages import to_openai
 from server.domain.runs.reply import ReplyBuilder
+from server.domain.runs.routing import join_reasoning
 from server.domain.runs.terminal import finish, reply_cost
 from server.domain.runs.toolset import CLIENT, Toolset
 from server.llm.types import ChatBackend, ChatRequest, ToolCallFragment
@@ -54,6 +55,8 @@ class RunState:
     tokens_used: int = 0  # prompt and completion tokens of the run's steps so far
     open_claim: MessageRow | None = None  # a step whose claim its server tool calls still hold
     tenant: Any = None  # the tenant's row, for the checks before each later step (None: no quotas)
+    routing: Any = None  # the turn's Routing (server/domain/runs/routing.py); None until auto decides
+    router_model: str = ""  # the classifier's model for auto (AGENTAPI_ROUTER_MODEL, else the turn's)
 
 
 def max_steps_exceeded(max_steps: int) -> AgentAPIError:
@@ -192,12 +195,12 @@ async def model_step(
                     relayed += 1
                     accumulated.add(chunk)
                     fragments = relay.client_fragments(chunk.tool_calls)
-                    if chunk.content or fragments or chunk.refusal:
+                    if chunk.content or fragments or chunk.refusal or chunk.reasoning:
                         state.numbered += 1
-                        yield TurnEvent(
-                            "delta",
-                            delta=Delta(state.numbered, chunk.content, fragments, chunk.logprobs, chunk.refusal),
+                        delta = Delta(
+                            state.numbered, chunk.content, fragments, chunk.logprobs, chunk.refusal, chunk.reasoning
                         )
+                        yield TurnEvent("delta", delta=delta)
                 if chunk.finish_reason:
                     reply.finish_reason = chunk.finish_reason
                 if chunk.usage is not None:
@@ -227,10 +230,14 @@ async def model_step(
         reply.tool_calls = accumulated.tool_calls or None
         reply.logprobs = accumulated.logprobs or None
         reply.refusal = accumulated.refusal
+        reply.reasoning_content = join_reasoning(reply.reasoning_content, accumulated.reasoning)
+        reply.thinking_blocks = accumulated.thinking_blocks
         if usage is not None:
-            reply.prompt_tokens, reply.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+            reply.prompt_tokens += usage.prompt_tokens
+            reply.completion_tokens += usage.completion_tokens
+            reply.reasoning_tokens += usage.reasoning_tokens
         elif relayed:
-            reply.completion_tokens = count_text(reply.content, reply.model)
+            reply.completion_tokens += count_text(reply.content, reply.model)
         reply.attempts = attempts
         reply.cost_usd = await reply_cost(state.catalog, reply.model, usage, header_cost, reply)
         reply.time_to_first_token_ms = int((first_delta_at - began) * 1000) if first_delta_at else 0

@@ -20,7 +20,7 @@ from server.store.turns import BudgetRepository, release_turn
 TERMINAL_COLUMNS = (
     "status", "content", "tool_calls", "finish_reason", "prompt_tokens", "completion_tokens", "cost_usd",
     "time_to_first_token_ms", "duration_ms", "upstream_request_id", "error", "update_time", "model", "attempts",
-    "token_count", "logprobs", "refusal",
+    "token_count", "logprobs", "refusal", "reasoning_content", "thinking_blocks", "reasoning_tokens", "routing",
 )  # fmt: skip
 _TERMINAL_UPDATE = (
     update(MessageRow.__table__)

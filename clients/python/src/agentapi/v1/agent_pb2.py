@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agentapi.v1 import routing_pb2 as agentapi_dot_v1_dot_routing__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61gentapi/v1/agent.proto\x12\x0b\x61gentapi.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x05\n\x05\x41gent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x11\n\x03key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x15\n\rsystem_prompt\x18\x04 \x01(\t\x12\x1b\n\rdefault_model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0f\x66\x61llback_models\x18\x06 \x03(\t\x12\x18\n\x0btemperature\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12 \n\x05tools\x18\x08 \x03(\x0b\x32\x11.agentapi.v1.Tool\x12)\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12\x16\n\x08revision\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x03\x12 \n\x12unsupported_models\x18\x0f \x03(\tB\x04\xe2\x41\x01\x03\x12\x17\n\x0f\x61llowed_tenants\x18\x10 \x03(\t\x12\x35\n\x0b\x65xpire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\rbuiltin_tools\x18\x12 \x03(\t\x12\x30\n\x0bmcp_servers\x18\x13 \x03(\x0b\x32\x1b.agentapi.v1.AgentMcpServer\x12\x16\n\tmax_steps\x18\x14 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x0c\n\n_max_steps\"\x96\x01\n\x0e\x41gentMcpServer\x12\x17\n\tserver_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\rallowed_tools\x18\x02 \x03(\t\x12\x33\n\x10require_approval\x18\x03 \x01(\x0e\x32\x19.agentapi.v1.ApprovalMode\x12\x1f\n\x17\x61pproval_required_tools\x18\x04 \x03(\t\"u\n\rAgentRevision\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12!\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x12.agentapi.v1.Agent\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x31\n\x08\x66unction\x18\x02 \x01(\x0b\x32\x1f.agentapi.v1.FunctionDefinition\"\x8a\x01\n\x12\x46unctionDefinition\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict*|\n\x0c\x41pprovalMode\x12\x1d\n\x19\x41PPROVAL_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41PPROVAL_MODE_NEVER\x10\x01\x12\x18\n\x14\x41PPROVAL_MODE_ALWAYS\x10\x02\x12\x1a\n\x16\x41PPROVAL_MODE_PER_TOOL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61gentapi/v1/agent.proto\x12\x0b\x61gentapi.v1\x1a\x19\x61gentapi/v1/routing.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x05\n\x05\x41gent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x11\n\x03key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x15\n\rsystem_prompt\x18\x04 \x01(\t\x12\x1b\n\rdefault_model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0f\x66\x61llback_models\x18\x06 \x03(\t\x12\x18\n\x0btemperature\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12 \n\x05tools\x18\x08 \x03(\x0b\x32\x11.agentapi.v1.Tool\x12)\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12\x16\n\x08revision\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x03\x12 \n\x12unsupported_models\x18\x0f \x03(\tB\x04\xe2\x41\x01\x03\x12\x17\n\x0f\x61llowed_tenants\x18\x10 \x03(\t\x12\x35\n\x0b\x65xpire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\rbuiltin_tools\x18\x12 \x03(\t\x12\x30\n\x0bmcp_servers\x18\x13 \x03(\x0b\x32\x1b.agentapi.v1.AgentMcpServer\x12\x16\n\tmax_steps\x18\x14 \x01(\x05H\x01\x88\x01\x01\x12.\n\x0crouting_mode\x18\x15 \x01(\x0e\x32\x18.agentapi.v1.RoutingModeB\x0e\n\x0c_temperatureB\x0c\n\n_max_steps\"\x96\x01\n\x0e\x41gentMcpServer\x12\x17\n\tserver_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\rallowed_tools\x18\x02 \x03(\t\x12\x33\n\x10require_approval\x18\x03 \x01(\x0e\x32\x19.agentapi.v1.ApprovalMode\x12\x1f\n\x17\x61pproval_required_tools\x18\x04 \x03(\t\"u\n\rAgentRevision\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12!\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x12.agentapi.v1.Agent\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x31\n\x08\x66unction\x18\x02 \x01(\x0b\x32\x1f.agentapi.v1.FunctionDefinition\"\x8a\x01\n\x12\x46unctionDefinition\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict*|\n\x0c\x41pprovalMode\x12\x1d\n\x19\x41PPROVAL_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41PPROVAL_MODE_NEVER\x10\x01\x12\x18\n\x14\x41PPROVAL_MODE_ALWAYS\x10\x02\x12\x1a\n\x16\x41PPROVAL_MODE_PER_TOOL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,16 +57,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTMCPSERVER'].fields_by_name['server_id']._serialized_options = b'\342A\001\002'
   _globals['_FUNCTIONDEFINITION'].fields_by_name['name']._loaded_options = None
   _globals['_FUNCTIONDEFINITION'].fields_by_name['name']._serialized_options = b'\342A\001\002'
-  _globals['_APPROVALMODE']._serialized_start=1315
-  _globals['_APPROVALMODE']._serialized_end=1439
-  _globals['_AGENT']._serialized_start=137
-  _globals['_AGENT']._serialized_end=827
-  _globals['_AGENTMCPSERVER']._serialized_start=830
-  _globals['_AGENTMCPSERVER']._serialized_end=980
-  _globals['_AGENTREVISION']._serialized_start=982
-  _globals['_AGENTREVISION']._serialized_end=1099
-  _globals['_TOOL']._serialized_start=1101
-  _globals['_TOOL']._serialized_end=1172
-  _globals['_FUNCTIONDEFINITION']._serialized_start=1175
-  _globals['_FUNCTIONDEFINITION']._serialized_end=1313
+  _globals['_APPROVALMODE']._serialized_start=1390
+  _globals['_APPROVALMODE']._serialized_end=1514
+  _globals['_AGENT']._serialized_start=164
+  _globals['_AGENT']._serialized_end=902
+  _globals['_AGENTMCPSERVER']._serialized_start=905
+  _globals['_AGENTMCPSERVER']._serialized_end=1055
+  _globals['_AGENTREVISION']._serialized_start=1057
+  _globals['_AGENTREVISION']._serialized_end=1174
+  _globals['_TOOL']._serialized_start=1176
+  _globals['_TOOL']._serialized_end=1247
+  _globals['_FUNCTIONDEFINITION']._serialized_start=1250
+  _globals['_FUNCTIONDEFINITION']._serialized_end=1388
 # @@protoc_insertion_point(module_scope)

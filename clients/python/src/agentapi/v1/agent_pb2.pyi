@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from agentapi.v1 import routing_pb2 as _routing_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -77,6 +78,7 @@ class Agent(_message.Message):
     BUILTIN_TOOLS_FIELD_NUMBER: _builtins.int
     MCP_SERVERS_FIELD_NUMBER: _builtins.int
     MAX_STEPS_FIELD_NUMBER: _builtins.int
+    ROUTING_MODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID, or the client's choice at creation (AIP-133)."""
     key: _builtins.str
@@ -99,6 +101,8 @@ class Agent(_message.Message):
     """Most model steps in one run, 1 to 64; unset means 8. A run that needs
     more ends FAILED with MAX_STEPS_EXCEEDED, everything stored.
     """
+    routing_mode: _routing_pb2.RoutingMode.ValueType
+    """How the agent's turns are answered when a turn does not say."""
     @_builtins.property
     def fallback_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Upstream model ids tried in order when the default model fails before
@@ -170,10 +174,11 @@ class Agent(_message.Message):
         builtin_tools: _abc.Iterable[_builtins.str] | None = ...,
         mcp_servers: _abc.Iterable[Global___AgentMcpServer] | None = ...,
         max_steps: _builtins.int | None = ...,
+        routing_mode: _routing_pb2.RoutingMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_steps", b"_max_steps", "_temperature", b"_temperature", "create_time", b"create_time", "delete_time", b"delete_time", "expire_time", b"expire_time", "max_steps", b"max_steps", "metadata", b"metadata", "temperature", b"temperature", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_steps", b"_max_steps", "_temperature", b"_temperature", "allowed_tenants", b"allowed_tenants", "builtin_tools", b"builtin_tools", "create_time", b"create_time", "default_model", b"default_model", "delete_time", b"delete_time", "display_name", b"display_name", "etag", b"etag", "expire_time", b"expire_time", "fallback_models", b"fallback_models", "id", b"id", "key", b"key", "max_steps", b"max_steps", "mcp_servers", b"mcp_servers", "metadata", b"metadata", "revision", b"revision", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools", "unsupported_models", b"unsupported_models", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_steps", b"_max_steps", "_temperature", b"_temperature", "allowed_tenants", b"allowed_tenants", "builtin_tools", b"builtin_tools", "create_time", b"create_time", "default_model", b"default_model", "delete_time", b"delete_time", "display_name", b"display_name", "etag", b"etag", "expire_time", b"expire_time", "fallback_models", b"fallback_models", "id", b"id", "key", b"key", "max_steps", b"max_steps", "mcp_servers", b"mcp_servers", "metadata", b"metadata", "revision", b"revision", "routing_mode", b"routing_mode", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools", "unsupported_models", b"unsupported_models", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_steps: _TypeAlias = _typing.Literal["max_steps"]  # noqa: Y015
     _WhichOneofArgType__max_steps: _TypeAlias = _typing.Literal["_max_steps", b"_max_steps"]  # noqa: Y015

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agentapi.v1 import routing_pb2 as agentapi_dot_v1_dot_routing__pb2
 from agentapi.v1 import turn_options_pb2 as agentapi_dot_v1_dot_turn__options__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
@@ -29,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentapi/v1/message.proto\x12\x0b\x61gentapi.v1\x1a\x1e\x61gentapi/v1/turn_options.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xe2\x07\n\x07Message\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x18\n\nsession_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x04role\x18\x04 \x01(\x0e\x32\x11.agentapi.v1.Role\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12)\n\ntool_calls\x18\x06 \x03(\x0b\x32\x15.agentapi.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x07 \x01(\t\x12\x0c\n\x04name\x18\x08 \x01(\t\x12\x13\n\x05model\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x30\n\x06status\x18\n \x01(\x0e\x32\x1a.agentapi.v1.MessageStatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rfinish_reason\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x05usage\x18\x0c \x01(\x0b\x32\x12.agentapi.v1.UsageB\x04\xe2\x41\x01\x03\x12$\n\x16time_to_first_token_ms\x18\r \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64uration_ms\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13upstream_request_id\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12)\n\x08metadata\x18\x11 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x31\n\x08\x61ttempts\x18\x14 \x03(\x0b\x32\x19.agentapi.v1.ModelAttemptB\x04\xe2\x41\x01\x03\x12\x19\n\x0btoken_count\x18\x15 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x39\n\x0fprompt_messages\x18\x16 \x01(\x0b\x32\x1a.agentapi.v1.SequenceRangeB\x04\xe2\x41\x01\x03\x12/\n\rcontent_parts\x18\x17 \x03(\x0b\x32\x18.agentapi.v1.ContentPart\x12/\n\x07options\x18\x18 \x01(\x0b\x32\x18.agentapi.v1.TurnOptionsB\x04\xe2\x41\x01\x03\x12\x31\n\x08logprobs\x18\x19 \x03(\x0b\x32\x19.agentapi.v1.TokenLogprobB\x04\xe2\x41\x01\x03\x12\x15\n\x07refusal\x18\x1a \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x65xecutor\x18\x1b \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04step\x18\x1c \x01(\x05\x42\x04\xe2\x41\x01\x03\"\xa2\x01\n\x0b\x43ontentPart\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\timage_url\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12,\n\x0binput_audio\x18\x05 \x01(\x0b\x32\x17.agentapi.v1.InputAudio\x12&\n\x04\x66ile\x18\x06 \x01(\x0b\x32\x18.agentapi.v1.FileContent\"*\n\nInputAudio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\"C\n\x0b\x46ileContent\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x11\n\tfile_data\x18\x03 \x01(\t\",\n\rSequenceRange\x12\r\n\x05\x66irst\x18\x01 \x01(\x03\x12\x0c\n\x04last\x18\x02 \x01(\x03\"H\n\x0cModelAttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\"\x8a\x01\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12+\n\x08\x66unction\x18\x03 \x01(\x0b\x32\x19.agentapi.v1.FunctionCall\x12\x16\n\x08\x65xecutor\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1f\n\x11\x61waiting_approval\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x03\"/\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\t\"a\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\"\xc6\x01\n\x0cInputMessage\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x11.agentapi.v1.RoleB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x03 \x01(\t\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.agentapi.v1.ToolCall\x12\x0c\n\x04name\x18\x05 \x01(\t\x12/\n\rcontent_parts\x18\x06 \x03(\x0b\x32\x18.agentapi.v1.ContentPart*s\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x12\x12\n\x0eROLE_DEVELOPER\x10\x05*\xca\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMESSAGE_STATUS_IN_PROGRESS\x10\x01\x12\x1c\n\x18MESSAGE_STATUS_COMPLETED\x10\x02\x12\x1c\n\x18MESSAGE_STATUS_CANCELLED\x10\x03\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x04\x12\"\n\x1eMESSAGE_STATUS_REQUIRES_ACTION\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentapi/v1/message.proto\x12\x0b\x61gentapi.v1\x1a\x19\x61gentapi/v1/routing.proto\x1a\x1e\x61gentapi/v1/turn_options.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xb4\n\n\x07Message\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x18\n\nsession_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x04role\x18\x04 \x01(\x0e\x32\x11.agentapi.v1.Role\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12)\n\ntool_calls\x18\x06 \x03(\x0b\x32\x15.agentapi.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x07 \x01(\t\x12\x0c\n\x04name\x18\x08 \x01(\t\x12\x13\n\x05model\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x30\n\x06status\x18\n \x01(\x0e\x32\x1a.agentapi.v1.MessageStatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rfinish_reason\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x05usage\x18\x0c \x01(\x0b\x32\x12.agentapi.v1.UsageB\x04\xe2\x41\x01\x03\x12$\n\x16time_to_first_token_ms\x18\r \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64uration_ms\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13upstream_request_id\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12)\n\x08metadata\x18\x11 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x31\n\x08\x61ttempts\x18\x14 \x03(\x0b\x32\x19.agentapi.v1.ModelAttemptB\x04\xe2\x41\x01\x03\x12\x19\n\x0btoken_count\x18\x15 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x39\n\x0fprompt_messages\x18\x16 \x01(\x0b\x32\x1a.agentapi.v1.SequenceRangeB\x04\xe2\x41\x01\x03\x12/\n\rcontent_parts\x18\x17 \x03(\x0b\x32\x18.agentapi.v1.ContentPart\x12/\n\x07options\x18\x18 \x01(\x0b\x32\x18.agentapi.v1.TurnOptionsB\x04\xe2\x41\x01\x03\x12\x31\n\x08logprobs\x18\x19 \x03(\x0b\x32\x19.agentapi.v1.TokenLogprobB\x04\xe2\x41\x01\x03\x12\x15\n\x07refusal\x18\x1a \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x65xecutor\x18\x1b \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04step\x18\x1c \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11reasoning_content\x18\x1d \x01(\tB\x04\xe2\x41\x01\x03\x12\x39\n\x0fthinking_blocks\x18\x1e \x03(\x0b\x32\x1a.agentapi.v1.ThinkingBlockB\x04\xe2\x41\x01\x03\x12\x33\n\x07routing\x18\x1f \x01(\x0b\x32\x1c.agentapi.v1.RoutingDecisionB\x04\xe2\x41\x01\x03\x12\x1b\n\rsuperseded_by\x18  \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18! \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\" \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\npurge_time\x18# \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"P\n\rThinkingBlock\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x10\n\x08thinking\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\t\"\xca\x01\n\x0fRoutingDecision\x12&\n\x04mode\x18\x01 \x01(\x0e\x32\x18.agentapi.v1.RoutingMode\x12+\n\trequested\x18\x02 \x01(\x0e\x32\x18.agentapi.v1.RoutingMode\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x18\n\x10\x63lassifier_model\x18\x04 \x01(\t\x12\x1d\n\x15\x63lassifier_latency_ms\x18\x05 \x01(\x03\x12\x19\n\x11\x63lassifier_tokens\x18\x06 \x01(\x03\"\xa2\x01\n\x0b\x43ontentPart\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\timage_url\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12,\n\x0binput_audio\x18\x05 \x01(\x0b\x32\x17.agentapi.v1.InputAudio\x12&\n\x04\x66ile\x18\x06 \x01(\x0b\x32\x18.agentapi.v1.FileContent\"*\n\nInputAudio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\"C\n\x0b\x46ileContent\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x11\n\tfile_data\x18\x03 \x01(\t\",\n\rSequenceRange\x12\r\n\x05\x66irst\x18\x01 \x01(\x03\x12\x0c\n\x04last\x18\x02 \x01(\x03\"H\n\x0cModelAttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\"\x8a\x01\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12+\n\x08\x66unction\x18\x03 \x01(\x0b\x32\x19.agentapi.v1.FunctionCall\x12\x16\n\x08\x65xecutor\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1f\n\x11\x61waiting_approval\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x03\"/\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\t\"{\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x18\n\x10reasoning_tokens\x18\x05 \x01(\x03\"\xc6\x01\n\x0cInputMessage\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x11.agentapi.v1.RoleB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x03 \x01(\t\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.agentapi.v1.ToolCall\x12\x0c\n\x04name\x18\x05 \x01(\t\x12/\n\rcontent_parts\x18\x06 \x03(\x0b\x32\x18.agentapi.v1.ContentPart*s\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x12\x12\n\x0eROLE_DEVELOPER\x10\x05*\xca\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMESSAGE_STATUS_IN_PROGRESS\x10\x01\x12\x1c\n\x18MESSAGE_STATUS_COMPLETED\x10\x02\x12\x1c\n\x18MESSAGE_STATUS_CANCELLED\x10\x03\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x04\x12\"\n\x1eMESSAGE_STATUS_REQUIRES_ACTION\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -78,34 +79,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGE'].fields_by_name['executor']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['step']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['step']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['reasoning_content']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['reasoning_content']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['thinking_blocks']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['thinking_blocks']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['routing']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['routing']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['superseded_by']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['superseded_by']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['delete_time']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['delete_time']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['purge_time']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['purge_time']._serialized_options = b'\342A\001\003'
   _globals['_TOOLCALL'].fields_by_name['executor']._loaded_options = None
   _globals['_TOOLCALL'].fields_by_name['executor']._serialized_options = b'\342A\001\003'
   _globals['_TOOLCALL'].fields_by_name['awaiting_approval']._loaded_options = None
   _globals['_TOOLCALL'].fields_by_name['awaiting_approval']._serialized_options = b'\342A\001\003'
   _globals['_INPUTMESSAGE'].fields_by_name['role']._loaded_options = None
   _globals['_INPUTMESSAGE'].fields_by_name['role']._serialized_options = b'\342A\001\002'
-  _globals['_ROLE']._serialized_start=2080
-  _globals['_ROLE']._serialized_end=2195
-  _globals['_MESSAGESTATUS']._serialized_start=2198
-  _globals['_MESSAGESTATUS']._serialized_end=2400
-  _globals['_MESSAGE']._serialized_start=196
-  _globals['_MESSAGE']._serialized_end=1190
-  _globals['_CONTENTPART']._serialized_start=1193
-  _globals['_CONTENTPART']._serialized_end=1355
-  _globals['_INPUTAUDIO']._serialized_start=1357
-  _globals['_INPUTAUDIO']._serialized_end=1399
-  _globals['_FILECONTENT']._serialized_start=1401
-  _globals['_FILECONTENT']._serialized_end=1468
-  _globals['_SEQUENCERANGE']._serialized_start=1470
-  _globals['_SEQUENCERANGE']._serialized_end=1514
-  _globals['_MODELATTEMPT']._serialized_start=1516
-  _globals['_MODELATTEMPT']._serialized_end=1588
-  _globals['_TOOLCALL']._serialized_start=1591
-  _globals['_TOOLCALL']._serialized_end=1729
-  _globals['_FUNCTIONCALL']._serialized_start=1731
-  _globals['_FUNCTIONCALL']._serialized_end=1778
-  _globals['_USAGE']._serialized_start=1780
-  _globals['_USAGE']._serialized_end=1877
-  _globals['_INPUTMESSAGE']._serialized_start=1880
-  _globals['_INPUTMESSAGE']._serialized_end=2078
+  _globals['_ROLE']._serialized_start=2758
+  _globals['_ROLE']._serialized_end=2873
+  _globals['_MESSAGESTATUS']._serialized_start=2876
+  _globals['_MESSAGESTATUS']._serialized_end=3078
+  _globals['_MESSAGE']._serialized_start=223
+  _globals['_MESSAGE']._serialized_end=1555
+  _globals['_THINKINGBLOCK']._serialized_start=1557
+  _globals['_THINKINGBLOCK']._serialized_end=1637
+  _globals['_ROUTINGDECISION']._serialized_start=1640
+  _globals['_ROUTINGDECISION']._serialized_end=1842
+  _globals['_CONTENTPART']._serialized_start=1845
+  _globals['_CONTENTPART']._serialized_end=2007
+  _globals['_INPUTAUDIO']._serialized_start=2009
+  _globals['_INPUTAUDIO']._serialized_end=2051
+  _globals['_FILECONTENT']._serialized_start=2053
+  _globals['_FILECONTENT']._serialized_end=2120
+  _globals['_SEQUENCERANGE']._serialized_start=2122
+  _globals['_SEQUENCERANGE']._serialized_end=2166
+  _globals['_MODELATTEMPT']._serialized_start=2168
+  _globals['_MODELATTEMPT']._serialized_end=2240
+  _globals['_TOOLCALL']._serialized_start=2243
+  _globals['_TOOLCALL']._serialized_end=2381
+  _globals['_FUNCTIONCALL']._serialized_start=2383
+  _globals['_FUNCTIONCALL']._serialized_end=2430
+  _globals['_USAGE']._serialized_start=2432
+  _globals['_USAGE']._serialized_end=2555
+  _globals['_INPUTMESSAGE']._serialized_start=2558
+  _globals['_INPUTMESSAGE']._serialized_end=2756
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from agentapi.v1 import routing_pb2 as _routing_pb2
 from agentapi.v1 import turn_options_pb2 as _turn_options_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -133,6 +134,13 @@ class Message(_message.Message):
     REFUSAL_FIELD_NUMBER: _builtins.int
     EXECUTOR_FIELD_NUMBER: _builtins.int
     STEP_FIELD_NUMBER: _builtins.int
+    REASONING_CONTENT_FIELD_NUMBER: _builtins.int
+    THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
+    ROUTING_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_BY_FIELD_NUMBER: _builtins.int
+    DELETE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     session_id: _builtins.str
@@ -172,6 +180,15 @@ class Message(_message.Message):
     step: _builtins.int
     """The model step of its run that the message belongs to, from 1 (inputs
     are step 0).
+    """
+    reasoning_content: _builtins.str
+    """For an assistant message: the model's reasoning (its native reasoning,
+    and the plan of a reasoning-mode turn).
+    """
+    superseded_by: _builtins.str
+    """For an assistant reply that RegenerateMessage replaced: the id of the
+    reply that replaced it; the reply is kept, but off the session's active
+    path (no later prompt includes it).
     """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
@@ -227,6 +244,29 @@ class Message(_message.Message):
         tokens, when the turn asked for them and the upstream sent them.
         """
 
+    @_builtins.property
+    def thinking_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]:
+        """For an assistant message: the provider's signed thinking blocks, kept
+        to send the history back unchanged (Anthropic requires them beside
+        their tool calls).
+        """
+
+    @_builtins.property
+    def routing(self) -> Global___RoutingDecision:
+        """For an assistant message: how its turn was routed, and why."""
+
+    @_builtins.property
+    def delete_time(self) -> _timestamp_pb2.Timestamp:
+        """When DeleteMessage hid the message (AIP-164); unset while it is live."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When a deleted message's content is erased for good (its usage stays)."""
+
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """When the content was erased (purge, or DeleteMessage with `force`)."""
+
     def __init__(
         self,
         *,
@@ -258,14 +298,99 @@ class Message(_message.Message):
         refusal: _builtins.str = ...,
         executor: _builtins.str = ...,
         step: _builtins.int = ...,
+        reasoning_content: _builtins.str = ...,
+        thinking_blocks: _abc.Iterable[Global___ThinkingBlock] | None = ...,
+        routing: Global___RoutingDecision | None = ...,
+        superseded_by: _builtins.str = ...,
+        delete_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "metadata", b"metadata", "options", b"options", "prompt_messages", b"prompt_messages", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "error", b"error", "expire_time", b"expire_time", "metadata", b"metadata", "options", b"options", "prompt_messages", b"prompt_messages", "purge_time", b"purge_time", "routing", b"routing", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "content_parts", b"content_parts", "create_time", b"create_time", "duration_ms", b"duration_ms", "error", b"error", "executor", b"executor", "finish_reason", b"finish_reason", "id", b"id", "logprobs", b"logprobs", "metadata", b"metadata", "model", b"model", "name", b"name", "options", b"options", "prompt_messages", b"prompt_messages", "refusal", b"refusal", "role", b"role", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "step", b"step", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "content_parts", b"content_parts", "create_time", b"create_time", "delete_time", b"delete_time", "duration_ms", b"duration_ms", "error", b"error", "executor", b"executor", "expire_time", b"expire_time", "finish_reason", b"finish_reason", "id", b"id", "logprobs", b"logprobs", "metadata", b"metadata", "model", b"model", "name", b"name", "options", b"options", "prompt_messages", b"prompt_messages", "purge_time", b"purge_time", "reasoning_content", b"reasoning_content", "refusal", b"refusal", "role", b"role", "routing", b"routing", "sequence", b"sequence", "session_id", b"session_id", "status", b"status", "step", b"step", "superseded_by", b"superseded_by", "thinking_blocks", b"thinking_blocks", "time_to_first_token_ms", b"time_to_first_token_ms", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "update_time", b"update_time", "upstream_request_id", b"upstream_request_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class ThinkingBlock(_message.Message):
+    """A provider's thinking block, as LiteLLM returns it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    THINKING_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """`thinking` or `redacted_thinking`."""
+    thinking: _builtins.str
+    """The thinking text (for `thinking`)."""
+    signature: _builtins.str
+    """The provider's signature over the block."""
+    data: _builtins.str
+    """The opaque data (for `redacted_thinking`)."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        thinking: _builtins.str = ...,
+        signature: _builtins.str = ...,
+        data: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "signature", b"signature", "thinking", b"thinking", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThinkingBlock: _TypeAlias = ThinkingBlock  # noqa: Y015
+
+@_typing.final
+class RoutingDecision(_message.Message):
+    """How a turn was routed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    REQUESTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CLASSIFIER_MODEL_FIELD_NUMBER: _builtins.int
+    CLASSIFIER_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    CLASSIFIER_TOKENS_FIELD_NUMBER: _builtins.int
+    mode: _routing_pb2.RoutingMode.ValueType
+    """The mode that answered: passthrough or reasoning."""
+    requested: _routing_pb2.RoutingMode.ValueType
+    """The mode asked for (by the turn, the agent, or the default)."""
+    reason: _builtins.str
+    """Why this mode answered, for example `requested`, `response_format
+    forces passthrough`, `classifier`, `classifier failed: UPSTREAM_TIMEOUT`.
+    """
+    classifier_model: _builtins.str
+    """For auto: the classifier's model."""
+    classifier_latency_ms: _builtins.int
+    """For auto: milliseconds the classifier call took."""
+    classifier_tokens: _builtins.int
+    """For auto: the classifier call's tokens (prompt + completion)."""
+    def __init__(
+        self,
+        *,
+        mode: _routing_pb2.RoutingMode.ValueType = ...,
+        requested: _routing_pb2.RoutingMode.ValueType = ...,
+        reason: _builtins.str = ...,
+        classifier_model: _builtins.str = ...,
+        classifier_latency_ms: _builtins.int = ...,
+        classifier_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classifier_latency_ms", b"classifier_latency_ms", "classifier_model", b"classifier_model", "classifier_tokens", b"classifier_tokens", "mode", b"mode", "reason", b"reason", "requested", b"requested"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingDecision: _TypeAlias = RoutingDecision  # noqa: Y015
 
 @_typing.final
 class ContentPart(_message.Message):
@@ -505,6 +630,7 @@ class Usage(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     """Tokens in the prompt."""
     completion_tokens: _builtins.int
@@ -515,6 +641,10 @@ class Usage(_message.Message):
     """Cost in US dollars: the upstream's reported cost (LiteLLM's
     `x-litellm-response-cost` or `usage.cost`), else the catalog's prices.
     """
+    reasoning_tokens: _builtins.int
+    """Of the completion tokens, those the model spent reasoning, when the
+    upstream reports them.
+    """
     def __init__(
         self,
         *,
@@ -522,10 +652,11 @@ class Usage(_message.Message):
         completion_tokens: _builtins.int = ...,
         total_tokens: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
+        reasoning_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "prompt_tokens", b"prompt_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentapi/v1/session.proto\x12\x0b\x61gentapi.v1\x1a\x17\x61gentapi/v1/agent.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x03\n\x07Session\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12/\n\toverrides\x18\x04 \x01(\x0b\x32\x1c.agentapi.v1.SessionSettings\x12>\n\x12\x65\x66\x66\x65\x63tive_settings\x18\x05 \x01(\x0b\x32\x1c.agentapi.v1.SessionSettingsB\x04\xe2\x41\x01\x03\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x61gent_revision\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x30\n\x06status\x18\n \x01(\x0e\x32\x1a.agentapi.v1.SessionStatusB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xa5\x02\n\x0fSessionSettings\x12\r\n\x05model\x18\x01 \x01(\t\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12 \n\x05tools\x18\x04 \x03(\x0b\x32\x11.agentapi.v1.Tool\x12\x17\n\x0f\x66\x61llback_models\x18\x05 \x03(\t\x12\x15\n\rsystem_prompt\x18\x06 \x01(\t\x12\x15\n\rallowed_tools\x18\x07 \x03(\t\x12!\n\x14history_token_budget\x18\x08 \x01(\x03H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokensB\x17\n\x15_history_token_budget*d\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x01\x12\x18\n\x14SESSION_STATUS_ENDED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentapi/v1/session.proto\x12\x0b\x61gentapi.v1\x1a\x17\x61gentapi/v1/agent.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x04\n\x07Session\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12/\n\toverrides\x18\x04 \x01(\x0b\x32\x1c.agentapi.v1.SessionSettings\x12>\n\x12\x65\x66\x66\x65\x63tive_settings\x18\x05 \x01(\x0b\x32\x1c.agentapi.v1.SessionSettingsB\x04\xe2\x41\x01\x03\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x61gent_revision\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x30\n\x06status\x18\n \x01(\x0e\x32\x1a.agentapi.v1.SessionStatusB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1f\n\x11parent_session_id\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x1f\n\x11parent_message_id\x18\r \x01(\tB\x04\xe2\x41\x01\x03\"\xa5\x02\n\x0fSessionSettings\x12\r\n\x05model\x18\x01 \x01(\t\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12 \n\x05tools\x18\x04 \x03(\x0b\x32\x11.agentapi.v1.Tool\x12\x17\n\x0f\x66\x61llback_models\x18\x05 \x03(\t\x12\x15\n\rsystem_prompt\x18\x06 \x01(\t\x12\x15\n\rallowed_tools\x18\x07 \x03(\t\x12!\n\x14history_token_budget\x18\x08 \x01(\x03H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokensB\x17\n\x15_history_token_budget*d\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x01\x12\x18\n\x14SESSION_STATUS_ENDED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,10 +49,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION'].fields_by_name['status']._serialized_options = b'\342A\001\003'
   _globals['_SESSION'].fields_by_name['end_time']._loaded_options = None
   _globals['_SESSION'].fields_by_name['end_time']._serialized_options = b'\342A\001\003'
-  _globals['_SESSIONSTATUS']._serialized_start=930
-  _globals['_SESSIONSTATUS']._serialized_end=1030
+  _globals['_SESSION'].fields_by_name['parent_session_id']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['parent_session_id']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['parent_message_id']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['parent_message_id']._serialized_options = b'\342A\001\003'
+  _globals['_SESSIONSTATUS']._serialized_start=996
+  _globals['_SESSIONSTATUS']._serialized_end=1096
   _globals['_SESSION']._serialized_start=164
-  _globals['_SESSION']._serialized_end=632
-  _globals['_SESSIONSETTINGS']._serialized_start=635
-  _globals['_SESSIONSETTINGS']._serialized_end=928
+  _globals['_SESSION']._serialized_end=698
+  _globals['_SESSIONSETTINGS']._serialized_start=701
+  _globals['_SESSIONSETTINGS']._serialized_end=994
 # @@protoc_insertion_point(module_scope)

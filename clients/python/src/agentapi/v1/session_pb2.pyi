@@ -63,6 +63,8 @@ class Session(_message.Message):
     AGENT_REVISION_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    PARENT_SESSION_ID_FIELD_NUMBER: _builtins.int
+    PARENT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     conversation_id: _builtins.str
@@ -75,6 +77,10 @@ class Session(_message.Message):
     """
     status: Global___SessionStatus.ValueType
     """Whether the session takes new turns."""
+    parent_session_id: _builtins.str
+    """For a fork (ForkSession): the session it branched from."""
+    parent_message_id: _builtins.str
+    """For a fork: the message of the parent session it branched at."""
     @_builtins.property
     def overrides(self) -> Global___SessionSettings:
         """Settings that override the agent's for this session."""
@@ -113,10 +119,12 @@ class Session(_message.Message):
         agent_revision: _builtins.int = ...,
         status: Global___SessionStatus.ValueType = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        parent_session_id: _builtins.str = ...,
+        parent_message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "effective_settings", b"effective_settings", "end_time", b"end_time", "metadata", b"metadata", "overrides", b"overrides", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_revision", b"agent_revision", "conversation_id", b"conversation_id", "create_time", b"create_time", "effective_settings", b"effective_settings", "end_time", b"end_time", "id", b"id", "metadata", b"metadata", "overrides", b"overrides", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_revision", b"agent_revision", "conversation_id", b"conversation_id", "create_time", b"create_time", "effective_settings", b"effective_settings", "end_time", b"end_time", "id", b"id", "metadata", b"metadata", "overrides", b"overrides", "parent_message_id", b"parent_message_id", "parent_session_id", b"parent_session_id", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

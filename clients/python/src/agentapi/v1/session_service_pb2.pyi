@@ -400,12 +400,17 @@ class Delta(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     LOGPROBS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
     sequence_number: _builtins.int
     """1 for the first delta of a turn, then increasing by 1."""
     content: _builtins.str
     """Text appended to the reply."""
     refusal: _builtins.str
     """Refusal text appended to the reply's `refusal`."""
+    reasoning: _builtins.str
+    """Reasoning text appended to the reply's `reasoning_content` (the
+    model's native reasoning, or a reasoning-mode turn's plan).
+    """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallDelta]:
         """Fragments of tool calls."""
@@ -422,10 +427,11 @@ class Delta(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCallDelta] | None = ...,
         logprobs: _abc.Iterable[_turn_options_pb2.TokenLogprob] | None = ...,
         refusal: _builtins.str = ...,
+        reasoning: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "logprobs", b"logprobs", "refusal", b"refusal", "sequence_number", b"sequence_number", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "logprobs", b"logprobs", "reasoning", b"reasoning", "refusal", b"refusal", "sequence_number", b"sequence_number", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -475,6 +481,7 @@ class ListMessagesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
+    SHOW_DELETED_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session's UUID."""
     page_size: _builtins.int
@@ -488,6 +495,8 @@ class ListMessagesRequest(_message.Message):
     and `status` (`completed`, `failed`, ...), for example
     `role = "assistant" AND status != "completed"`.
     """
+    show_deleted: _builtins.bool
+    """Also list messages hidden by DeleteMessage (AIP-164)."""
     def __init__(
         self,
         *,
@@ -495,10 +504,11 @@ class ListMessagesRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         filter: _builtins.str = ...,
+        show_deleted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id", "show_deleted", b"show_deleted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -737,6 +747,334 @@ class EndSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EndSessionResponse: _TypeAlias = EndSessionResponse  # noqa: Y015
+
+@_typing.final
+class RegenerateMessageRequest(_message.Message):
+    """Request for RegenerateMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session's UUID."""
+    message_id: _builtins.str
+    """The assistant reply to regenerate; empty means the session's last one."""
+    @_builtins.property
+    def options(self) -> _turn_options_pb2.TurnOptions:
+        """Settings for the new turn only."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        options: _turn_options_pb2.TurnOptions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "options", b"options", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegenerateMessageRequest: _TypeAlias = RegenerateMessageRequest  # noqa: Y015
+
+@_typing.final
+class RegenerateMessageResponse(_message.Message):
+    """One event of a regenerated turn; the same events as SendStreamingMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_MESSAGE_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    ASSISTANT_MESSAGE_FIELD_NUMBER: _builtins.int
+    TURN_STARTED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_STARTED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def input_message(self) -> _message_pb2.Message:
+        """A stored input message (none: the inputs are the original turn's)."""
+
+    @_builtins.property
+    def delta(self) -> Global___Delta:
+        """A fragment of the reply."""
+
+    @_builtins.property
+    def assistant_message(self) -> _message_pb2.Message:
+        """The stored assistant message; the last event of the turn."""
+
+    @_builtins.property
+    def turn_started(self) -> Global___TurnStarted:
+        """The first event of the turn."""
+
+    @_builtins.property
+    def tool_call_started(self) -> Global___ToolCallStarted:
+        """A server-side tool call is about to run."""
+
+    @_builtins.property
+    def tool_call_completed(self) -> _message_pb2.Message:
+        """A server-side tool call ended: its stored tool message."""
+
+    def __init__(
+        self,
+        *,
+        input_message: _message_pb2.Message | None = ...,
+        delta: Global___Delta | None = ...,
+        assistant_message: _message_pb2.Message | None = ...,
+        turn_started: Global___TurnStarted | None = ...,
+        tool_call_started: Global___ToolCallStarted | None = ...,
+        tool_call_completed: _message_pb2.Message | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started", "tool_call_started", "tool_call_completed"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___RegenerateMessageResponse: _TypeAlias = RegenerateMessageResponse  # noqa: Y015
+
+@_typing.final
+class ForkSessionRequest(_message.Message):
+    """Request for ForkSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EDITED_CONTENT_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session to branch from."""
+    message_id: _builtins.str
+    """The last message the fork keeps (UUID of a message of the session)."""
+    edited_content: _builtins.str
+    """A new content for that message, when it is a user message."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        edited_content: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_edited_content", b"_edited_content", "edited_content", b"edited_content"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_edited_content", b"_edited_content", "edited_content", b"edited_content", "message_id", b"message_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__edited_content: _TypeAlias = _typing.Literal["edited_content"]  # noqa: Y015
+    _WhichOneofArgType__edited_content: _TypeAlias = _typing.Literal["_edited_content", b"_edited_content"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__edited_content) -> _WhichOneofReturnType__edited_content | None: ...
+
+Global___ForkSessionRequest: _TypeAlias = ForkSessionRequest  # noqa: Y015
+
+@_typing.final
+class ForkSessionResponse(_message.Message):
+    """Response for ForkSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> _session_pb2.Session:
+        """The new session."""
+
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.Message]:
+        """Its messages (copies of the parent's, the edit applied)."""
+
+    def __init__(
+        self,
+        *,
+        session: _session_pb2.Session | None = ...,
+        messages: _abc.Iterable[_message_pb2.Message] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForkSessionResponse: _TypeAlias = ForkSessionResponse  # noqa: Y015
+
+@_typing.final
+class DeleteMessageRequest(_message.Message):
+    """Request for DeleteMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session's UUID."""
+    message_id: _builtins.str
+    """The message's UUID."""
+    force: _builtins.bool
+    """Erase the content now, not at expiry (operators only)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "message_id", b"message_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMessageRequest: _TypeAlias = DeleteMessageRequest  # noqa: Y015
+
+@_typing.final
+class DeleteMessageResponse(_message.Message):
+    """Response for DeleteMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.Message]:
+        """The messages deleted: the one named, and the tool call or results
+        that go with it.
+        """
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[_message_pb2.Message] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMessageResponse: _TypeAlias = DeleteMessageResponse  # noqa: Y015
+
+@_typing.final
+class SearchMessagesRequest(_message.Message):
+    """Request for SearchMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """Words to find (natural language; at most 256 characters)."""
+    conversation_id: _builtins.str
+    """Only this conversation's messages."""
+    session_id: _builtins.str
+    """Only this session's messages."""
+    agent_id: _builtins.str
+    """Only the sessions of this agent (UUID or key)."""
+    role: _message_pb2.Role.ValueType
+    """Only messages of this role."""
+    page_size: _builtins.int
+    """Maximum results to return, 1 to 100; 0 means 20."""
+    page_token: _builtins.str
+    """`next_page_token` from a previous call with the same parameters."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only messages created at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only messages created before this time."""
+
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        role: _message_pb2.Role.ValueType = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "conversation_id", b"conversation_id", "end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "query", b"query", "role", b"role", "session_id", b"session_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMessagesRequest: _TypeAlias = SearchMessagesRequest  # noqa: Y015
+
+@_typing.final
+class SearchMessagesResponse(_message.Message):
+    """Response for SearchMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageSearchResult]:
+        """The matches, best first."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___MessageSearchResult] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMessagesResponse: _TypeAlias = SearchMessagesResponse  # noqa: Y015
+
+@_typing.final
+class MessageSearchResult(_message.Message):
+    """One message found by SearchMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    SNIPPET_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Its session's conversation."""
+    snippet: _builtins.str
+    """An excerpt with the matched words between `<mark>` and `</mark>`."""
+    score: _builtins.float
+    """The relevance score (higher is better; comparable within one call)."""
+    @_builtins.property
+    def message(self) -> _message_pb2.Message:
+        """The message."""
+
+    def __init__(
+        self,
+        *,
+        message: _message_pb2.Message | None = ...,
+        conversation_id: _builtins.str = ...,
+        snippet: _builtins.str = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "message", b"message", "score", b"score", "snippet", b"snippet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageSearchResult: _TypeAlias = MessageSearchResult  # noqa: Y015
 
 @_typing.final
 class DeleteSessionRequest(_message.Message):

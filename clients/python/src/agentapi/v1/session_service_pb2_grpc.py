@@ -75,6 +75,26 @@ class SessionServiceStub:
                 request_serializer=agentapi_dot_v1_dot_session__service__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=agentapi_dot_v1_dot_session__service__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
+        self.RegenerateMessage = channel.unary_stream(
+                '/agentapi.v1.SessionService/RegenerateMessage',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.RegenerateMessageRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.RegenerateMessageResponse.FromString,
+                _registered_method=True)
+        self.ForkSession = channel.unary_unary(
+                '/agentapi.v1.SessionService/ForkSession',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.ForkSessionRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.ForkSessionResponse.FromString,
+                _registered_method=True)
+        self.DeleteMessage = channel.unary_unary(
+                '/agentapi.v1.SessionService/DeleteMessage',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.DeleteMessageRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.DeleteMessageResponse.FromString,
+                _registered_method=True)
+        self.SearchMessages = channel.unary_unary(
+                '/agentapi.v1.SessionService/SearchMessages',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.SearchMessagesRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.SearchMessagesResponse.FromString,
+                _registered_method=True)
         self.ListSessions = channel.unary_unary(
                 '/agentapi.v1.SessionService/ListSessions',
                 request_serializer=agentapi_dot_v1_dot_session__service__pb2.ListSessionsRequest.SerializeToString,
@@ -173,6 +193,48 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegenerateMessage(self, request, context):
+        """Re-runs the turn that produced an assistant reply (by default the
+        session's last one) and streams it like SendStreamingMessage. The old
+        reply stays stored, `superseded_by` the new one, and leaves the
+        session's active path. Raises NOT_FOUND (MESSAGE_NOT_FOUND),
+        FAILED_PRECONDITION (NOT_REGENERABLE: not the session's latest turn,
+        or not an assistant reply), ABORTED (SESSION_BUSY).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForkSession(self, request, context):
+        """Creates a session in the same conversation whose history is this
+        session's up to and including a message (optionally with that user
+        message's content edited), pinned to the same agent revision, with
+        `parent_session_id` and `parent_message_id` set. The original session is
+        untouched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMessage(self, request, context):
+        """Hides a message from every later prompt and from reads (AIP-164 soft
+        delete; `ListMessages` shows it with `show_deleted`); its ledger row,
+        usage and cost stay for billing until `agentapi purge` erases its
+        content after expiry, or at once with `force` (operators). A tool call
+        and its results are deleted together.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchMessages(self, request, context):
+        """Searches the caller's tenant's messages (full-text, ranked), with
+        highlighted snippets, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListSessions(self, request, context):
         """Lists the sessions of a conversation by (create_time, id).
         """
@@ -242,6 +304,26 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=agentapi_dot_v1_dot_session__service__pb2.DeleteSessionRequest.FromString,
                     response_serializer=agentapi_dot_v1_dot_session__service__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'RegenerateMessage': grpc.unary_stream_rpc_method_handler(
+                    servicer.RegenerateMessage,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.RegenerateMessageRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.RegenerateMessageResponse.SerializeToString,
+            ),
+            'ForkSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkSession,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.ForkSessionRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.ForkSessionResponse.SerializeToString,
+            ),
+            'DeleteMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMessage,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.DeleteMessageRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.DeleteMessageResponse.SerializeToString,
+            ),
+            'SearchMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchMessages,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.SearchMessagesRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.SearchMessagesResponse.SerializeToString,
             ),
             'ListSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSessions,
@@ -476,6 +558,114 @@ class SessionService:
             '/agentapi.v1.SessionService/DeleteSession',
             agentapi_dot_v1_dot_session__service__pb2.DeleteSessionRequest.SerializeToString,
             agentapi_dot_v1_dot_session__service__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegenerateMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentapi.v1.SessionService/RegenerateMessage',
+            agentapi_dot_v1_dot_session__service__pb2.RegenerateMessageRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.RegenerateMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForkSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/ForkSession',
+            agentapi_dot_v1_dot_session__service__pb2.ForkSessionRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.ForkSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/DeleteMessage',
+            agentapi_dot_v1_dot_session__service__pb2.DeleteMessageRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.DeleteMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/SearchMessages',
+            agentapi_dot_v1_dot_session__service__pb2.SearchMessagesRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.SearchMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -78,6 +78,32 @@ class SessionServiceStub:
     or FAILED_PRECONDITION (SESSION_NOT_EMPTY): stored messages stay in the
     ledger.
     """
+    RegenerateMessage: _grpc.UnaryStreamMultiCallable[_session_service_pb2.RegenerateMessageRequest, _session_service_pb2.RegenerateMessageResponse]
+    """Re-runs the turn that produced an assistant reply (by default the
+    session's last one) and streams it like SendStreamingMessage. The old
+    reply stays stored, `superseded_by` the new one, and leaves the
+    session's active path. Raises NOT_FOUND (MESSAGE_NOT_FOUND),
+    FAILED_PRECONDITION (NOT_REGENERABLE: not the session's latest turn,
+    or not an assistant reply), ABORTED (SESSION_BUSY).
+    """
+    ForkSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ForkSessionRequest, _session_service_pb2.ForkSessionResponse]
+    """Creates a session in the same conversation whose history is this
+    session's up to and including a message (optionally with that user
+    message's content edited), pinned to the same agent revision, with
+    `parent_session_id` and `parent_message_id` set. The original session is
+    untouched.
+    """
+    DeleteMessage: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.DeleteMessageRequest, _session_service_pb2.DeleteMessageResponse]
+    """Hides a message from every later prompt and from reads (AIP-164 soft
+    delete; `ListMessages` shows it with `show_deleted`); its ledger row,
+    usage and cost stay for billing until `agentapi purge` erases its
+    content after expiry, or at once with `force` (operators). A tool call
+    and its results are deleted together.
+    """
+    SearchMessages: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.SearchMessagesRequest, _session_service_pb2.SearchMessagesResponse]
+    """Searches the caller's tenant's messages (full-text, ranked), with
+    highlighted snippets, a page at a time.
+    """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]
     """Lists the sessions of a conversation by (create_time, id)."""
     ExportSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ExportSessionRequest, _session_service_pb2.ExportSessionResponse]
@@ -142,6 +168,32 @@ class SessionServiceAsyncStub(SessionServiceStub):
     the session and holds no other. Raises NOT_FOUND (SESSION_NOT_FOUND)
     or FAILED_PRECONDITION (SESSION_NOT_EMPTY): stored messages stay in the
     ledger.
+    """
+    RegenerateMessage: _aio.UnaryStreamMultiCallable[_session_service_pb2.RegenerateMessageRequest, _session_service_pb2.RegenerateMessageResponse]  # type: ignore[assignment]
+    """Re-runs the turn that produced an assistant reply (by default the
+    session's last one) and streams it like SendStreamingMessage. The old
+    reply stays stored, `superseded_by` the new one, and leaves the
+    session's active path. Raises NOT_FOUND (MESSAGE_NOT_FOUND),
+    FAILED_PRECONDITION (NOT_REGENERABLE: not the session's latest turn,
+    or not an assistant reply), ABORTED (SESSION_BUSY).
+    """
+    ForkSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ForkSessionRequest, _session_service_pb2.ForkSessionResponse]  # type: ignore[assignment]
+    """Creates a session in the same conversation whose history is this
+    session's up to and including a message (optionally with that user
+    message's content edited), pinned to the same agent revision, with
+    `parent_session_id` and `parent_message_id` set. The original session is
+    untouched.
+    """
+    DeleteMessage: _aio.UnaryUnaryMultiCallable[_session_service_pb2.DeleteMessageRequest, _session_service_pb2.DeleteMessageResponse]  # type: ignore[assignment]
+    """Hides a message from every later prompt and from reads (AIP-164 soft
+    delete; `ListMessages` shows it with `show_deleted`); its ledger row,
+    usage and cost stay for billing until `agentapi purge` erases its
+    content after expiry, or at once with `force` (operators). A tool call
+    and its results are deleted together.
+    """
+    SearchMessages: _aio.UnaryUnaryMultiCallable[_session_service_pb2.SearchMessagesRequest, _session_service_pb2.SearchMessagesResponse]  # type: ignore[assignment]
+    """Searches the caller's tenant's messages (full-text, ranked), with
+    highlighted snippets, a page at a time.
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists the sessions of a conversation by (create_time, id)."""
@@ -244,6 +296,52 @@ class SessionServiceServicer:
         the session and holds no other. Raises NOT_FOUND (SESSION_NOT_FOUND)
         or FAILED_PRECONDITION (SESSION_NOT_EMPTY): stored messages stay in the
         ledger.
+        """
+
+    def RegenerateMessage(
+        self,
+        request: _session_service_pb2.RegenerateMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_session_service_pb2.RegenerateMessageResponse], _abc.AsyncIterator[_session_service_pb2.RegenerateMessageResponse]]:
+        """Re-runs the turn that produced an assistant reply (by default the
+        session's last one) and streams it like SendStreamingMessage. The old
+        reply stays stored, `superseded_by` the new one, and leaves the
+        session's active path. Raises NOT_FOUND (MESSAGE_NOT_FOUND),
+        FAILED_PRECONDITION (NOT_REGENERABLE: not the session's latest turn,
+        or not an assistant reply), ABORTED (SESSION_BUSY).
+        """
+
+    def ForkSession(
+        self,
+        request: _session_service_pb2.ForkSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.ForkSessionResponse, _abc.Awaitable[_session_service_pb2.ForkSessionResponse]]:
+        """Creates a session in the same conversation whose history is this
+        session's up to and including a message (optionally with that user
+        message's content edited), pinned to the same agent revision, with
+        `parent_session_id` and `parent_message_id` set. The original session is
+        untouched.
+        """
+
+    def DeleteMessage(
+        self,
+        request: _session_service_pb2.DeleteMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.DeleteMessageResponse, _abc.Awaitable[_session_service_pb2.DeleteMessageResponse]]:
+        """Hides a message from every later prompt and from reads (AIP-164 soft
+        delete; `ListMessages` shows it with `show_deleted`); its ledger row,
+        usage and cost stay for billing until `agentapi purge` erases its
+        content after expiry, or at once with `force` (operators). A tool call
+        and its results are deleted together.
+        """
+
+    def SearchMessages(
+        self,
+        request: _session_service_pb2.SearchMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.SearchMessagesResponse, _abc.Awaitable[_session_service_pb2.SearchMessagesResponse]]:
+        """Searches the caller's tenant's messages (full-text, ranked), with
+        highlighted snippets, a page at a time.
         """
 
     def ListSessions(

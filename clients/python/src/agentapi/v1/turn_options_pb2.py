@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from agentapi.v1 import agent_pb2 as agentapi_dot_v1_dot_agent__pb2
+from agentapi.v1 import routing_pb2 as agentapi_dot_v1_dot_routing__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentapi/v1/turn_options.proto\x12\x0b\x61gentapi.v1\x1a\x17\x61gentapi/v1/agent.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xeb\x07\n\x0bTurnOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x34\n\x0fresponse_format\x18\x03 \x01(\x0b\x32\x1b.agentapi.v1.ResponseFormat\x12,\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x17.agentapi.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x12\n\x05top_p\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\t \x01(\x01H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\n \x01(\x01H\x06\x88\x01\x01\x12;\n\nlogit_bias\x18\x0b \x03(\x0b\x32\'.agentapi.v1.TurnOptions.LogitBiasEntry\x12\x15\n\x08logprobs\x18\x0c \x01(\x08H\x07\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\r \x01(\x05H\x08\x88\x01\x01\x12\x0e\n\x01n\x18\x0e \x01(\x05H\t\x88\x01\x01\x12\x0c\n\x04user\x18\x0f \x01(\t\x12\x38\n\x08metadata\x18\x10 \x03(\x0b\x32&.agentapi.v1.TurnOptions.MetadataEntry\x12\x18\n\x10reasoning_effort\x18\x11 \x01(\t\x12\"\n\x15max_completion_tokens\x18\x12 \x01(\x03H\n\x88\x01\x01\x12\x14\n\x0cservice_tier\x18\x13 \x01(\t\x12\x12\n\nmodalities\x18\x14 \x03(\t\x12+\n\nextra_body\x18\x15 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05model\x18\x16 \x01(\t\x12 \n\x05tools\x18\x17 \x03(\x0b\x32\x11.agentapi.v1.Tool\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokensB\x16\n\x14_parallel_tool_callsB\x07\n\x05_seedB\x08\n\x06_top_pB\x14\n\x12_frequency_penaltyB\x13\n\x11_presence_penaltyB\x0b\n\t_logprobsB\x0f\n\r_top_logprobsB\x04\n\x02_nB\x18\n\x16_max_completion_tokens\"s\n\x0eResponseFormat\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.agentapi.v1.ResponseFormatType\x12\x32\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x1d.agentapi.v1.JsonSchemaFormat\"~\n\x10JsonSchemaFormat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"\\\n\nToolChoice\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x1b.agentapi.v1.ToolChoiceModeH\x00\x12\x17\n\rfunction_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"l\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\x12-\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x17.agentapi.v1.TopLogprob\";\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentapi/v1/turn_options.proto\x12\x0b\x61gentapi.v1\x1a\x17\x61gentapi/v1/agent.proto\x1a\x19\x61gentapi/v1/routing.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x9b\x08\n\x0bTurnOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x34\n\x0fresponse_format\x18\x03 \x01(\x0b\x32\x1b.agentapi.v1.ResponseFormat\x12,\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x17.agentapi.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x12\n\x05top_p\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\t \x01(\x01H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\n \x01(\x01H\x06\x88\x01\x01\x12;\n\nlogit_bias\x18\x0b \x03(\x0b\x32\'.agentapi.v1.TurnOptions.LogitBiasEntry\x12\x15\n\x08logprobs\x18\x0c \x01(\x08H\x07\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\r \x01(\x05H\x08\x88\x01\x01\x12\x0e\n\x01n\x18\x0e \x01(\x05H\t\x88\x01\x01\x12\x0c\n\x04user\x18\x0f \x01(\t\x12\x38\n\x08metadata\x18\x10 \x03(\x0b\x32&.agentapi.v1.TurnOptions.MetadataEntry\x12\x18\n\x10reasoning_effort\x18\x11 \x01(\t\x12\"\n\x15max_completion_tokens\x18\x12 \x01(\x03H\n\x88\x01\x01\x12\x14\n\x0cservice_tier\x18\x13 \x01(\t\x12\x12\n\nmodalities\x18\x14 \x03(\t\x12+\n\nextra_body\x18\x15 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05model\x18\x16 \x01(\t\x12 \n\x05tools\x18\x17 \x03(\x0b\x32\x11.agentapi.v1.Tool\x12.\n\x0crouting_mode\x18\x18 \x01(\x0e\x32\x18.agentapi.v1.RoutingMode\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokensB\x16\n\x14_parallel_tool_callsB\x07\n\x05_seedB\x08\n\x06_top_pB\x14\n\x12_frequency_penaltyB\x13\n\x11_presence_penaltyB\x0b\n\t_logprobsB\x0f\n\r_top_logprobsB\x04\n\x02_nB\x18\n\x16_max_completion_tokens\"s\n\x0eResponseFormat\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.agentapi.v1.ResponseFormatType\x12\x32\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x1d.agentapi.v1.JsonSchemaFormat\"~\n\x10JsonSchemaFormat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"\\\n\nToolChoice\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x1b.agentapi.v1.ToolChoiceModeH\x00\x12\x17\n\rfunction_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"l\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\x12-\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x17.agentapi.v1.TopLogprob\";\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,24 +38,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TURNOPTIONS_LOGITBIASENTRY']._serialized_options = b'8\001'
   _globals['_TURNOPTIONS_METADATAENTRY']._loaded_options = None
   _globals['_TURNOPTIONS_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_RESPONSEFORMATTYPE']._serialized_start=1619
-  _globals['_RESPONSEFORMATTYPE']._serialized_end=1784
-  _globals['_TOOLCHOICEMODE']._serialized_start=1787
-  _globals['_TOOLCHOICEMODE']._serialized_end=1922
-  _globals['_TURNOPTIONS']._serialized_start=103
-  _globals['_TURNOPTIONS']._serialized_end=1106
-  _globals['_TURNOPTIONS_LOGITBIASENTRY']._serialized_start=823
-  _globals['_TURNOPTIONS_LOGITBIASENTRY']._serialized_end=871
-  _globals['_TURNOPTIONS_METADATAENTRY']._serialized_start=873
-  _globals['_TURNOPTIONS_METADATAENTRY']._serialized_end=920
-  _globals['_RESPONSEFORMAT']._serialized_start=1108
-  _globals['_RESPONSEFORMAT']._serialized_end=1223
-  _globals['_JSONSCHEMAFORMAT']._serialized_start=1225
-  _globals['_JSONSCHEMAFORMAT']._serialized_end=1351
-  _globals['_TOOLCHOICE']._serialized_start=1353
-  _globals['_TOOLCHOICE']._serialized_end=1445
-  _globals['_TOKENLOGPROB']._serialized_start=1447
-  _globals['_TOKENLOGPROB']._serialized_end=1555
-  _globals['_TOPLOGPROB']._serialized_start=1557
-  _globals['_TOPLOGPROB']._serialized_end=1616
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=1694
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=1859
+  _globals['_TOOLCHOICEMODE']._serialized_start=1862
+  _globals['_TOOLCHOICEMODE']._serialized_end=1997
+  _globals['_TURNOPTIONS']._serialized_start=130
+  _globals['_TURNOPTIONS']._serialized_end=1181
+  _globals['_TURNOPTIONS_LOGITBIASENTRY']._serialized_start=898
+  _globals['_TURNOPTIONS_LOGITBIASENTRY']._serialized_end=946
+  _globals['_TURNOPTIONS_METADATAENTRY']._serialized_start=948
+  _globals['_TURNOPTIONS_METADATAENTRY']._serialized_end=995
+  _globals['_RESPONSEFORMAT']._serialized_start=1183
+  _globals['_RESPONSEFORMAT']._serialized_end=1298
+  _globals['_JSONSCHEMAFORMAT']._serialized_start=1300
+  _globals['_JSONSCHEMAFORMAT']._serialized_end=1426
+  _globals['_TOOLCHOICE']._serialized_start=1428
+  _globals['_TOOLCHOICE']._serialized_end=1520
+  _globals['_TOKENLOGPROB']._serialized_start=1522
+  _globals['_TOKENLOGPROB']._serialized_end=1630
+  _globals['_TOPLOGPROB']._serialized_start=1632
+  _globals['_TOPLOGPROB']._serialized_end=1691
 # @@protoc_insertion_point(module_scope)
