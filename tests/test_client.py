@@ -220,3 +220,22 @@ async def test_leaving_a_stream_early_cancels_the_turn(offline_stack: Stack) -> 
         assert messages[-1].status in (pb.MESSAGE_STATUS_CANCELLED, pb.MESSAGE_STATUS_COMPLETED)
         # the session is free again
         assert (await api.sessions.send(session.id, "again")).message.status == pb.MESSAGE_STATUS_COMPLETED
+
+
+async def test_regenerate_fork_delete_and_search_messages(offline_stack: Stack) -> None:
+    async with client(offline_stack) as api:
+        session = await api.sessions.create(overrides=pb.SessionSettings(model=OFFLINE))
+        word = f"zebra{uuid.uuid4().hex[:8]}"
+        first = await api.sessions.send(session.id, f"tell me about {word}")
+        async with api.sessions.regenerate_stream(session.id, first.message.id) as turn:
+            again = await turn.final_message()
+        assert again.id != first.message.id and again.status == pb.MESSAGE_STATUS_COMPLETED
+        forked = await api.sessions.fork(session.id, first.input_messages[0].id, edited_content=f"about {word}s")
+        assert forked.session.id != session.id
+        hits = [hit async for hit in api.messages.search(word, session_id=session.id)]
+        assert hits and all(hit.message.session_id == session.id for hit in hits)
+        deleted = await api.messages.delete(session.id, first.input_messages[0].id)
+        assert first.input_messages[0].id in [m.id for m in deleted.messages]
+        visible = [m.id async for m in api.messages.list(session.id)]
+        everything = [m.id async for m in api.messages.list(session.id, show_deleted=True)]
+        assert first.input_messages[0].id not in visible and first.input_messages[0].id in everything

@@ -26,8 +26,8 @@ class Safety(enum.Enum):
 
     READ: no effect (Get, List, Export): retried on any transient failure.
     KEYED: carries an ``idempotency-key`` (Create*, SendMessage, SendStreamingMessage,
-        SubmitToolOutputs): the server answers a repeat with the stored outcome, so
-        retried like a read.
+        SubmitToolOutputs, RegenerateMessage, ForkSession, ReplaySession): the server
+        answers a repeat with the stored outcome, so retried like a read.
     UNSAFE: an effect the server does not deduplicate (Update, Delete, Revoke, ...):
         retried only after a refusal that happens before anything is done (a rate
         limit with RetryInfo).

@@ -165,10 +165,33 @@ class AsyncSessions(AsyncResource):
         request = pb.ExportSessionRequest(session_id=session_id, format=EXPORT_FORMATS[format])
         return await self._call("ExportSession", request, pb.ExportSessionResponse)
 
-    async def replay(self, session_id: str, model: str) -> pb.ReplaySessionResponse:
+    async def replay(
+        self, session_id: str, model: str, *, idempotency_key: str | None = None
+    ) -> pb.ReplaySessionResponse:
         """Replays the session's user turns against ``model`` in a new session."""
         request = pb.ReplaySessionRequest(session_id=session_id, model=model)
-        return await self._call("ReplaySession", request, pb.ReplaySessionResponse, Safety.UNSAFE)
+        return await self._call("ReplaySession", request, pb.ReplaySessionResponse, Safety.KEYED, idempotency_key)
+
+    def regenerate_stream(
+        self,
+        session_id: str,
+        message_id: str = "",
+        *,
+        options: pb.TurnOptions | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncTurnStream:
+        """Runs the latest turn again on its stored inputs (``message_id``: its reply, checked
+        when given); the old reply is superseded. Streams like ``stream``."""
+        request = pb.RegenerateMessageRequest(session_id=session_id, message_id=message_id, options=options)
+        return AsyncTurnStream(self._transport, self._path("RegenerateMessage"), request, idempotency_key)
+
+    async def fork(
+        self, session_id: str, message_id: str, *, edited_content: str = "", idempotency_key: str | None = None
+    ) -> pb.ForkSessionResponse:
+        """A new session that branches at ``message_id`` (with ``edited_content`` replacing that
+        user message's text when given): ``.session`` and its copied ``.messages``."""
+        request = pb.ForkSessionRequest(session_id=session_id, message_id=message_id, edited_content=edited_content)
+        return await self._call("ForkSession", request, pb.ForkSessionResponse, Safety.KEYED, idempotency_key)
 
 
 class AsyncMessages(AsyncResource):
@@ -176,12 +199,32 @@ class AsyncMessages(AsyncResource):
 
     _service = "SessionService"
 
-    def list(self, session_id: str, *, page_size: int = 0, filter: str = "") -> AsyncIterator[pb.Message]:
+    def list(
+        self, session_id: str, *, page_size: int = 0, filter: str = "", show_deleted: bool = False
+    ) -> AsyncIterator[pb.Message]:
         """Every message of the session, oldest first, page after page (``filter``: AIP-160)."""
-        request = pb.ListMessagesRequest(session_id=session_id, page_size=page_size, filter=filter)
+        request = pb.ListMessagesRequest(
+            session_id=session_id, page_size=page_size, filter=filter, show_deleted=show_deleted
+        )
         return self._items("ListMessages", request, pb.ListMessagesResponse, "messages")
 
-    def pages(self, session_id: str, *, page_size: int = 0, filter: str = "") -> AsyncIterator[pb.ListMessagesResponse]:
+    def pages(
+        self, session_id: str, *, page_size: int = 0, filter: str = "", show_deleted: bool = False
+    ) -> AsyncIterator[pb.ListMessagesResponse]:
         """The pages of ``list()``, whole."""
-        request = pb.ListMessagesRequest(session_id=session_id, page_size=page_size, filter=filter)
+        request = pb.ListMessagesRequest(
+            session_id=session_id, page_size=page_size, filter=filter, show_deleted=show_deleted
+        )
         return self._pages("ListMessages", request, pb.ListMessagesResponse)
+
+    async def delete(self, session_id: str, message_id: str, *, force: bool = False) -> pb.DeleteMessageResponse:
+        """Soft-deletes a message with its tool-call group (``force``: erase, operators only);
+        ``.messages`` are the messages deleted."""
+        request = pb.DeleteMessageRequest(session_id=session_id, message_id=message_id, force=force)
+        return await self._call("DeleteMessage", request, pb.DeleteMessageResponse, Safety.UNSAFE)
+
+    def search(self, query: str, *, page_size: int = 0, **filters: Any) -> AsyncIterator[pb.MessageSearchResult]:
+        """Full-text search over the tenant's messages, best first, page after page; ``filters``:
+        ``conversation_id``, ``session_id``, ``agent_id``, ``role``, ``start_time``, ``end_time``."""
+        request = pb.SearchMessagesRequest(query=query, page_size=page_size, **filters)
+        return self._items("SearchMessages", request, pb.SearchMessagesResponse, "results")

@@ -166,10 +166,33 @@ class Sessions(SyncResource):
         request = pb.ExportSessionRequest(session_id=session_id, format=EXPORT_FORMATS[format])
         return self._call("ExportSession", request, pb.ExportSessionResponse)
 
-    def replay(self, session_id: str, model: str) -> pb.ReplaySessionResponse:
+    def replay(
+        self, session_id: str, model: str, *, idempotency_key: str | None = None
+    ) -> pb.ReplaySessionResponse:
         """Replays the session's user turns against ``model`` in a new session."""
         request = pb.ReplaySessionRequest(session_id=session_id, model=model)
-        return self._call("ReplaySession", request, pb.ReplaySessionResponse, Safety.UNSAFE)
+        return self._call("ReplaySession", request, pb.ReplaySessionResponse, Safety.KEYED, idempotency_key)
+
+    def regenerate_stream(
+        self,
+        session_id: str,
+        message_id: str = "",
+        *,
+        options: pb.TurnOptions | None = None,
+        idempotency_key: str | None = None,
+    ) -> TurnStream:
+        """Runs the latest turn again on its stored inputs (``message_id``: its reply, checked
+        when given); the old reply is superseded. Streams like ``stream``."""
+        request = pb.RegenerateMessageRequest(session_id=session_id, message_id=message_id, options=options)
+        return TurnStream(self._transport, self._path("RegenerateMessage"), request, idempotency_key)
+
+    def fork(
+        self, session_id: str, message_id: str, *, edited_content: str = "", idempotency_key: str | None = None
+    ) -> pb.ForkSessionResponse:
+        """A new session that branches at ``message_id`` (with ``edited_content`` replacing that
+        user message's text when given): ``.session`` and its copied ``.messages``."""
+        request = pb.ForkSessionRequest(session_id=session_id, message_id=message_id, edited_content=edited_content)
+        return self._call("ForkSession", request, pb.ForkSessionResponse, Safety.KEYED, idempotency_key)
 
 
 class Messages(SyncResource):
@@ -177,12 +200,32 @@ class Messages(SyncResource):
 
     _service = "SessionService"
 
-    def list(self, session_id: str, *, page_size: int = 0, filter: str = "") -> Iterator[pb.Message]:
+    def list(
+        self, session_id: str, *, page_size: int = 0, filter: str = "", show_deleted: bool = False
+    ) -> Iterator[pb.Message]:
         """Every message of the session, oldest first, page after page (``filter``: AIP-160)."""
-        request = pb.ListMessagesRequest(session_id=session_id, page_size=page_size, filter=filter)
+        request = pb.ListMessagesRequest(
+            session_id=session_id, page_size=page_size, filter=filter, show_deleted=show_deleted
+        )
         return self._items("ListMessages", request, pb.ListMessagesResponse, "messages")
 
-    def pages(self, session_id: str, *, page_size: int = 0, filter: str = "") -> Iterator[pb.ListMessagesResponse]:
+    def pages(
+        self, session_id: str, *, page_size: int = 0, filter: str = "", show_deleted: bool = False
+    ) -> Iterator[pb.ListMessagesResponse]:
         """The pages of ``list()``, whole."""
-        request = pb.ListMessagesRequest(session_id=session_id, page_size=page_size, filter=filter)
+        request = pb.ListMessagesRequest(
+            session_id=session_id, page_size=page_size, filter=filter, show_deleted=show_deleted
+        )
         return self._pages("ListMessages", request, pb.ListMessagesResponse)
+
+    def delete(self, session_id: str, message_id: str, *, force: bool = False) -> pb.DeleteMessageResponse:
+        """Soft-deletes a message with its tool-call group (``force``: erase, operators only);
+        ``.messages`` are the messages deleted."""
+        request = pb.DeleteMessageRequest(session_id=session_id, message_id=message_id, force=force)
+        return self._call("DeleteMessage", request, pb.DeleteMessageResponse, Safety.UNSAFE)
+
+    def search(self, query: str, *, page_size: int = 0, **filters: Any) -> Iterator[pb.MessageSearchResult]:
+        """Full-text search over the tenant's messages, best first, page after page; ``filters``:
+        ``conversation_id``, ``session_id``, ``agent_id``, ``role``, ``start_time``, ``end_time``."""
+        request = pb.SearchMessagesRequest(query=query, page_size=page_size, **filters)
+        return self._items("SearchMessages", request, pb.SearchMessagesResponse, "results")
