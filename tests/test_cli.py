@@ -83,8 +83,10 @@ async def test_sessions_list_show_export_and_chat_once(offline_stack: Stack, key
     assert once.exit_code == 0, once.output
     session_id = once.stderr.split("session ", 1)[1].split()[0]
     assert once.stdout.strip()
-    continued = await cli(offline_stack, "chat", "--session", session_id, "--once", "and again")
-    assert continued.exit_code == 0
+    continued = await cli(
+        offline_stack, "chat", "--session", session_id, "--once", "and again", "--reasoning-effort", "low"
+    )
+    assert continued.exit_code == 0 and "Thinking about" in continued.stdout
     shown = json.loads((await cli(offline_stack, "sessions", "show", session_id, "--json")).stdout)
     assert [m["content"] for m in shown["messages"] if m["role"] == "ROLE_USER"] == ["hello from the cli", "and again"]
     assert "hello from the cli" in (await cli(offline_stack, "sessions", "show", session_id)).stdout

@@ -165,6 +165,10 @@ async def test_stream_text_events_and_final_message(offline_stack: Stack, key: s
             final = await turn.final_message()
         assert text and final.content == text and final.status == pb.MESSAGE_STATUS_COMPLETED
         assert turn.message_id == final.id and turn.model == OFFLINE and turn.last_sequence_number > 1
+        thinking = api.sessions.stream(session.id, "think first", options=pb.TurnOptions(reasoning_effort="low"))
+        async with thinking:
+            reasoning = "".join([piece async for piece in thinking.reasoning_stream])
+        assert reasoning.startswith("Thinking about") and (await thinking.final_message()).reasoning_content
         # a server tool: tool_call_started and tool_call_completed events, then the answer
         async with api.sessions.stream(session.id, 'call calculator {"expression": "6 * 7"}') as turn:
             kinds = [event.WhichOneof("event") async for event in turn.events]

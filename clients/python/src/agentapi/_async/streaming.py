@@ -24,10 +24,9 @@ class AsyncTurnStream:
     server then stores the reply CANCELLED). Iterate ``events`` for every event
     (``event.WhichOneof("event")`` is ``turn_started``, ``input_message``,
     ``delta``, ``tool_call_started``, ``tool_call_completed`` or
-    ``assistant_message``), or ``text_stream`` for the reply's text only; then
-    ``final_message()`` is the stored assistant message. Reasoning deltas are
-    another issue's: when the protocol carries them they arrive in ``events``
-    and get their own ``reasoning_stream`` beside ``text_stream``.
+    ``assistant_message``), or ``text_stream`` for the reply's text only
+    (``reasoning_stream`` for the model's reasoning, ``Delta.reasoning``); then
+    ``final_message()`` is the stored assistant message.
 
     Raises (from iteration and ``final_message``):
         StreamInterruptedError: the connection dropped after the turn started.
@@ -115,6 +114,16 @@ class AsyncTurnStream:
         async for event in self.events:
             if event.WhichOneof("event") == "delta" and event.delta.content:
                 yield event.delta.content
+
+    @property
+    def reasoning_stream(self) -> AsyncIterator[str]:
+        """The model's reasoning, delta by delta (when the model reasons: ``reasoning_effort``)."""
+        return self._reasoning()
+
+    async def _reasoning(self) -> AsyncIterator[str]:
+        async for event in self.events:
+            if event.WhichOneof("event") == "delta" and event.delta.reasoning:
+                yield event.delta.reasoning
 
     async def final_message(self) -> pb.Message:
         """Reads the rest of the turn; the stored assistant message.

@@ -25,10 +25,9 @@ class TurnStream:
     server then stores the reply CANCELLED). Iterate ``events`` for every event
     (``event.WhichOneof("event")`` is ``turn_started``, ``input_message``,
     ``delta``, ``tool_call_started``, ``tool_call_completed`` or
-    ``assistant_message``), or ``text_stream`` for the reply's text only; then
-    ``final_message()`` is the stored assistant message. Reasoning deltas are
-    another issue's: when the protocol carries them they arrive in ``events``
-    and get their own ``reasoning_stream`` beside ``text_stream``.
+    ``assistant_message``), or ``text_stream`` for the reply's text only
+    (``reasoning_stream`` for the model's reasoning, ``Delta.reasoning``); then
+    ``final_message()`` is the stored assistant message.
 
     Raises (from iteration and ``final_message``):
         StreamInterruptedError: the connection dropped after the turn started.
@@ -116,6 +115,16 @@ class TurnStream:
         for event in self.events:
             if event.WhichOneof("event") == "delta" and event.delta.content:
                 yield event.delta.content
+
+    @property
+    def reasoning_stream(self) -> Iterator[str]:
+        """The model's reasoning, delta by delta (when the model reasons: ``reasoning_effort``)."""
+        return self._reasoning()
+
+    def _reasoning(self) -> Iterator[str]:
+        for event in self.events:
+            if event.WhichOneof("event") == "delta" and event.delta.reasoning:
+                yield event.delta.reasoning
 
     def final_message(self) -> pb.Message:
         """Reads the rest of the turn; the stored assistant message.

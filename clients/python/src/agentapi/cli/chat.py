@@ -17,11 +17,13 @@ EXIT_WORDS = {"/exit", "/quit"}
 
 
 def render(turn: agentapi.TurnStream) -> pb.Message:
-    """Prints a turn as it streams: text as it comes, tool steps dimmed; the final message.
-    (Reasoning deltas, when the protocol carries them, get their own dimmed line here.)"""
+    """Prints a turn as it streams: reasoning dimmed and italic, text as it comes, tool steps
+    dimmed; the final message."""
     with turn:
         for event in turn.events:
             kind = event.WhichOneof("event")
+            if kind == "delta" and event.delta.reasoning:
+                out.print(event.delta.reasoning, end="", style="dim italic", markup=False, soft_wrap=True)
             if kind == "delta" and event.delta.content:
                 out.print(event.delta.content, end="", markup=False, soft_wrap=True)
             elif kind == "tool_call_started":
@@ -49,12 +51,15 @@ def answer(final: pb.Message) -> tuple[dict[str, str], list[pb.ToolApproval]]:
     return outputs, approvals
 
 
-def run_turn(client: agentapi.Client, session_id: str, text: str) -> pb.Message:
+def run_turn(client: agentapi.Client, session_id: str, text: str, options: pb.TurnOptions | None = None) -> pb.Message:
     """One turn, and its continuations while it waits for tool outputs or approvals."""
-    final = render(client.sessions.stream(session_id, text))
+    final = render(client.sessions.stream(session_id, text, options=options))
     while final.status == pb.MESSAGE_STATUS_REQUIRES_ACTION:
         outputs, approvals = answer(final)
-        final = render(client.sessions.submit_tool_outputs_stream(session_id, outputs, approvals=approvals))
+        continued = client.sessions.submit_tool_outputs_stream(
+            session_id, outputs, approvals=approvals, options=options
+        )
+        final = render(continued)
     return final
 
 
@@ -64,10 +69,14 @@ def chat(
     model: Annotated[str | None, typer.Option(help="chat with a plain model, no agent")] = None,
     session: Annotated[str | None, typer.Option(help="continue this session")] = None,
     once: Annotated[str | None, typer.Option(help="send this one message, print the reply, exit")] = None,
+    reasoning_effort: Annotated[
+        str | None, typer.Option(help="low, medium or high: the model reasons first (shown dimmed)")
+    ] = None,
 ) -> None:
     """Chat with an agent or a model, streaming; /exit (or Ctrl-D) ends."""
     if sum(x is not None for x in (agent, model, session)) != 1:
         raise typer.BadParameter("give exactly one of --agent, --model or --session")
+    options = pb.TurnOptions(reasoning_effort=reasoning_effort) if reasoning_effort else None
     with failures(), settings(ctx).client() as client:
         if session is None:
             if agent:
@@ -76,7 +85,7 @@ def chat(
                 session = client.sessions.create(overrides=pb.SessionSettings(model=model or "")).id
         err.print(f"session {session}", style="dim", markup=False)
         if once is not None:
-            final = run_turn(client, session, once)
+            final = run_turn(client, session, once, options)
             if final.status != pb.MESSAGE_STATUS_COMPLETED:
                 raise typer.Exit(1)
             return
@@ -91,6 +100,6 @@ def chat(
             if not text.strip():
                 continue
             try:
-                run_turn(client, session, text)
+                run_turn(client, session, text, options)
             except KeyboardInterrupt:  # the turn's call is cancelled when its stream is left
                 err.print("\n(cancelled)", style="dim")
