@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e clients/python -e '.[dev]'
+	# an older server install owned bin/agentapi and takes it along when upgraded: restore the client's
+	test -x $(BIN)/agentapi || $(BIN)/pip install -q --force-reinstall --no-deps -e clients/python
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,8 +37,10 @@ check-generated: generate
 	test -z "$$(git status --porcelain -- clients/python/src)" || (echo "untracked generated files: run make generate and commit" && exit 1)
 
 lint: $(STAMP)
-	$(BIN)/ruff check server gateway tests scripts bench clients/python/src/agentapi/errors.py
-	$(BIN)/ruff format --check server gateway tests scripts bench clients/python/src/agentapi/errors.py
+	$(BIN)/ruff check server gateway tests scripts bench clients/python/src/agentapi
+	$(BIN)/ruff format --check server gateway tests scripts bench clients/python/src/agentapi
+	$(BIN)/python scripts/unasync_client.py --check
+	$(BIN)/mypy --strict clients/python/src/agentapi
 
 lint-proto:
 	scripts/buf.sh lint

@@ -22,7 +22,9 @@ from tests.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-PYTHON_SNIPPETS = re.findall(r"```python\n(.*?)```", README, re.S)
+# docs/grpc-stubs.md holds the raw-stub version of the quickstart: it runs too.
+STUBS_DOC = (ROOT / "docs" / "grpc-stubs.md").read_text()
+PYTHON_SNIPPETS = re.findall(r"```python\n(.*?)```", README + STUBS_DOC, re.S)
 CURL_SNIPPETS = [block for block in re.findall(r"```sh\n(.*?)```", README, re.S) if "curl -s" in block]
 
 
