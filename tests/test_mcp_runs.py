@@ -35,7 +35,7 @@ def mcp_server() -> Iterator[HttpMcpServer]:
 
 @pytest.fixture(scope="module")
 async def offline(sqlite_url: str) -> AsyncIterator[Stack]:
-    running = await start_stack(sqlite_url, secret_key=SECRET_KEY, tool_timeout_s=1.0, allow_stdio_mcp=True)
+    running = await start_stack(sqlite_url, secret_key=SECRET_KEY, tool_timeout_s=3.0, allow_stdio_mcp=True)
     yield running
     await running.stop()
 
@@ -130,7 +130,7 @@ async def test_tool_failures_reach_the_model_and_the_run_goes_on(offline: Stack,
     session = await session_with(offline, "agentapi-offline", pb.AgentMcpServer(server_id=server_id))
     for text, reason in (
         (f'call {server_id}__fail {{"message": "boom"}}', "TOOL_FAILED"),
-        (f'call {server_id}__slow {{"seconds": 5}}', "TOOL_TIMEOUT"),
+        (f'call {server_id}__slow {{"seconds": 10}}', "TOOL_TIMEOUT"),
     ):
         events = await run(offline, session.id, text)
         [tool] = completed_tools(events)
