@@ -14,7 +14,8 @@ from typing import Any
 from server.domain.common import Principal, new_id, require_uuid, utcnow
 from server.domain.errors import AgentAPIError, not_found
 from server.domain.history import count_message
-from server.domain.runs.messages import in_prompt, new_message, to_openai
+from server.domain.message_copies import copy_message
+from server.domain.runs.messages import in_prompt, to_openai
 from server.domain.sessions import SessionService, SessionView
 from server.store.db import Database
 from server.store.models import MessageRow, SessionRow
@@ -86,28 +87,9 @@ def _check_edit(target: Any, edited: str) -> None:
 
 
 def _copy(message: Any, target: SessionRow, sequence: int, now: Any, edited: str | None) -> MessageRow:
-    """A copy for the fork: same words and calls, no usage (billed once, in the original)."""
-    copy = new_message(
-        target.id,
-        target.tenant_id,
-        sequence,
-        message.role,
-        now,
-        content=message.content if edited is None else edited,
-        content_parts=message.content_parts if edited is None else None,
-        tool_calls=message.tool_calls,
-        tool_call_id=message.tool_call_id,
-        name=message.name,
-        model=message.model,
-        status=message.status,
-        finish_reason=message.finish_reason,
-        token_count=message.token_count if edited is None else 0,
-        executor=message.executor,
-        step=message.step,
-        reasoning_content=message.reasoning_content,
-        thinking_blocks=message.thinking_blocks,
-        metadata_={"forked_from": {"session_id": message.session_id, "message_id": message.id}},
-    )
-    if edited is not None:
-        copy.token_count = count_message(to_openai(copy), copy.model)
+    """A copy for the fork, the edit applied (its token count counted again)."""
+    if edited is None:
+        return copy_message(message, target, sequence, now, "forked_from")
+    copy = copy_message(message, target, sequence, now, "forked_from", content=edited, content_parts=None)
+    copy.token_count = count_message(to_openai(copy), copy.model)
     return copy

@@ -15,6 +15,7 @@ from server.domain.common import Principal, new_id, require_uuid, utcnow
 from server.domain.conversations import deleted_conversation
 from server.domain.errors import AgentAPIError, Violations, not_found
 from server.domain.filtering import FieldCompiler, FieldMap, compile_filter
+from server.domain.message_copies import copy_message
 from server.domain.pagination import Page, PageTokens, time_key, time_position
 from server.store.db import Database
 from server.store.models import ConversationRow, MessageRow, SessionRow
@@ -390,27 +391,4 @@ def _carry(history: list[MessageRow], target: SessionRow, now: Any) -> list[Mess
     kept = [m for m in history if m.status not in ("failed", "in_progress") and m.delete_time is None]
     while kept and kept[-1].status == "requires_action":
         kept.pop()
-    copies = []
-    for sequence, message in enumerate(kept, start=1):
-        copies.append(
-            MessageRow(
-                id=new_id(),
-                tenant_id=target.tenant_id,
-                session_id=target.id,
-                sequence=sequence,
-                role=message.role,
-                content=message.content,
-                content_parts=message.content_parts,
-                tool_calls=message.tool_calls,
-                tool_call_id=message.tool_call_id,
-                name=message.name,
-                model=message.model,
-                status=message.status,
-                finish_reason=message.finish_reason,
-                token_count=message.token_count,
-                metadata_={"carried_from": {"session_id": message.session_id, "message_id": message.id}},
-                create_time=now,
-                update_time=now,
-            )
-        )
-    return copies
+    return [copy_message(message, target, sequence, now, "carried_from") for sequence, message in enumerate(kept, 1)]
