@@ -14,6 +14,7 @@ import importlib.resources
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,12 @@ def _run_protoc(protos: list[Path]) -> None:
 def _exports() -> dict[str, list[str]]:
     """Map each generated module to the public names it defines."""
     sys.path.insert(0, str(OUT_ROOT))
+    # The handwritten client in agentapi/__init__.py imports agentapi.v1's
+    # names, which are what this is about to write: import the generated
+    # modules under a bare package instead of running that __init__.
+    package = types.ModuleType("agentapi")
+    package.__path__ = [str(OUT_ROOT / "agentapi")]
+    sys.modules["agentapi"] = package
     exports: dict[str, list[str]] = {}
     for path in sorted(PACKAGE_DIR.glob("*_pb2.py")):
         module = __import__(f"agentapi.v1.{path.stem}", fromlist=["DESCRIPTOR"])
