@@ -10,6 +10,7 @@ use the protobuf JSON mapping (lowerCamel). Server-streaming RPCs answer SSE.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
@@ -39,6 +40,11 @@ from gateway.errors import ApiError, bad_request, error_response, from_rpc_error
 log = logging.getLogger(__name__)
 
 FORWARDED_HEADERS = ("authorization", "idempotency-key")
+# agentapi's own REST mapping lives under /agentapi/v1 (the protos' rules) so that
+# OpenAI's /v1/conversations can win. The paths it had before, under /v1, stay as
+# deprecated aliases where no OpenAI surface claims them.
+PREFIX, LEGACY_PREFIX = "/agentapi/v1/", "/v1/"
+OPENAI_CLAIMED = ("/v1/conversations", "/v1/responses", "/v1/models", "/v1/chat")
 FIELD_MASK = "google.protobuf.FieldMask"
 # Messages whose JSON form is a scalar, so a path or query parameter can carry them.
 SCALAR_MESSAGES = {"google.protobuf.Timestamp", "google.protobuf.Duration", FIELD_MASK} | {
@@ -53,7 +59,7 @@ PARSE_ERROR_FIELD = re.compile(r' at "?\w+\.([\w.\[\]]+)')
 @dataclass(frozen=True)
 class Binding:
     """One HTTP rule of one RPC: ``verb`` (``GET``, ``POST``...), ``template``
-    (``/v1/agents/{agent.id}``), ``body`` (``""``, ``"*"`` or a field name),
+    (``/agentapi/v1/agents/{agent.id}``), ``body`` (``""``, ``"*"`` or a field name),
     the path variables as proto field paths, and the compiled path matcher."""
 
     service: ServiceDescriptor
@@ -63,6 +69,7 @@ class Binding:
     body: str
     variables: tuple[str, ...]
     pattern: re.Pattern[str]
+    successor: str = ""  # set on a deprecated alias: the template that replaced it
 
     @property
     def rpc(self) -> str:
@@ -147,6 +154,22 @@ def scan() -> tuple[tuple[Binding, ...], dict[str, str]]:
             except (KeyError, ValueError) as exc:
                 problems[name] = f"unservable rule: {exc}"
     return tuple(bindings), problems
+
+
+def legacy_aliases(bindings: tuple[Binding, ...]) -> list[Binding]:
+    """The deprecated ``/v1/...`` alias of each binding under ``/agentapi/v1/``
+    whose old path no OpenAI surface has taken; answered with a ``Deprecation``
+    header and a ``Link`` to the successor, and left out of ``/openapi.json``."""
+    aliases = []
+    for binding in bindings:
+        if not binding.template.startswith(PREFIX):
+            continue
+        template = LEGACY_PREFIX + binding.template.removeprefix(PREFIX)
+        if template.startswith(OPENAI_CLAIMED):
+            continue
+        pattern, _ = _compile(template)
+        aliases.append(dataclasses.replace(binding, template=template, pattern=pattern, successor=binding.template))
+    return aliases
 
 
 def _parse(data: Any, message: Any, param: str | None = None) -> None:
@@ -285,6 +308,9 @@ class TranscodedRoute(BaseRoute):
         if scope["method"] != self.binding.verb:
             raise HTTPException(405)
         response = await call(self.binding, Request(scope, receive))
+        if self.binding.successor:  # RFC 9745's header, and where the route went
+            response.headers["Deprecation"] = "true"
+            response.headers["Link"] = f'<{self.binding.successor}>; rel="successor-version"'
         await response(scope, receive, send)
 
 
@@ -296,4 +322,4 @@ def routes() -> list[BaseRoute]:
     for rpc, reason in problems.items():
         log.warning("%s is not served over HTTP: %s", rpc, reason)
     ordered = sorted(bindings, key=lambda b: (not re.search(r":[^/}]*$", b.template), len(b.variables)))
-    return [TranscodedRoute(b) for b in ordered]
+    return [TranscodedRoute(b) for b in (*ordered, *legacy_aliases(tuple(ordered)))]

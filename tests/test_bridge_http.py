@@ -187,7 +187,7 @@ async def test_a_body_over_the_limit_is_413_before_it_is_read(offline_stack: Sta
             small = await http.post(
                 "/v1/chat/completions", json={"model": OFFLINE, "messages": [{"role": "user", "content": "small"}]}
             )
-            transcoded = await http.post("/v1/agents", content=b'{"key": "' + b"k" * limit + b'"}')
+            transcoded = await http.post("/agentapi/v1/agents", content=b'{"key": "' + b"k" * limit + b'"}')
         with pytest.raises(openai.APIStatusError) as caught:
             sdk = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=MASTER_KEY, max_retries=0)
             await sdk.chat.completions.create(**big)

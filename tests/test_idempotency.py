@@ -277,7 +277,7 @@ async def test_bridge_answers_409_in_flight_and_400_for_a_bad_key(stack: Stack, 
             assert response.json()["error"]["code"] == "idempotency_key_invalid"
         # The transcoded routes forward the header too.
         created = [
-            await http.post("/v1/conversations", json={"title": "t"}, headers={"Idempotency-Key": idem + "-c"})
+            await http.post("/agentapi/v1/conversations", json={"title": "t"}, headers={"Idempotency-Key": idem + "-c"})
             for _ in range(2)
         ]
         assert created[0].status_code == 200 and created[0].json() == created[1].json()

@@ -271,7 +271,7 @@ async def test_header_values_are_never_returned_stored_in_clear_or_logged(
     assert http_server.seen_headers[-1]["x-api-key"] == HEADER_SECRET  # it was sent, decrypted
 
     async with mcp_stack.http() as http:
-        body = (await http.get(f"/v1/mcpServers/{server_id}")).text
+        body = (await http.get(f"/agentapi/v1/mcpServers/{server_id}")).text
         assert '"headerNames":["X-Api-Key"]' in body.replace(" ", "") and HEADER_SECRET not in body
 
     db = Database(mcp_stack.config.database_url)
@@ -499,18 +499,18 @@ async def test_mcp_servers_over_the_bridge(mcp_stack: Stack, http_server: HttpMc
         "timeout": "10s",
     }
     async with mcp_stack.http() as http:
-        created = await http.post("/v1/mcpServers", json=body)
+        created = await http.post("/agentapi/v1/mcpServers", json=body)
         assert created.status_code == 200, created.text
         assert created.json()["mcpServer"]["headerNames"] == ["X-Api-Key"] and HEADER_SECRET not in created.text
-        tools = (await http.get(f"/v1/mcpServers/{server_id}/tools")).json()["tools"]
+        tools = (await http.get(f"/agentapi/v1/mcpServers/{server_id}/tools")).json()["tools"]
         add = next(t for t in tools if t["name"] == "add")
         approve = {"toolNames": ["add"], "definitionHashes": {"add": add["definitionHash"]}}
-        approved = await http.post(f"/v1/mcpServers/{server_id}/tools:approve", json=approve)
+        approved = await http.post(f"/agentapi/v1/mcpServers/{server_id}/tools:approve", json=approve)
         assert approved.status_code == 200, approved.text
         assert approved.json()["mcpServer"]["approvedTools"][0]["name"] == "add"
-        missing = await http.get("/v1/mcpServers/no-such-server")
+        missing = await http.get("/agentapi/v1/mcpServers/no-such-server")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "mcp_server_not_found"
-        assert (await http.delete(f"/v1/mcpServers/{server_id}")).status_code == 200
+        assert (await http.delete(f"/agentapi/v1/mcpServers/{server_id}")).status_code == 200
 
 
 # --- the adapter ---------------------------------------------------------------

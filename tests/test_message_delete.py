@@ -146,7 +146,7 @@ async def test_a_tool_call_and_its_results_are_deleted_together(stack: Stack, up
 
     # Deleting one result deletes its call and the sibling result; over REST through the bridge.
     async with stack.http() as http:
-        response = await http.delete(f"/v1/sessions/{session.id}/messages/{tool_ids[1]}")
+        response = await http.delete(f"/agentapi/v1/sessions/{session.id}/messages/{tool_ids[1]}")
     assert response.status_code == 200, response.text
     assert [m["id"] for m in response.json()["messages"]] == [called.id, *tool_ids]
     assert all(m["deleteTime"] for m in response.json()["messages"])

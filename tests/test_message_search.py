@@ -185,7 +185,7 @@ async def test_search_over_rest(stack: Stack) -> None:
     session = await _session(stack, AUTH)
     await _turn(stack, AUTH, session.id, f"a {word} sits")
     async with stack.http() as http:
-        response = await http.get("/v1/messages:search", params={"query": word, "sessionId": session.id})
+        response = await http.get("/agentapi/v1/messages:search", params={"query": word, "sessionId": session.id})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert len(results) == 2 and all(f"<mark>{word}</mark>" in r["snippet"] for r in results)

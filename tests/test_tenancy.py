@@ -373,10 +373,10 @@ async def test_update_tenant_changes_limits(stack: Stack) -> None:
 async def test_api_keys_over_the_bridge(stack: Stack) -> None:
     tenant = await new_tenant(stack)
     async with stack.http() as admin:
-        created = await admin.post("/v1/apiKeys", json={"tenantId": tenant, "scope": "API_KEY_SCOPE_CLIENT"})
+        created = await admin.post("/agentapi/v1/apiKeys", json={"tenantId": tenant, "scope": "API_KEY_SCOPE_CLIENT"})
         assert created.status_code == 200
         secret, key_id = created.json()["secret"], created.json()["apiKey"]["id"]
-        listed = await admin.get("/v1/apiKeys", params={"tenantId": tenant})
+        listed = await admin.get("/agentapi/v1/apiKeys", params={"tenantId": tenant})
         assert [k["id"] for k in listed.json()["apiKeys"]] == [key_id]
         assert secret not in listed.text and secret[12:] not in listed.text
         client = stack.openai(api_key=secret)
@@ -386,12 +386,12 @@ async def test_api_keys_over_the_bridge(stack: Stack) -> None:
         assert completion.choices[0].message.content == "Echo: hi"
         async with stack.http() as raw:
             denied = await raw.post(
-                "/v1/agents",
+                "/agentapi/v1/agents",
                 json={"key": "client-made", "defaultModel": "scripted-a"},
                 headers={"Authorization": f"Bearer {secret}"},
             )
         assert denied.status_code == 403 and denied.json()["error"]["code"] == "operator_required"
-        revoked = await admin.post(f"/v1/apiKeys/{key_id}:revoke", json={})
+        revoked = await admin.post(f"/agentapi/v1/apiKeys/{key_id}:revoke", json={})
         assert revoked.status_code == 200 and revoked.json()["apiKey"]["revokeTime"]
     with pytest.raises(openai.AuthenticationError):
         await client.chat.completions.create(model="scripted-a", messages=[{"role": "user", "content": "hi"}])

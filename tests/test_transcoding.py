@@ -38,7 +38,7 @@ async def sse_events(response: httpx.Response) -> list[tuple[str, Any]]:
 
 
 async def create_agent(http: httpx.AsyncClient, key: str, **fields: Any) -> dict[str, Any]:
-    response = await http.post("/v1/agents", json={"key": key, "defaultModel": OFFLINE, **fields})
+    response = await http.post("/agentapi/v1/agents", json={"key": key, "defaultModel": OFFLINE, **fields})
     assert response.status_code == 200, response.text
     return response.json()["agent"]
 
@@ -83,12 +83,12 @@ async def test_openapi_schemas_follow_the_json_mapping(offline_stack: Stack) -> 
     assert agent["fallbackModels"] == {"type": "array", "items": {"type": "string"}}
     assert "key" in schemas["agentapi.v1.Agent"]["required"]
     assert "ROLE_USER" in schemas["agentapi.v1.Message"]["properties"]["role"]["enum"]
-    patch = document["paths"]["/v1/agents/{agent_id}"]["patch"]
+    patch = document["paths"]["/agentapi/v1/agents/{agent_id}"]["patch"]
     assert {p["name"]: p["in"] for p in patch["parameters"]} == {"agent_id": "path", "updateMask": "query"}
     assert patch["parameters"][1]["schema"]["type"] == "string"
-    send = document["paths"]["/v1/sessions/{session_id}:sendMessage"]["post"]
+    send = document["paths"]["/agentapi/v1/sessions/{session_id}:sendMessage"]["post"]
     assert set(send["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {"messages", "options"}
-    listing = document["paths"]["/v1/agents"]["get"]
+    listing = document["paths"]["/agentapi/v1/agents"]["get"]
     assert {p["name"] for p in listing["parameters"]} == {"pageSize", "pageToken", "showDeleted", "filter"}
 
 
@@ -97,22 +97,22 @@ async def test_agent_crud_over_http(offline_stack: Stack, key: str) -> None:
         agent = await create_agent(http, key, system_prompt="old", metadata={"team": "a"})
         assert agent["systemPrompt"] == "old" and agent["metadata"] == {"team": "a"}
         assert agent["revision"] == "1" and agent["createTime"].endswith("Z")
-        by_id = (await http.get(f"/v1/agents/{agent['id']}")).json()["agent"]
-        by_key = (await http.get(f"/v1/agents/{key}")).json()["agent"]
+        by_id = (await http.get(f"/agentapi/v1/agents/{agent['id']}")).json()["agent"]
+        by_key = (await http.get(f"/agentapi/v1/agents/{key}")).json()["agent"]
         assert by_id == by_key == agent
 
         change = {"systemPrompt": "new", "displayName": "ignored"}
-        updated = (await http.patch(f"/v1/agents/{agent['id']}?updateMask=systemPrompt", json=change)).json()
+        updated = (await http.patch(f"/agentapi/v1/agents/{agent['id']}?updateMask=systemPrompt", json=change)).json()
         assert updated["agent"]["systemPrompt"] == "new" and updated["agent"]["displayName"] == ""
         response = await http.patch(
-            f"/v1/agents/{agent['id']}", params={"update_mask": "display_name,system_prompt"}, json=change
+            f"/agentapi/v1/agents/{agent['id']}", params={"update_mask": "display_name,system_prompt"}, json=change
         )
         assert response.status_code == 200, response.text
         assert response.json()["agent"]["displayName"] == "ignored" and response.json()["agent"]["revision"] == "3"
 
-        deleted = (await http.delete(f"/v1/agents/{agent['id']}")).json()["agent"]
+        deleted = (await http.delete(f"/agentapi/v1/agents/{agent['id']}")).json()["agent"]
         assert "deleteTime" in deleted
-        live = (await http.get("/v1/agents", params={"page_size": 100})).json()
+        live = (await http.get("/agentapi/v1/agents", params={"page_size": 100})).json()
         assert agent["id"] not in [a["id"] for a in live.get("agents", [])]
 
 
@@ -120,37 +120,37 @@ async def test_list_agents_pages_with_either_parameter_spelling(offline_stack: S
     async with offline_stack.http() as http:
         for suffix in ("a", "b"):
             await create_agent(http, f"{key}-{suffix}")
-        first = (await http.get("/v1/agents?pageSize=1")).json()
+        first = (await http.get("/agentapi/v1/agents?pageSize=1")).json()
         assert len(first["agents"]) == 1 and first["nextPageToken"]
-        second = (await http.get("/v1/agents", params={"page_size": 1, "page_token": first["nextPageToken"]})).json()
+        second = (await http.get("/agentapi/v1/agents", params={"page_size": 1, "page_token": first["nextPageToken"]})).json()
         assert len(second["agents"]) == 1 and second["agents"][0]["id"] != first["agents"][0]["id"]
-        with_deleted = await http.get("/v1/agents?show_deleted=true&pageSize=100")
+        with_deleted = await http.get("/agentapi/v1/agents?show_deleted=true&pageSize=100")
         assert with_deleted.status_code == 200
 
 
 async def test_conversations_over_http(offline_stack: Stack) -> None:
     async with offline_stack.http() as http:
-        created = (await http.post("/v1/conversations", json={})).json()["conversation"]
-        fetched = (await http.get(f"/v1/conversations/{created['id']}")).json()["conversation"]
+        created = (await http.post("/agentapi/v1/conversations", json={})).json()["conversation"]
+        fetched = (await http.get(f"/agentapi/v1/conversations/{created['id']}")).json()["conversation"]
         assert fetched == created
-        page = (await http.get("/v1/conversations", params={"pageSize": 1})).json()
+        page = (await http.get("/agentapi/v1/conversations", params={"pageSize": 1})).json()
         assert len(page["conversations"]) == 1
 
 
 async def test_sessions_and_turns_over_http(offline_stack: Stack, key: str) -> None:
     async with offline_stack.http() as http:
         agent = await create_agent(http, key)
-        session = (await http.post("/v1/sessions", json={"agentId": agent["id"]})).json()["session"]
-        assert (await http.get(f"/v1/sessions/{session['id']}")).json()["session"]["id"] == session["id"]
+        session = (await http.post("/agentapi/v1/sessions", json={"agentId": agent["id"]})).json()["session"]
+        assert (await http.get(f"/agentapi/v1/sessions/{session['id']}")).json()["session"]["id"] == session["id"]
 
         turn = {"messages": [{"role": "ROLE_USER", "content": "one two"}]}
-        reply = (await http.post(f"/v1/sessions/{session['id']}:sendMessage", json=turn)).json()
+        reply = (await http.post(f"/agentapi/v1/sessions/{session['id']}:sendMessage", json=turn)).json()
         assert reply["message"]["content"] == "You said: one two"
         assert reply["message"]["status"] == "MESSAGE_STATUS_COMPLETED"
         assert [m["role"] for m in reply["inputMessages"]] == ["ROLE_USER"]
 
         turn = {"messages": [{"role": "ROLE_USER", "content": "three four five"}], "options": {"temperature": 0.5}}
-        async with http.stream("POST", f"/v1/sessions/{session['id']}:sendStreamingMessage", json=turn) as response:
+        async with http.stream("POST", f"/agentapi/v1/sessions/{session['id']}:sendStreamingMessage", json=turn) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             events = await sse_events(response)
@@ -162,16 +162,16 @@ async def test_sessions_and_turns_over_http(offline_stack: Stack, key: str) -> N
         final = data[-1]["assistantMessage"]
         assert final["content"] == "You said: three four five" == "".join(d["content"] for d in deltas)
 
-        first = (await http.get(f"/v1/sessions/{session['id']}/messages", params={"pageSize": 3})).json()
-        rest = (await http.get(f"/v1/sessions/{session['id']}/messages?page_token={first['nextPageToken']}")).json()
+        first = (await http.get(f"/agentapi/v1/sessions/{session['id']}/messages", params={"pageSize": 3})).json()
+        rest = (await http.get(f"/agentapi/v1/sessions/{session['id']}/messages?page_token={first['nextPageToken']}")).json()
         assert [m["sequence"] for m in first["messages"] + rest["messages"]] == ["1", "2", "3", "4"]
 
 
 async def test_a_turn_failing_after_the_stream_began_ends_with_an_error_event(offline_stack: Stack) -> None:
     async with offline_stack.http() as http:
-        session = (await http.post("/v1/sessions", json={"overrides": {"model": "gpt-4o"}})).json()["session"]
+        session = (await http.post("/agentapi/v1/sessions", json={"overrides": {"model": "gpt-4o"}})).json()["session"]
         turn = {"messages": [{"role": "ROLE_USER", "content": "hi"}]}
-        async with http.stream("POST", f"/v1/sessions/{session['id']}:sendStreamingMessage", json=turn) as response:
+        async with http.stream("POST", f"/agentapi/v1/sessions/{session['id']}:sendStreamingMessage", json=turn) as response:
             assert response.status_code == 200
             events = await sse_events(response)
     assert "turnStarted" in events[0][1] and events[1][1]["inputMessage"]["content"] == "hi"
@@ -181,7 +181,7 @@ async def test_a_turn_failing_after_the_stream_began_ends_with_an_error_event(of
 
 async def test_catalog_models_and_openai_models_coexist(offline_stack: Stack) -> None:
     async with offline_stack.http() as http:
-        catalog = (await http.get("/v1/catalog/models")).json()
+        catalog = (await http.get("/agentapi/v1/catalog/models")).json()
         assert [m["id"] for m in catalog["models"]] == [OFFLINE]
         openai_models = (await http.get("/v1/models")).json()
         assert openai_models["object"] == "list" and OFFLINE in [m["id"] for m in openai_models["data"]]
@@ -190,17 +190,17 @@ async def test_catalog_models_and_openai_models_coexist(offline_stack: Stack) ->
 @pytest.mark.parametrize(
     ("method", "path", "content", "status", "code", "param"),
     [
-        ("GET", "/v1/agents/no-such-agent", None, 404, "agent_not_found", None),
-        ("GET", "/v1/sessions/not-a-uuid", None, 400, "invalid_session_id", None),
-        ("POST", "/v1/agents", b"{not json", 400, "invalid_request", None),
-        ("POST", "/v1/agents", b'{"key": "k", "temperature": "hot"}', 400, "invalid_request", "agent.temperature"),
-        ("POST", "/v1/agents", b'{"noSuchField": 1}', 400, "invalid_request", "agent"),
-        ("GET", "/v1/agents?pageSize=abc", None, 400, "invalid_request", "pageSize"),
-        ("GET", "/v1/agents?show_deleted=maybe", None, 400, "invalid_request", "show_deleted"),
-        ("GET", "/v1/agents?pageSize=1&pageSize=2", None, 400, "invalid_request", "pageSize"),
-        ("GET", "/v1/agents?noSuchParam=1", None, 400, "invalid_request", "noSuchParam"),
-        ("POST", "/v1/sessions/00000000-0000-4000-8000-000000000000:sendMessage?page_size=1", b"{}", 400, None, None),
-        ("POST", "/v1/sessions/00000000-0000-4000-8000-000000000000:sendStreamingMessage", b"[]", 400, None, None),
+        ("GET", "/agentapi/v1/agents/no-such-agent", None, 404, "agent_not_found", None),
+        ("GET", "/agentapi/v1/sessions/not-a-uuid", None, 400, "invalid_session_id", None),
+        ("POST", "/agentapi/v1/agents", b"{not json", 400, "invalid_request", None),
+        ("POST", "/agentapi/v1/agents", b'{"key": "k", "temperature": "hot"}', 400, "invalid_request", "agent.temperature"),
+        ("POST", "/agentapi/v1/agents", b'{"noSuchField": 1}', 400, "invalid_request", "agent"),
+        ("GET", "/agentapi/v1/agents?pageSize=abc", None, 400, "invalid_request", "pageSize"),
+        ("GET", "/agentapi/v1/agents?show_deleted=maybe", None, 400, "invalid_request", "show_deleted"),
+        ("GET", "/agentapi/v1/agents?pageSize=1&pageSize=2", None, 400, "invalid_request", "pageSize"),
+        ("GET", "/agentapi/v1/agents?noSuchParam=1", None, 400, "invalid_request", "noSuchParam"),
+        ("POST", "/agentapi/v1/sessions/00000000-0000-4000-8000-000000000000:sendMessage?page_size=1", b"{}", 400, None, None),
+        ("POST", "/agentapi/v1/sessions/00000000-0000-4000-8000-000000000000:sendStreamingMessage", b"[]", 400, None, None),
     ],
 )
 async def test_errors_use_the_openai_shape(
@@ -225,10 +225,10 @@ async def test_errors_use_the_openai_shape(
 
 async def test_missing_key_is_401_and_an_unknown_session_stream_is_404(offline_stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=offline_stack.bridge_url) as anonymous:
-        response = await anonymous.get("/v1/agents")
+        response = await anonymous.get("/agentapi/v1/agents")
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
     async with offline_stack.http() as http:
-        path = "/v1/sessions/00000000-0000-4000-8000-000000000000:sendStreamingMessage"
+        path = "/agentapi/v1/sessions/00000000-0000-4000-8000-000000000000:sendStreamingMessage"
         turn = {"messages": [{"role": "ROLE_USER", "content": "hi"}]}
         response = await http.post(path, json=turn)
     assert response.status_code == 404 and response.json()["error"]["code"] == "session_not_found"
@@ -254,8 +254,8 @@ async def test_headers_path_and_query_reach_the_rpc() -> None:
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {MASTER_KEY}", "Idempotency-Key": "k1", "X-Other": "no", "X-Request-Id": "r-1"}
     async with httpx.AsyncClient(transport=transport, base_url="http://bridge", headers=headers) as http:
-        patch = await http.patch("/v1/agents/a1?update_mask=system_prompt,displayName", json={"system_prompt": "p"})
-        listing = await http.get("/v1/agents?page_size=5&showDeleted=true")
+        patch = await http.patch("/agentapi/v1/agents/a1?update_mask=system_prompt,displayName", json={"system_prompt": "p"})
+        listing = await http.get("/agentapi/v1/agents?page_size=5&showDeleted=true")
     assert patch.status_code == listing.status_code == 200
     (update_path, update, metadata), (_, list_request, _) = channel.calls
     assert update_path == "/agentapi.v1.AgentService/UpdateAgent"
@@ -289,22 +289,39 @@ def test_assign_sets_repeated_nested_and_typed_fields() -> None:
 
 async def test_new_session_and_conversation_rpcs_over_http(offline_stack: Stack) -> None:
     async with offline_stack.http() as http:
-        session = (await http.post("/v1/sessions", json={"overrides": {"model": OFFLINE}})).json()["session"]
+        session = (await http.post("/agentapi/v1/sessions", json={"overrides": {"model": OFFLINE}})).json()["session"]
         conversation_id = session["conversationId"]
         patched = await http.patch(
-            f"/v1/conversations/{conversation_id}", params={"updateMask": "title"}, json={"title": "over http"}
+            f"/agentapi/v1/conversations/{conversation_id}", params={"updateMask": "title"}, json={"title": "over http"}
         )
         assert patched.status_code == 200 and patched.json()["conversation"]["title"] == "over http"
         turn = {"messages": [{"role": "ROLE_USER", "content": "hi"}]}
-        assert (await http.post(f"/v1/sessions/{session['id']}:sendMessage", json=turn)).status_code == 200
-        listed = (await http.get(f"/v1/conversations/{conversation_id}/sessions")).json()
+        assert (await http.post(f"/agentapi/v1/sessions/{session['id']}:sendMessage", json=turn)).status_code == 200
+        listed = (await http.get(f"/agentapi/v1/conversations/{conversation_id}/sessions")).json()
         assert [s["id"] for s in listed["sessions"]] == [session["id"]]
-        exported = await http.get(f"/v1/sessions/{session['id']}:export", params={"format": "EXPORT_FORMAT_JSONL"})
+        exported = await http.get(f"/agentapi/v1/sessions/{session['id']}:export", params={"format": "EXPORT_FORMAT_JSONL"})
         assert exported.json()["contentType"] == "application/jsonl"
         assert json.loads(exported.json()["content"].splitlines()[0])["messages"][-1]["content"] == "You said: hi"
-        ended = (await http.post(f"/v1/sessions/{session['id']}:end", json={})).json()["session"]
+        ended = (await http.post(f"/agentapi/v1/sessions/{session['id']}:end", json={})).json()["session"]
         assert ended["status"] == "SESSION_STATUS_ENDED"
-        refused = await http.post(f"/v1/sessions/{session['id']}:sendMessage", json=turn)
+        refused = await http.post(f"/agentapi/v1/sessions/{session['id']}:sendMessage", json=turn)
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "session_ended"
-        filtered = await http.get(f"/v1/sessions/{session['id']}/messages", params={"filter": 'role = "user"'})
+        filtered = await http.get(f"/agentapi/v1/sessions/{session['id']}/messages", params={"filter": 'role = "user"'})
         assert [m["content"] for m in filtered.json()["messages"]] == ["hi"]
+
+
+async def test_the_old_v1_paths_are_deprecated_aliases_except_where_openai_owns_them(
+    offline_stack: Stack, key: str
+) -> None:
+    async with offline_stack.http() as http:
+        agent = await create_agent(http, key)
+        old = await http.get(f"/v1/agents/{agent['id']}")
+        assert old.status_code == 200 and old.json()["agent"] == agent
+        assert old.headers["Deprecation"] == "true"
+        assert old.headers["Link"] == '</agentapi/v1/agents/{agent_id}>; rel="successor-version"'
+        new = await http.get(f"/agentapi/v1/agents/{agent['id']}")
+        assert "Deprecation" not in new.headers
+        # /v1/conversations is OpenAI's: agentapi's conversation RPCs are only under /agentapi/v1.
+        paths = (await http.get("/openapi.json")).json()["paths"]
+        assert "/agentapi/v1/conversations" in paths
+        assert not [p for p in paths if p.startswith("/v1/") and not p.startswith(transcode.OPENAI_CLAIMED)]

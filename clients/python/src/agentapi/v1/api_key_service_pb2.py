@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!agentapi/v1/api_key_service.proto\x12\x0b\x61gentapi.v1\x1a\x19\x61gentapi/v1/api_key.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"A\n\x13\x43reateApiKeyRequest\x12*\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.ApiKeyB\x04\xe2\x41\x01\x02\"L\n\x14\x43reateApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"N\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x13ListApiKeysResponse\x12%\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x13.agentapi.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x13RevokeApiKeyRequest\x12\x18\n\napi_key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x14RevokeApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.ApiKey2\xea\x02\n\rApiKeyService\x12q\n\x0c\x43reateApiKey\x12 .agentapi.v1.CreateApiKeyRequest\x1a!.agentapi.v1.CreateApiKeyResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x0b/v1/apiKeys:\x07\x61pi_key\x12\x65\n\x0bListApiKeys\x12\x1f.agentapi.v1.ListApiKeysRequest\x1a .agentapi.v1.ListApiKeysResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/apiKeys\x12\x7f\n\x0cRevokeApiKey\x12 .agentapi.v1.RevokeApiKeyRequest\x1a!.agentapi.v1.RevokeApiKeyResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/apiKeys/{api_key_id}:revoke:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!agentapi/v1/api_key_service.proto\x12\x0b\x61gentapi.v1\x1a\x19\x61gentapi/v1/api_key.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"A\n\x13\x43reateApiKeyRequest\x12*\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.ApiKeyB\x04\xe2\x41\x01\x02\"L\n\x14\x43reateApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"N\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x13ListApiKeysResponse\x12%\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x13.agentapi.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x13RevokeApiKeyRequest\x12\x18\n\napi_key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x14RevokeApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.ApiKey2\x86\x03\n\rApiKeyService\x12z\n\x0c\x43reateApiKey\x12 .agentapi.v1.CreateApiKeyRequest\x1a!.agentapi.v1.CreateApiKeyResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x14/agentapi/v1/apiKeys:\x07\x61pi_key\x12n\n\x0bListApiKeys\x12\x1f.agentapi.v1.ListApiKeysRequest\x1a .agentapi.v1.ListApiKeysResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/agentapi/v1/apiKeys\x12\x88\x01\n\x0cRevokeApiKey\x12 .agentapi.v1.RevokeApiKeyRequest\x1a!.agentapi.v1.RevokeApiKeyResponse\"3\x82\xd3\xe4\x93\x02-\"(/agentapi/v1/apiKeys/{api_key_id}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,11 +39,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['api_key_id']._loaded_options = None
   _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['api_key_id']._serialized_options = b'\342A\001\002'
   _globals['_APIKEYSERVICE'].methods_by_name['CreateApiKey']._loaded_options = None
-  _globals['_APIKEYSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\202\323\344\223\002\026\"\013/v1/apiKeys:\007api_key'
+  _globals['_APIKEYSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\202\323\344\223\002\037\"\024/agentapi/v1/apiKeys:\007api_key'
   _globals['_APIKEYSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
-  _globals['_APIKEYSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/apiKeys'
+  _globals['_APIKEYSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\202\323\344\223\002\026\022\024/agentapi/v1/apiKeys'
   _globals['_APIKEYSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
-  _globals['_APIKEYSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\202\323\344\223\002$\"\037/v1/apiKeys/{api_key_id}:revoke:\001*'
+  _globals['_APIKEYSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\202\323\344\223\002-\"(/agentapi/v1/apiKeys/{api_key_id}:revoke:\001*'
   _globals['_CREATEAPIKEYREQUEST']._serialized_start=140
   _globals['_CREATEAPIKEYREQUEST']._serialized_end=205
   _globals['_CREATEAPIKEYRESPONSE']._serialized_start=207
@@ -57,5 +57,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=501
   _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=561
   _globals['_APIKEYSERVICE']._serialized_start=564
-  _globals['_APIKEYSERVICE']._serialized_end=926
+  _globals['_APIKEYSERVICE']._serialized_end=954
 # @@protoc_insertion_point(module_scope)

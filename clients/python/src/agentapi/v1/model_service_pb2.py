@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61gentapi/v1/model_service.proto\x12\x0b\x61gentapi.v1\x1a\x17\x61gentapi/v1/model.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11ListModelsRequest\"y\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.agentapi.v1.Model\x12\r\n\x05stale\x18\x02 \x01(\x08\x12\x30\n\x0crefresh_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2y\n\x0cModelService\x12i\n\nListModels\x12\x1e.agentapi.v1.ListModelsRequest\x1a\x1f.agentapi.v1.ListModelsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/catalog/modelsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61gentapi/v1/model_service.proto\x12\x0b\x61gentapi.v1\x1a\x17\x61gentapi/v1/model.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11ListModelsRequest\"y\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.agentapi.v1.Model\x12\r\n\x05stale\x18\x02 \x01(\x08\x12\x30\n\x0crefresh_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x82\x01\n\x0cModelService\x12r\n\nListModels\x12\x1e.agentapi.v1.ListModelsRequest\x1a\x1f.agentapi.v1.ListModelsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/agentapi/v1/catalog/modelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentapi.v1.model_service_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['ListModels']._loaded_options = None
-  _globals['_MODELSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/catalog/models'
+  _globals['_MODELSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\035\022\033/agentapi/v1/catalog/models'
   _globals['_LISTMODELSREQUEST']._serialized_start=136
   _globals['_LISTMODELSREQUEST']._serialized_end=155
   _globals['_LISTMODELSRESPONSE']._serialized_start=157
   _globals['_LISTMODELSRESPONSE']._serialized_end=278
-  _globals['_MODELSERVICE']._serialized_start=280
-  _globals['_MODELSERVICE']._serialized_end=401
+  _globals['_MODELSERVICE']._serialized_start=281
+  _globals['_MODELSERVICE']._serialized_end=411
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentapi/v1/tenant_service.proto\x12\x0b\x61gentapi.v1\x1a\x18\x61gentapi/v1/tenant.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"@\n\x13\x43reateTenantRequest\x12)\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.TenantB\x04\xe2\x41\x01\x02\";\n\x14\x43reateTenantResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.Tenant\"+\n\x10GetTenantRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x11GetTenantResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.Tenant\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListTenantsResponse\x12$\n\x07tenants\x18\x01 \x03(\x0b\x32\x13.agentapi.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x13UpdateTenantRequest\x12)\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.TenantB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\";\n\x14UpdateTenantResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.Tenant\".\n\x13\x44\x65leteTenantRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x14\x44\x65leteTenantResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.Tenant2\xc9\x04\n\rTenantService\x12p\n\x0c\x43reateTenant\x12 .agentapi.v1.CreateTenantRequest\x1a!.agentapi.v1.CreateTenantResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/tenants:\x06tenant\x12k\n\tGetTenant\x12\x1d.agentapi.v1.GetTenantRequest\x1a\x1e.agentapi.v1.GetTenantResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/tenants/{tenant_id}\x12\x65\n\x0bListTenants\x12\x1f.agentapi.v1.ListTenantsRequest\x1a .agentapi.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12|\n\x0cUpdateTenant\x12 .agentapi.v1.UpdateTenantRequest\x1a!.agentapi.v1.UpdateTenantResponse\"\'\x82\xd3\xe4\x93\x02!2\x17/v1/tenants/{tenant.id}:\x06tenant\x12t\n\x0c\x44\x65leteTenant\x12 .agentapi.v1.DeleteTenantRequest\x1a!.agentapi.v1.DeleteTenantResponse\"\x1f\x82\xd3\xe4\x93\x02\x19*\x17/v1/tenants/{tenant_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentapi/v1/tenant_service.proto\x12\x0b\x61gentapi.v1\x1a\x18\x61gentapi/v1/tenant.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"@\n\x13\x43reateTenantRequest\x12)\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.TenantB\x04\xe2\x41\x01\x02\";\n\x14\x43reateTenantResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.Tenant\"+\n\x10GetTenantRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x11GetTenantResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.Tenant\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListTenantsResponse\x12$\n\x07tenants\x18\x01 \x03(\x0b\x32\x13.agentapi.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x13UpdateTenantRequest\x12)\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.TenantB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\";\n\x14UpdateTenantResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.Tenant\".\n\x13\x44\x65leteTenantRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x14\x44\x65leteTenantResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.agentapi.v1.Tenant2\xf7\x04\n\rTenantService\x12y\n\x0c\x43reateTenant\x12 .agentapi.v1.CreateTenantRequest\x1a!.agentapi.v1.CreateTenantResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x14/agentapi/v1/tenants:\x06tenant\x12t\n\tGetTenant\x12\x1d.agentapi.v1.GetTenantRequest\x1a\x1e.agentapi.v1.GetTenantResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /agentapi/v1/tenants/{tenant_id}\x12n\n\x0bListTenants\x12\x1f.agentapi.v1.ListTenantsRequest\x1a .agentapi.v1.ListTenantsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/agentapi/v1/tenants\x12\x85\x01\n\x0cUpdateTenant\x12 .agentapi.v1.UpdateTenantRequest\x1a!.agentapi.v1.UpdateTenantResponse\"0\x82\xd3\xe4\x93\x02*2 /agentapi/v1/tenants/{tenant.id}:\x06tenant\x12}\n\x0c\x44\x65leteTenant\x12 .agentapi.v1.DeleteTenantRequest\x1a!.agentapi.v1.DeleteTenantResponse\"(\x82\xd3\xe4\x93\x02\"* /agentapi/v1/tenants/{tenant_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,15 +44,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETETENANTREQUEST'].fields_by_name['tenant_id']._loaded_options = None
   _globals['_DELETETENANTREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002'
   _globals['_TENANTSERVICE'].methods_by_name['CreateTenant']._loaded_options = None
-  _globals['_TENANTSERVICE'].methods_by_name['CreateTenant']._serialized_options = b'\202\323\344\223\002\025\"\013/v1/tenants:\006tenant'
+  _globals['_TENANTSERVICE'].methods_by_name['CreateTenant']._serialized_options = b'\202\323\344\223\002\036\"\024/agentapi/v1/tenants:\006tenant'
   _globals['_TENANTSERVICE'].methods_by_name['GetTenant']._loaded_options = None
-  _globals['_TENANTSERVICE'].methods_by_name['GetTenant']._serialized_options = b'\202\323\344\223\002\031\022\027/v1/tenants/{tenant_id}'
+  _globals['_TENANTSERVICE'].methods_by_name['GetTenant']._serialized_options = b'\202\323\344\223\002\"\022 /agentapi/v1/tenants/{tenant_id}'
   _globals['_TENANTSERVICE'].methods_by_name['ListTenants']._loaded_options = None
-  _globals['_TENANTSERVICE'].methods_by_name['ListTenants']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/tenants'
+  _globals['_TENANTSERVICE'].methods_by_name['ListTenants']._serialized_options = b'\202\323\344\223\002\026\022\024/agentapi/v1/tenants'
   _globals['_TENANTSERVICE'].methods_by_name['UpdateTenant']._loaded_options = None
-  _globals['_TENANTSERVICE'].methods_by_name['UpdateTenant']._serialized_options = b'\202\323\344\223\002!2\027/v1/tenants/{tenant.id}:\006tenant'
+  _globals['_TENANTSERVICE'].methods_by_name['UpdateTenant']._serialized_options = b'\202\323\344\223\002*2 /agentapi/v1/tenants/{tenant.id}:\006tenant'
   _globals['_TENANTSERVICE'].methods_by_name['DeleteTenant']._loaded_options = None
-  _globals['_TENANTSERVICE'].methods_by_name['DeleteTenant']._serialized_options = b'\202\323\344\223\002\031*\027/v1/tenants/{tenant_id}'
+  _globals['_TENANTSERVICE'].methods_by_name['DeleteTenant']._serialized_options = b'\202\323\344\223\002\"* /agentapi/v1/tenants/{tenant_id}'
   _globals['_CREATETENANTREQUEST']._serialized_start=172
   _globals['_CREATETENANTREQUEST']._serialized_end=236
   _globals['_CREATETENANTRESPONSE']._serialized_start=238
@@ -74,5 +74,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETETENANTRESPONSE']._serialized_start=773
   _globals['_DELETETENANTRESPONSE']._serialized_end=832
   _globals['_TENANTSERVICE']._serialized_start=835
-  _globals['_TENANTSERVICE']._serialized_end=1420
+  _globals['_TENANTSERVICE']._serialized_end=1466
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61gentapi/v1/usage_service.proto\x12\x0b\x61gentapi.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n\x0fGetUsageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08group_by\x18\x04 \x03(\x0e\x32\x1b.agentapi.v1.UsageDimension\"\xc8\x01\n\x08UsageRow\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x05 \x01(\t\x12\r\n\x05turns\x18\x06 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x07 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\t \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\n \x01(\x01\"]\n\x10GetUsageResponse\x12#\n\x04rows\x18\x01 \x03(\x0b\x32\x15.agentapi.v1.UsageRow\x12$\n\x05total\x18\x02 \x01(\x0b\x32\x15.agentapi.v1.UsageRow*\xb9\x01\n\x0eUsageDimension\x12\x1f\n\x1bUSAGE_DIMENSION_UNSPECIFIED\x10\x00\x12\x1a\n\x16USAGE_DIMENSION_TENANT\x10\x01\x12\x19\n\x15USAGE_DIMENSION_AGENT\x10\x02\x12\x1b\n\x17USAGE_DIMENSION_SESSION\x10\x03\x12\x19\n\x15USAGE_DIMENSION_MODEL\x10\x04\x12\x17\n\x13USAGE_DIMENSION_DAY\x10\x05\x32j\n\x0cUsageService\x12Z\n\x08GetUsage\x12\x1c.agentapi.v1.GetUsageRequest\x1a\x1d.agentapi.v1.GetUsageResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61gentapi/v1/usage_service.proto\x12\x0b\x61gentapi.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n\x0fGetUsageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08group_by\x18\x04 \x03(\x0e\x32\x1b.agentapi.v1.UsageDimension\"\xc8\x01\n\x08UsageRow\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x05 \x01(\t\x12\r\n\x05turns\x18\x06 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x07 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\t \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\n \x01(\x01\"]\n\x10GetUsageResponse\x12#\n\x04rows\x18\x01 \x03(\x0b\x32\x15.agentapi.v1.UsageRow\x12$\n\x05total\x18\x02 \x01(\x0b\x32\x15.agentapi.v1.UsageRow*\xb9\x01\n\x0eUsageDimension\x12\x1f\n\x1bUSAGE_DIMENSION_UNSPECIFIED\x10\x00\x12\x1a\n\x16USAGE_DIMENSION_TENANT\x10\x01\x12\x19\n\x15USAGE_DIMENSION_AGENT\x10\x02\x12\x1b\n\x17USAGE_DIMENSION_SESSION\x10\x03\x12\x19\n\x15USAGE_DIMENSION_MODEL\x10\x04\x12\x17\n\x13USAGE_DIMENSION_DAY\x10\x05\x32s\n\x0cUsageService\x12\x63\n\x08GetUsage\x12\x1c.agentapi.v1.GetUsageRequest\x1a\x1d.agentapi.v1.GetUsageResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/agentapi/v1/usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentapi.v1.usage_service_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGESERVICE'].methods_by_name['GetUsage']._loaded_options = None
-  _globals['_USAGESERVICE'].methods_by_name['GetUsage']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/usage'
+  _globals['_USAGESERVICE'].methods_by_name['GetUsage']._serialized_options = b'\202\323\344\223\002\024\022\022/agentapi/v1/usage'
   _globals['_USAGEDIMENSION']._serialized_start=590
   _globals['_USAGEDIMENSION']._serialized_end=775
   _globals['_GETUSAGEREQUEST']._serialized_start=112
@@ -44,5 +44,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSAGERESPONSE']._serialized_start=494
   _globals['_GETUSAGERESPONSE']._serialized_end=587
   _globals['_USAGESERVICE']._serialized_start=777
-  _globals['_USAGESERVICE']._serialized_end=883
+  _globals['_USAGESERVICE']._serialized_end=892
 # @@protoc_insertion_point(module_scope)
