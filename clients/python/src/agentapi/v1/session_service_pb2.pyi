@@ -23,6 +23,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _OnDisconnect:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OnDisconnectEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OnDisconnect.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ON_DISCONNECT_UNSPECIFIED: _OnDisconnect.ValueType  # 0
+    """The default: CANCEL, or CONTINUE for a background turn."""
+    ON_DISCONNECT_CANCEL: _OnDisconnect.ValueType  # 1
+    """The run stops and its reply is stored CANCELLED."""
+    ON_DISCONNECT_CONTINUE: _OnDisconnect.ValueType  # 2
+    """The run goes on; rejoin it with StreamTurn."""
+
+class OnDisconnect(_OnDisconnect, metaclass=_OnDisconnectEnumTypeWrapper):
+    """What a streamed turn does when its caller goes away."""
+
+ON_DISCONNECT_UNSPECIFIED: OnDisconnect.ValueType  # 0
+"""The default: CANCEL, or CONTINUE for a background turn."""
+ON_DISCONNECT_CANCEL: OnDisconnect.ValueType  # 1
+"""The run stops and its reply is stored CANCELLED."""
+ON_DISCONNECT_CONTINUE: OnDisconnect.ValueType  # 2
+"""The run goes on; rejoin it with StreamTurn."""
+Global___OnDisconnect: _TypeAlias = OnDisconnect  # noqa: Y015
+
 class _ExportFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -168,8 +192,15 @@ class SendMessageRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session's UUID."""
+    background: _builtins.bool
+    """Run the turn in the background: it belongs to the server, continues
+    when the caller goes away, and can be rejoined (StreamTurn) or polled
+    (GetMessage). A unary SendMessage then returns at once, with the stored
+    inputs and the IN_PROGRESS reply.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.InputMessage]:
         """Messages appended before the reply; the last is a user or tool message."""
@@ -184,10 +215,11 @@ class SendMessageRequest(_message.Message):
         session_id: _builtins.str = ...,
         messages: _abc.Iterable[_message_pb2.InputMessage] | None = ...,
         options: _turn_options_pb2.TurnOptions | None = ...,
+        background: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "options", b"options", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "messages", b"messages", "options", b"options", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -232,8 +264,20 @@ class SendStreamingMessageRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    ON_DISCONNECT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session's UUID."""
+    background: _builtins.bool
+    """Run the turn in the background: it belongs to the server, continues
+    when the caller goes away, and can be rejoined (StreamTurn) or polled
+    (GetMessage). A unary SendMessage then returns at once, with the stored
+    inputs and the IN_PROGRESS reply.
+    """
+    on_disconnect: Global___OnDisconnect.ValueType
+    """What happens to the run when the caller's stream goes away before its
+    end. Unspecified: CANCEL, or CONTINUE for a background turn.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.InputMessage]:
         """Messages appended before the reply; the last is a user or tool message."""
@@ -248,10 +292,12 @@ class SendStreamingMessageRequest(_message.Message):
         session_id: _builtins.str = ...,
         messages: _abc.Iterable[_message_pb2.InputMessage] | None = ...,
         options: _turn_options_pb2.TurnOptions | None = ...,
+        background: _builtins.bool = ...,
+        on_disconnect: Global___OnDisconnect.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "options", b"options", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "messages", b"messages", "on_disconnect", b"on_disconnect", "options", b"options", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -269,6 +315,12 @@ class SendStreamingMessageResponse(_message.Message):
     TURN_STARTED_FIELD_NUMBER: _builtins.int
     TOOL_CALL_STARTED_FIELD_NUMBER: _builtins.int
     TOOL_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
+    SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    sequence_number: _builtins.int
+    """The event's number in the turn's event log: 1 for the first event
+    (`turn_started`), increasing by 1 across the whole run. StreamTurn's
+    `after_sequence_number` and the SSE `id` use it.
+    """
     @_builtins.property
     def input_message(self) -> _message_pb2.Message:
         """An input message, sent once it is stored."""
@@ -306,10 +358,11 @@ class SendStreamingMessageResponse(_message.Message):
         turn_started: Global___TurnStarted | None = ...,
         tool_call_started: Global___ToolCallStarted | None = ...,
         tool_call_completed: _message_pb2.Message | None = ...,
+        sequence_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "sequence_number", b"sequence_number", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started", "tool_call_started", "tool_call_completed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
@@ -628,6 +681,12 @@ class SubmitToolOutputsResponse(_message.Message):
     TURN_STARTED_FIELD_NUMBER: _builtins.int
     TOOL_CALL_STARTED_FIELD_NUMBER: _builtins.int
     TOOL_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
+    SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    sequence_number: _builtins.int
+    """The event's number in the turn's event log: 1 for the first event
+    (`turn_started`), increasing by 1 across the whole run. StreamTurn's
+    `after_sequence_number` and the SSE `id` use it.
+    """
     @_builtins.property
     def input_message(self) -> _message_pb2.Message:
         """A stored tool message."""
@@ -661,10 +720,11 @@ class SubmitToolOutputsResponse(_message.Message):
         turn_started: Global___TurnStarted | None = ...,
         tool_call_started: Global___ToolCallStarted | None = ...,
         tool_call_completed: _message_pb2.Message | None = ...,
+        sequence_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "sequence_number", b"sequence_number", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started", "tool_call_started", "tool_call_completed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
@@ -792,6 +852,12 @@ class RegenerateMessageResponse(_message.Message):
     TURN_STARTED_FIELD_NUMBER: _builtins.int
     TOOL_CALL_STARTED_FIELD_NUMBER: _builtins.int
     TOOL_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
+    SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    sequence_number: _builtins.int
+    """The event's number in the turn's event log: 1 for the first event
+    (`turn_started`), increasing by 1 across the whole run. StreamTurn's
+    `after_sequence_number` and the SSE `id` use it.
+    """
     @_builtins.property
     def input_message(self) -> _message_pb2.Message:
         """A stored input message (none: the inputs are the original turn's)."""
@@ -825,10 +891,11 @@ class RegenerateMessageResponse(_message.Message):
         turn_started: Global___TurnStarted | None = ...,
         tool_call_started: Global___ToolCallStarted | None = ...,
         tool_call_completed: _message_pb2.Message | None = ...,
+        sequence_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "sequence_number", b"sequence_number", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started", "tool_call_started", "tool_call_completed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
@@ -1291,3 +1358,199 @@ class ReplaySessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplaySessionResponse: _TypeAlias = ReplaySessionResponse  # noqa: Y015
+
+@_typing.final
+class GetMessageRequest(_message.Message):
+    """Request for GetMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session's UUID."""
+    message_id: _builtins.str
+    """The message's UUID."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMessageRequest: _TypeAlias = GetMessageRequest  # noqa: Y015
+
+@_typing.final
+class GetMessageResponse(_message.Message):
+    """Response for GetMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def message(self) -> _message_pb2.Message:
+        """The message."""
+
+    def __init__(
+        self,
+        *,
+        message: _message_pb2.Message | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMessageResponse: _TypeAlias = GetMessageResponse  # noqa: Y015
+
+@_typing.final
+class StreamTurnRequest(_message.Message):
+    """Request for StreamTurn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session's UUID."""
+    message_id: _builtins.str
+    """The turn's id: the `message_id` of its `turn_started` event."""
+    after_sequence_number: _builtins.int
+    """Replay the events after this number (0: from the start)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        after_sequence_number: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence_number", b"after_sequence_number", "message_id", b"message_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamTurnRequest: _TypeAlias = StreamTurnRequest  # noqa: Y015
+
+@_typing.final
+class StreamTurnResponse(_message.Message):
+    """One event of a rejoined turn: the same events, with the same numbers, as
+    the stream that started it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_MESSAGE_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    ASSISTANT_MESSAGE_FIELD_NUMBER: _builtins.int
+    TURN_STARTED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_STARTED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
+    SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    sequence_number: _builtins.int
+    """The event's number in the turn's event log."""
+    @_builtins.property
+    def input_message(self) -> _message_pb2.Message:
+        """An input message, sent once it is stored."""
+
+    @_builtins.property
+    def delta(self) -> Global___Delta:
+        """A fragment of the reply."""
+
+    @_builtins.property
+    def assistant_message(self) -> _message_pb2.Message:
+        """The stored assistant message; the last event of the turn."""
+
+    @_builtins.property
+    def turn_started(self) -> Global___TurnStarted:
+        """The first event of every turn."""
+
+    @_builtins.property
+    def tool_call_started(self) -> Global___ToolCallStarted:
+        """A server-side tool call is about to run."""
+
+    @_builtins.property
+    def tool_call_completed(self) -> _message_pb2.Message:
+        """A server-side tool call ended: its stored tool message."""
+
+    def __init__(
+        self,
+        *,
+        input_message: _message_pb2.Message | None = ...,
+        delta: Global___Delta | None = ...,
+        assistant_message: _message_pb2.Message | None = ...,
+        turn_started: Global___TurnStarted | None = ...,
+        tool_call_started: Global___ToolCallStarted | None = ...,
+        tool_call_completed: _message_pb2.Message | None = ...,
+        sequence_number: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_message", b"assistant_message", "delta", b"delta", "event", b"event", "input_message", b"input_message", "sequence_number", b"sequence_number", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_started", b"turn_started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["input_message", "delta", "assistant_message", "turn_started", "tool_call_started", "tool_call_completed"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___StreamTurnResponse: _TypeAlias = StreamTurnResponse  # noqa: Y015
+
+@_typing.final
+class CancelTurnRequest(_message.Message):
+    """Request for CancelTurn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session's UUID."""
+    message_id: _builtins.str
+    """The turn's id: the `message_id` of its `turn_started` event."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTurnRequest: _TypeAlias = CancelTurnRequest  # noqa: Y015
+
+@_typing.final
+class CancelTurnResponse(_message.Message):
+    """Response for CancelTurn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def message(self) -> _message_pb2.Message:
+        """The turn's last stored assistant message: CANCELLED, or as it ended when
+        it had already finished. When the turn runs on another replica, the
+        message may still be IN_PROGRESS: the cancel is then on its way (within
+        `AGENTAPI_CANCEL_POLL_S`, 1 s by default, without Redis).
+        """
+
+    def __init__(
+        self,
+        *,
+        message: _message_pb2.Message | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTurnResponse: _TypeAlias = CancelTurnResponse  # noqa: Y015

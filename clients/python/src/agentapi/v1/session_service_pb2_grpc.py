@@ -55,6 +55,21 @@ class SessionServiceStub:
                 request_serializer=agentapi_dot_v1_dot_session__service__pb2.SendStreamingMessageRequest.SerializeToString,
                 response_deserializer=agentapi_dot_v1_dot_session__service__pb2.SendStreamingMessageResponse.FromString,
                 _registered_method=True)
+        self.GetMessage = channel.unary_unary(
+                '/agentapi.v1.SessionService/GetMessage',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.GetMessageRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.GetMessageResponse.FromString,
+                _registered_method=True)
+        self.StreamTurn = channel.unary_stream(
+                '/agentapi.v1.SessionService/StreamTurn',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.StreamTurnRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.StreamTurnResponse.FromString,
+                _registered_method=True)
+        self.CancelTurn = channel.unary_unary(
+                '/agentapi.v1.SessionService/CancelTurn',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.CancelTurnRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.CancelTurnResponse.FromString,
+                _registered_method=True)
         self.ListMessages = channel.unary_unary(
                 '/agentapi.v1.SessionService/ListMessages',
                 request_serializer=agentapi_dot_v1_dot_session__service__pb2.ListMessagesRequest.SerializeToString,
@@ -147,6 +162,37 @@ class SessionServiceServicer:
         deltas with increasing sequence numbers, then the stored assistant
         message. A failure after the stream began sends the stored FAILED
         message and ends the call with the typed status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMessage(self, request, context):
+        """Gets one message of a session: a running turn's reply shows its status
+        and, for a turn running elsewhere, the content checkpointed so far.
+        Raises NOT_FOUND (SESSION_NOT_FOUND, MESSAGE_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamTurn(self, request, context):
+        """Rejoins a turn: replays its logged events after `after_sequence_number`,
+        then follows the live run until its terminal event, with no gap and no
+        duplicate, on any replica. `message_id` is the id in the turn's
+        `turn_started` event. Raises NOT_FOUND (SESSION_NOT_FOUND,
+        MESSAGE_NOT_FOUND) or FAILED_PRECONDITION (EVENT_LOG_EXPIRED) when the
+        log of a turn that ended long ago was purged (its messages remain).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTurn(self, request, context):
+        """Cancels a running turn on whichever replica runs it: the upstream
+        request is closed, running tools are cancelled and the reply is stored
+        CANCELLED (reason TURN_CANCELLED) with its partial content and usage.
+        Cancelling a finished turn returns it unchanged. Raises NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -284,6 +330,21 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.SendStreamingMessage,
                     request_deserializer=agentapi_dot_v1_dot_session__service__pb2.SendStreamingMessageRequest.FromString,
                     response_serializer=agentapi_dot_v1_dot_session__service__pb2.SendStreamingMessageResponse.SerializeToString,
+            ),
+            'GetMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMessage,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.GetMessageRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.GetMessageResponse.SerializeToString,
+            ),
+            'StreamTurn': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamTurn,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.StreamTurnRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.StreamTurnResponse.SerializeToString,
+            ),
+            'CancelTurn': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTurn,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.CancelTurnRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.CancelTurnResponse.SerializeToString,
             ),
             'ListMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessages,
@@ -450,6 +511,87 @@ class SessionService:
             '/agentapi.v1.SessionService/SendStreamingMessage',
             agentapi_dot_v1_dot_session__service__pb2.SendStreamingMessageRequest.SerializeToString,
             agentapi_dot_v1_dot_session__service__pb2.SendStreamingMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/GetMessage',
+            agentapi_dot_v1_dot_session__service__pb2.GetMessageRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.GetMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentapi.v1.SessionService/StreamTurn',
+            agentapi_dot_v1_dot_session__service__pb2.StreamTurnRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.StreamTurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/CancelTurn',
+            agentapi_dot_v1_dot_session__service__pb2.CancelTurnRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.CancelTurnResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,25 @@ class SessionServiceStub:
     message. A failure after the stream began sends the stored FAILED
     message and ends the call with the typed status.
     """
+    GetMessage: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.GetMessageRequest, _session_service_pb2.GetMessageResponse]
+    """Gets one message of a session: a running turn's reply shows its status
+    and, for a turn running elsewhere, the content checkpointed so far.
+    Raises NOT_FOUND (SESSION_NOT_FOUND, MESSAGE_NOT_FOUND).
+    """
+    StreamTurn: _grpc.UnaryStreamMultiCallable[_session_service_pb2.StreamTurnRequest, _session_service_pb2.StreamTurnResponse]
+    """Rejoins a turn: replays its logged events after `after_sequence_number`,
+    then follows the live run until its terminal event, with no gap and no
+    duplicate, on any replica. `message_id` is the id in the turn's
+    `turn_started` event. Raises NOT_FOUND (SESSION_NOT_FOUND,
+    MESSAGE_NOT_FOUND) or FAILED_PRECONDITION (EVENT_LOG_EXPIRED) when the
+    log of a turn that ended long ago was purged (its messages remain).
+    """
+    CancelTurn: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.CancelTurnRequest, _session_service_pb2.CancelTurnResponse]
+    """Cancels a running turn on whichever replica runs it: the upstream
+    request is closed, running tools are cancelled and the reply is stored
+    CANCELLED (reason TURN_CANCELLED) with its partial content and usage.
+    Cancelling a finished turn returns it unchanged. Raises NOT_FOUND.
+    """
     ListMessages: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListMessagesRequest, _session_service_pb2.ListMessagesResponse]
     """Lists a session's messages in sequence order, a page at a time,
     forwards or backwards, optionally filtered by role or status.
@@ -143,6 +162,25 @@ class SessionServiceAsyncStub(SessionServiceStub):
     deltas with increasing sequence numbers, then the stored assistant
     message. A failure after the stream began sends the stored FAILED
     message and ends the call with the typed status.
+    """
+    GetMessage: _aio.UnaryUnaryMultiCallable[_session_service_pb2.GetMessageRequest, _session_service_pb2.GetMessageResponse]  # type: ignore[assignment]
+    """Gets one message of a session: a running turn's reply shows its status
+    and, for a turn running elsewhere, the content checkpointed so far.
+    Raises NOT_FOUND (SESSION_NOT_FOUND, MESSAGE_NOT_FOUND).
+    """
+    StreamTurn: _aio.UnaryStreamMultiCallable[_session_service_pb2.StreamTurnRequest, _session_service_pb2.StreamTurnResponse]  # type: ignore[assignment]
+    """Rejoins a turn: replays its logged events after `after_sequence_number`,
+    then follows the live run until its terminal event, with no gap and no
+    duplicate, on any replica. `message_id` is the id in the turn's
+    `turn_started` event. Raises NOT_FOUND (SESSION_NOT_FOUND,
+    MESSAGE_NOT_FOUND) or FAILED_PRECONDITION (EVENT_LOG_EXPIRED) when the
+    log of a turn that ended long ago was purged (its messages remain).
+    """
+    CancelTurn: _aio.UnaryUnaryMultiCallable[_session_service_pb2.CancelTurnRequest, _session_service_pb2.CancelTurnResponse]  # type: ignore[assignment]
+    """Cancels a running turn on whichever replica runs it: the upstream
+    request is closed, running tools are cancelled and the reply is stored
+    CANCELLED (reason TURN_CANCELLED) with its partial content and usage.
+    Cancelling a finished turn returns it unchanged. Raises NOT_FOUND.
     """
     ListMessages: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListMessagesRequest, _session_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """Lists a session's messages in sequence order, a page at a time,
@@ -251,6 +289,40 @@ class SessionServiceServicer:
         deltas with increasing sequence numbers, then the stored assistant
         message. A failure after the stream began sends the stored FAILED
         message and ends the call with the typed status.
+        """
+
+    def GetMessage(
+        self,
+        request: _session_service_pb2.GetMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.GetMessageResponse, _abc.Awaitable[_session_service_pb2.GetMessageResponse]]:
+        """Gets one message of a session: a running turn's reply shows its status
+        and, for a turn running elsewhere, the content checkpointed so far.
+        Raises NOT_FOUND (SESSION_NOT_FOUND, MESSAGE_NOT_FOUND).
+        """
+
+    def StreamTurn(
+        self,
+        request: _session_service_pb2.StreamTurnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_session_service_pb2.StreamTurnResponse], _abc.AsyncIterator[_session_service_pb2.StreamTurnResponse]]:
+        """Rejoins a turn: replays its logged events after `after_sequence_number`,
+        then follows the live run until its terminal event, with no gap and no
+        duplicate, on any replica. `message_id` is the id in the turn's
+        `turn_started` event. Raises NOT_FOUND (SESSION_NOT_FOUND,
+        MESSAGE_NOT_FOUND) or FAILED_PRECONDITION (EVENT_LOG_EXPIRED) when the
+        log of a turn that ended long ago was purged (its messages remain).
+        """
+
+    def CancelTurn(
+        self,
+        request: _session_service_pb2.CancelTurnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.CancelTurnResponse, _abc.Awaitable[_session_service_pb2.CancelTurnResponse]]:
+        """Cancels a running turn on whichever replica runs it: the upstream
+        request is closed, running tools are cancelled and the reply is stored
+        CANCELLED (reason TURN_CANCELLED) with its partial content and usage.
+        Cancelling a finished turn returns it unchanged. Raises NOT_FOUND.
         """
 
     def ListMessages(
