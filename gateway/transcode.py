@@ -44,6 +44,8 @@ FORWARDED_HEADERS = ("authorization", "idempotency-key")
 # OpenAI's /v1/conversations can win. The paths it had before, under /v1, stay as
 # deprecated aliases where no OpenAI surface claims them.
 PREFIX, LEGACY_PREFIX = "/agentapi/v1/", "/v1/"
+# SSE's reconnection header, read as the field it stands for (StreamTurn's rejoin point).
+RESUME_HEADERS = {"agentapi.v1.SessionService.StreamTurn": ("last-event-id", "after_sequence_number")}
 OPENAI_CLAIMED = ("/v1/conversations", "/v1/responses", "/v1/models", "/v1/chat")
 FIELD_MASK = "google.protobuf.FieldMask"
 # Messages whose JSON form is a scalar, so a path or query parameter can carry them.
@@ -221,6 +223,9 @@ async def build_request(binding: Binding, request: Request) -> Any:
         _parse(data if binding.body == "*" else {binding.body: data}, message)
     for variable in binding.variables:
         assign(message, variable, [request.path_params[variable]], variable)
+    header = RESUME_HEADERS.get(binding.method.full_name)
+    if header and request.headers.get(header[0]):  # the query parameter, when also given, wins below
+        assign(message, header[1], [request.headers[header[0]]], header[0])
     for key in dict.fromkeys(request.query_params.keys()):
         try:
             path = ".".join(f.name for f in resolve(binding.method.input_type, key))
@@ -251,7 +256,10 @@ async def _event_stream(call: Any) -> Response:
         try:
             item = first
             while item is not grpc.aio.EOF:
-                yield {"data": _json(item)}
+                event = {"data": _json(item)}
+                if sequence := getattr(item, "sequence_number", 0):
+                    event["id"] = str(sequence)  # a reconnecting EventSource sends it back as Last-Event-ID
+                yield event
                 item = await call.read()
         except grpc.aio.AioRpcError as exc:
             yield {"event": "error", "data": json.dumps(from_rpc_error(exc).body)}

@@ -48,6 +48,8 @@ from server.domain.quota import QuotaGuard, make_storage
 from server.domain.recovery import STALE_MARGIN_S, Recovery
 from server.domain.retry import RetryPolicy
 from server.domain.runs import TurnRunner
+from server.domain.runs.event_log import EventLog
+from server.domain.runs.live import LiveRuns
 from server.domain.runs.mcp_tools import McpRunTools
 from server.domain.sessions import SessionService
 from server.domain.tenants import ApiKeyService, TenantService
@@ -58,6 +60,7 @@ from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend
 from server.readiness import Readiness
 from server.store.db import Database
+from server.store.run_events import RunEventStore, RunReads
 from server.tools.builtin import load_registry
 from server.workers import bind_socket, port_in_use
 
@@ -107,6 +110,19 @@ def make_backend(config: Config) -> ChatBackend:
     )
 
 
+def make_live_runs(config: Config, db: Database) -> LiveRuns:
+    """The event log and the live runs registry (Redis carries the live tail
+    and cancel requests when ``config.redis_url`` is set)."""
+    signals = None
+    if config.redis_url:
+        from server.store.redis_signals import RedisSignals
+
+        signals = RedisSignals(config.redis_url, config.event_log_retention_s)
+    store = RunEventStore(db)
+    event_log = EventLog(store, config.event_log_flush_s, config.event_log_flush_bytes, tail=signals)
+    return LiveRuns(event_log, store, RunReads(db), signals, config.event_log_poll_s, config.cancel_poll_s)
+
+
 def derived_secret(config: Config, purpose: bytes) -> bytes:
     """A server secret for one purpose (page tokens, request hashes), derived
     from the master key: replicas sharing the key agree on it."""
@@ -138,6 +154,7 @@ class GrpcServer:
     sweeper: asyncio.Task[None]
     local_port: int = 0
     readiness: asyncio.Task[None] | None = None
+    live: LiveRuns | None = None
 
     async def drain(self) -> None:
         """Reports NOT_SERVING and refuses new calls (UNAVAILABLE, SHUTTING_DOWN)."""
@@ -149,9 +166,14 @@ class GrpcServer:
         cancelled (a turn stores its reply CANCELLED) and awaited; then
         everything is released, so no row is left half-written."""
         await self.drain()
-        if not await self.interceptor.wait_idle(grace_s):
-            cancelled = await self.interceptor.cancel_in_flight()
-            log.warning("shutdown: cancelled %d calls still running after %.1f s", cancelled, grace_s)
+
+        async def calls() -> None:
+            if not await self.interceptor.wait_idle(grace_s):
+                cancelled = await self.interceptor.cancel_in_flight()
+                log.warning("shutdown: cancelled %d calls still running after %.1f s", cancelled, grace_s)
+
+        # Runs nobody follows (background, on_disconnect=continue) get the same grace.
+        await asyncio.gather(calls(), *([self.live.shutdown(grace_s)] if self.live else []))
         background = [self.sweeper, *([self.readiness] if self.readiness else [])]
         for task in background:
             task.cancel()
@@ -221,6 +243,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     pb.add_AgentServiceServicer_to_server(AgentServicer(agents, catalog), server)
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
     sessions = SessionService(db, tokens)
+    live = make_live_runs(config, db)
     turns = TurnRunner(
         db,
         backend,
@@ -240,7 +263,7 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
         router_model=config.router_model,
     )
     pb.add_SessionServiceServicer_to_server(
-        SessionServicer(sessions, turns, TranscriptService(db, sessions, turns)), server
+        SessionServicer(sessions, turns, TranscriptService(db, sessions, turns), live), server
     )
     pb.add_ModelServiceServicer_to_server(ModelServicer(catalog), server)
     pb.add_TenantServiceServicer_to_server(TenantServicer(TenantService(db, tokens)), server)
@@ -254,10 +277,11 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     await readiness.check()  # before serving: health starts SERVING only if the database is ready
     await server.start()
     catalog.start()
+    live.start()
     sweeper = asyncio.create_task(recovery.run(), name="agentapi-recovery")
     checker = asyncio.create_task(readiness.run(), name="agentapi-readiness")
     return GrpcServer(
-        server, port, db, backend, health_servicer, catalog, interceptor, recovery, sweeper, own_port, checker
+        server, port, db, backend, health_servicer, catalog, interceptor, recovery, sweeper, own_port, checker, live
     )
 
 

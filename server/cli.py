@@ -16,6 +16,7 @@ import importlib.metadata
 import logging
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 
 from server import logs
 from server.config import EVENT_LOOPS, LOG_FORMATS, LOG_LEVELS, Config, redact_url
@@ -57,20 +58,26 @@ def _parser() -> argparse.ArgumentParser:
         "purge",
         parents=[common],
         help="delete soft-deleted agents and conversations, and idempotency records, past their expire_time;"
-        " erase the content of deleted messages past theirs",
+        " erase the content of deleted messages past theirs; delete the event logs of runs that ended"
+        " more than AGENTAPI_EVENT_LOG_RETENTION_S ago",
     )
     return parser
 
 
-async def _purge(config: Config) -> tuple[int, int, int, int]:
+async def _purge(config: Config) -> tuple[int, int, int, int, int]:
     from server.domain.agents import AgentService
+    from server.domain.common import utcnow
     from server.domain.conversations import ConversationService
     from server.domain.idempotency import purge_expired
     from server.domain.message_history import purge_expired_messages
     from server.domain.pagination import PageTokens
     from server.store.db import Database
+    from server.store.run_events import RunEventStore
 
     db = Database(config.database_url)
+    finished_before = utcnow() - timedelta(seconds=config.event_log_retention_s)
+    # A run with no terminal event died; its log is kept as long as the longest run could last, then too.
+    abandoned_before = finished_before - timedelta(seconds=config.max_turn_duration_s + config.shutdown_grace_s)
     try:
         tokens = PageTokens(b"")
         return (
@@ -78,6 +85,7 @@ async def _purge(config: Config) -> tuple[int, int, int, int]:
             await ConversationService(db, tokens).purge(),
             await purge_expired(db),
             await purge_expired_messages(db),
+            await RunEventStore(db).purge(finished_before, abandoned_before),
         )
     finally:
         await db.dispose()
@@ -117,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"migrated {redact_url(config.database_url)}")
         return 0
     if args.command == "purge":
-        agents, conversations, records, messages = asyncio.run(_purge(config))
+        agents, conversations, records, messages, chunks = asyncio.run(_purge(config))
         print(f"purged {agents} expired agents and {conversations} expired conversations")
         print(f"erased the content of {messages} expired deleted messages")
+        print(f"deleted {chunks} event log chunks of runs past AGENTAPI_EVENT_LOG_RETENTION_S")
         logging.getLogger("agentapi").info("purged %d expired idempotency records", records)
         return 0
     if args.migrate and not _migrated(config, upgrade):  # once, before any worker starts

@@ -126,6 +126,13 @@ class Config:
     db_pool_timeout_s: float = 5.0
     runner_dead_after_s: float = 30.0
     readiness_interval_s: float = 2.0
+    # Durable runs (issue 16): the event log's flush cadence and size trigger,
+    # how long a finished run's log is kept, and the followers' and cancel polls.
+    event_log_flush_s: float = 0.2
+    event_log_flush_bytes: int = 16 * 1024
+    event_log_retention_s: float = 3600.0
+    event_log_poll_s: float = 0.25
+    cancel_poll_s: float = 1.0
     # Size limits and logging (issue 13, sections 3 and 6): one block.
     max_messages_per_request: int = _LIMITS.messages_per_request
     max_message_chars: int = _LIMITS.message_chars
@@ -255,6 +262,11 @@ LOG_FORMATS = ("text", "json")
 
 # Numeric settings read from AGENTAPI_<NAME> (for example AGENTAPI_RETRY_ATTEMPTS=3).
 _NUMERIC_SETTINGS: dict[str, type] = {
+    "event_log_flush_s": float,
+    "event_log_flush_bytes": int,
+    "event_log_retention_s": float,
+    "event_log_poll_s": float,
+    "cancel_poll_s": float,
     "upstream_connect_timeout_s": float,
     "upstream_read_timeout_s": float,
     "catalog_ttl_s": float,

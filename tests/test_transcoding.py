@@ -87,7 +87,7 @@ async def test_openapi_schemas_follow_the_json_mapping(offline_stack: Stack) -> 
     assert {p["name"]: p["in"] for p in patch["parameters"]} == {"agent_id": "path", "updateMask": "query"}
     assert patch["parameters"][1]["schema"]["type"] == "string"
     send = document["paths"]["/agentapi/v1/sessions/{session_id}:sendMessage"]["post"]
-    assert set(send["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {"messages", "options"}
+    assert set(send["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {"messages", "options", "background"}
     listing = document["paths"]["/agentapi/v1/agents"]["get"]
     assert {p["name"] for p in listing["parameters"]} == {"pageSize", "pageToken", "showDeleted", "filter"}
 

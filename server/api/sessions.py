@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
 
 import grpc
 
 from agentapi import v1 as pb
 from server.api import convert, message_convert, turn_options
 from server.api.interceptor import current_principal
+from server.api.turn_streams import STREAMING, as_type, encoder, relay
+from server.domain.errors import AgentAPIError
 from server.domain.forks import fork
 from server.domain.message_history import MessageHistoryService
-from server.domain.runs import InputMessage, TurnEvent, TurnRunner
+from server.domain.runs import InputMessage, TurnRunner
 from server.domain.runs.approvals import Approval
+from server.domain.runs.live import LiveRuns, RunHandle
 from server.domain.sessions import SessionService
 from server.domain.transcripts import TranscriptService, unknown_format
 from server.store.message_history import SearchFilters
@@ -28,35 +30,16 @@ EXPORT_FORMATS = {
 }
 
 
-async def _stream_events(events: AsyncIterator[TurnEvent], response: Any) -> AsyncIterator[Any]:
-    """A turn's events as ``response`` messages (turn_started, input_message,
-    delta, assistant_message); a failed turn ends with its typed status after
-    the stored FAILED message."""
-    async with aclosing(events):
-        async for event in events:
-            if event.kind == "delta":
-                yield response(delta=message_convert.delta(event.delta))
-            elif event.kind == "started":
-                yield response(turn_started=message_convert.turn_started(event.message))
-            elif event.kind == "tool_started":
-                yield response(tool_call_started=message_convert.tool_call_started(event.message, event.call))
-            elif event.kind == "tool_completed":
-                yield response(tool_call_completed=message_convert.message(event.message))
-            elif event.kind == "input":
-                yield response(input_message=message_convert.message(event.message))
-            else:
-                yield response(assistant_message=message_convert.message(event.message))
-                if event.error is not None:
-                    raise event.error
-
-
 class SessionServicer(pb.SessionServiceServicer):
     """Serves ``agentapi.v1.SessionService``."""
 
-    def __init__(self, sessions: SessionService, turns: TurnRunner, transcripts: TranscriptService) -> None:
+    def __init__(
+        self, sessions: SessionService, turns: TurnRunner, transcripts: TranscriptService, live: LiveRuns
+    ) -> None:
         self.sessions = sessions
         self.turns = turns
         self.transcripts = transcripts
+        self.live = live
         self.history = MessageHistoryService(sessions.db, sessions.tokens)
 
     async def CreateSession(
@@ -87,38 +70,60 @@ class SessionServicer(pb.SessionServiceServicer):
         options: pb.TurnOptions,
         inputs_path: str = "messages",
         approvals: list[Approval] | None = None,
-    ) -> AsyncIterator[TurnEvent]:
-        return self.turns.run(
-            current_principal(),
+        response: type = pb.SendStreamingMessageResponse,
+        background: bool = False,
+        regenerate: str | None = None,
+    ) -> RunHandle:
+        """Starts the turn in a task of its own (server/domain/runs/live.py);
+        a background turn is not bounded by the caller's deadline."""
+        principal = current_principal()
+        events = self.turns.run(
+            principal,
             session_id,
             inputs,
             turn_options.from_proto(options),
-            context.time_remaining(),
+            None if background else context.time_remaining(),
             inputs_path,
             approvals or (),
+            regenerate,
         )
+        encode = STREAMING if response is pb.SendStreamingMessageResponse else encoder(response)
+        return self.live.run(principal.tenant_id, events, encode)
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendMessageResponse:
+        """Runs a turn and answers its stored reply; with ``background``,
+        answers once the turn is accepted (inputs stored, reply IN_PROGRESS)."""
         response = pb.SendMessageResponse()
         inputs = [message_convert.input_message(m) for m in request.messages]
-        async with aclosing(self._run(context, request.session_id, inputs, request.options)) as events:
+        handle = self._run(context, request.session_id, inputs, request.options, background=request.background)
+        started = ""
+        async with aclosing(relay(handle, pb.SendStreamingMessageResponse, request.background)) as events:
             async for event in events:
-                if event.kind == "input":
-                    response.input_messages.append(message_convert.message(event.message))
-                elif event.kind == "final":
-                    if event.error is not None:
-                        raise event.error
-                    response.message.CopyFrom(message_convert.message(event.message))
+                kind = event.WhichOneof("event")
+                if kind == "input_message":
+                    response.input_messages.append(event.input_message)
+                elif kind == "assistant_message":
+                    response.message.CopyFrom(event.assistant_message)
+                elif kind == "turn_started":
+                    started = event.turn_started.message_id
+                elif request.background:
+                    break
+        if request.background and not response.HasField("message") and started:
+            reply = await self.live.message(current_principal(), request.session_id, started)
+            response.message.CopyFrom(message_convert.message(reply))
         return response
 
     def SendStreamingMessage(
         self, request: pb.SendStreamingMessageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SendStreamingMessageResponse]:
         inputs = [message_convert.input_message(m) for m in request.messages]
-        events = self._run(context, request.session_id, inputs, request.options)
-        return _stream_events(events, pb.SendStreamingMessageResponse)
+        handle = self._run(context, request.session_id, inputs, request.options, background=request.background)
+        keep = request.on_disconnect == pb.ON_DISCONNECT_CONTINUE or (
+            request.background and request.on_disconnect != pb.ON_DISCONNECT_CANCEL
+        )
+        return relay(handle, pb.SendStreamingMessageResponse, keep)
 
     def SubmitToolOutputs(
         self, request: pb.SubmitToolOutputsRequest, context: grpc.aio.ServicerContext
@@ -128,21 +133,46 @@ class SessionServicer(pb.SessionServiceServicer):
             for output in request.tool_outputs
         ]
         approvals = [Approval(a.tool_call_id, a.approve, a.reason) for a in request.approvals]
-        events = self._run(context, request.session_id, inputs, request.options, "tool_outputs", approvals)
-        return _stream_events(events, pb.SubmitToolOutputsResponse)
+        response = pb.SubmitToolOutputsResponse
+        handle = self._run(context, request.session_id, inputs, request.options, "tool_outputs", approvals, response)
+        return relay(handle, response, False)
 
     def RegenerateMessage(
         self, request: pb.RegenerateMessageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RegenerateMessageResponse]:
-        events = self.turns.run(
-            current_principal(),
-            request.session_id,
-            [],
-            turn_options.from_proto(request.options),
-            context.time_remaining(),
-            regenerate=request.message_id,
+        response = pb.RegenerateMessageResponse
+        handle = self._run(
+            context, request.session_id, [], request.options, response=response, regenerate=request.message_id
         )
-        return _stream_events(events, pb.RegenerateMessageResponse)
+        return relay(handle, response, False)
+
+    async def GetMessage(
+        self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMessageResponse:
+        row = await self.live.message(current_principal(), request.session_id, request.message_id)
+        return pb.GetMessageResponse(message=message_convert.message(row))
+
+    async def StreamTurn(
+        self, request: pb.StreamTurnRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamTurnResponse]:
+        events = self.live.follow(
+            current_principal(), request.session_id, request.message_id, max(0, request.after_sequence_number)
+        )
+        ended = False
+        try:
+            async for sequence, event in events:
+                reply = as_type(pb.StreamTurnResponse, event, sequence)
+                ended = reply.HasField("assistant_message")
+                yield reply
+        except AgentAPIError:
+            if not ended:  # a rejoined stream ends at its final event, which carries any error
+                raise
+
+    async def CancelTurn(
+        self, request: pb.CancelTurnRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelTurnResponse:
+        row = await self.live.cancel(current_principal(), request.session_id, request.message_id)
+        return pb.CancelTurnResponse(message=message_convert.message(row))
 
     async def ForkSession(
         self, request: pb.ForkSessionRequest, context: grpc.aio.ServicerContext

@@ -320,3 +320,35 @@ class RunnerRow(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     start_time: Mapped[datetime] = mapped_column(Timestamp)
     heartbeat_time: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class RunEventChunkRow(Base):
+    """A run's event log, one row per flush: the events numbered
+    ``first_sequence``..``last_sequence``, each a serialized stream event
+    framed by a 4-byte big-endian length (server/domain/runs/event_log.py).
+    ``terminal`` marks the chunk holding the run's last event. Rows of a
+    finished run are deleted by ``agentapi purge`` after
+    ``AGENTAPI_EVENT_LOG_RETENTION_S``; the messages stay."""
+
+    __tablename__ = "run_event_chunks"
+    __table_args__ = (Index(None, "create_time"),)
+
+    run_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    first_sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+    terminal: Mapped[int] = mapped_column(Integer, default=0)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[bytes] = mapped_column(LongBlob)
+    create_time: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class RunCancellationRow(Base):
+    """A request to cancel a running turn (CancelTurn), for the replica that
+    runs it to find when no Redis carries the signal."""
+
+    __tablename__ = "run_cancellations"
+    __table_args__ = (Index(None, "create_time"),)
+
+    run_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[datetime] = mapped_column(Timestamp)

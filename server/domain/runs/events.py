@@ -30,10 +30,12 @@ class TurnEvent:
     message), ``delta``, ``tool_started`` (``message`` the IN_PROGRESS tool
     message, ``call`` the model's call), ``tool_completed`` (the stored tool
     message) or ``final`` (the stored assistant message, with ``error`` set
-    when the turn failed)."""
+    when the turn failed). A ``delta``'s ``message`` is the step's reply it
+    belongs to."""
 
     kind: str
     message: MessageRow | None = None
     delta: Delta | None = None
     error: AgentAPIError | None = None
     call: dict[str, Any] | None = None
+    replay: bool = False  # ``started`` of an idempotent replay: the turn ran before, its log exists

@@ -9,6 +9,8 @@ from server.domain.errors import AgentAPIError
 # The message a shutdown cancels calls with (``Task.cancel(msg)``), so a turn
 # stopped by it is stored with that reason rather than as the caller's cancel.
 SHUTDOWN_CANCEL = "agentapi: SHUTTING_DOWN"
+# The cancel message of a run stopped by CancelTurn (server/domain/runs/live.py).
+TURN_CANCEL = "agentapi: TURN_CANCELLED"
 # A cancel this close to the turn's deadline is the deadline's (gRPC cancels
 # the call when the caller's deadline passes; the clocks differ slightly).
 _DEADLINE_SLACK_S = 0.25
@@ -38,6 +40,8 @@ def stop_reason(exc: BaseException, deadline: float) -> AgentAPIError:
     the caller (CANCELLED)."""
     if SHUTDOWN_CANCEL in getattr(exc, "args", ()):
         return AgentAPIError("UNAVAILABLE", "SHUTTING_DOWN", "the server shut down before the turn finished")
+    if TURN_CANCEL in getattr(exc, "args", ()):
+        return AgentAPIError("CANCELLED", "TURN_CANCELLED", "the turn was cancelled (CancelTurn)")
     if time.monotonic() >= deadline - _DEADLINE_SLACK_S:
         return AgentAPIError("DEADLINE_EXCEEDED", "TURN_DEADLINE_EXCEEDED", "the caller's deadline passed")
     return AgentAPIError("CANCELLED", "CANCELLED", "the caller cancelled the turn")

@@ -153,7 +153,7 @@ class TurnRunner:
             if not fresh and not plan.new and not (decisions.approved or decisions.denied) and not plan.reply:
                 plan.reply = reply_after(history, [*plan.repeated, *decisions.repeated])
             if plan.reply is not None:
-                yield TurnEvent("started", message=plan.reply)
+                yield TurnEvent("started", message=plan.reply, replay=True)
                 for row in plan.repeated:
                     yield TurnEvent("input", message=row)
                 yield TurnEvent("final", message=plan.reply)

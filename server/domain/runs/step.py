@@ -206,7 +206,7 @@ async def model_step(
                         delta = Delta(
                             state.numbered, chunk.content, fragments, chunk.logprobs, chunk.refusal, chunk.reasoning
                         )
-                        yield TurnEvent("delta", delta=delta)
+                        yield TurnEvent("delta", message=reply, delta=delta)
                 if chunk.finish_reason:
                     reply.finish_reason = chunk.finish_reason
                 if chunk.usage is not None:
