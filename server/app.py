@@ -225,12 +225,13 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
         raise ListenError(f"cannot listen on {config.grpc_addr}: {exc}") from exc
     own_port = server.add_insecure_port("127.0.0.1:0") if local_port else port
     runner_id = idempotency.runner_id = runner_id_for(config, port)
+    live = make_live_runs(config, db)
     recovery = Recovery(
         db,
         runner_id,
         idempotency,
         stale_after_s,
-        live_since=interceptor.live_since,
+        live_since=lambda: min(interceptor.live_since(), live.live_since()),
         dead_after_s=config.runner_dead_after_s,
     )
     try:  # before serving, so that no turn of this process can be taken for a lost one
@@ -243,7 +244,6 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     pb.add_AgentServiceServicer_to_server(AgentServicer(agents, catalog), server)
     pb.add_ConversationServiceServicer_to_server(ConversationServicer(ConversationService(db, tokens)), server)
     sessions = SessionService(db, tokens)
-    live = make_live_runs(config, db)
     turns = TurnRunner(
         db,
         backend,

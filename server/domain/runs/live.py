@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from datetime import datetime
 from typing import Any
 
 from server.domain.common import Principal, require_uuid, utcnow
@@ -201,6 +202,12 @@ class LiveRuns:
         self.cancel_poll_s = cancel_poll_s
         self.runs: dict[str, RunHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._starts: dict[RunHandle, datetime] = {}  # runs not ended, by when they began
+
+    def live_since(self) -> datetime:
+        """When the oldest run still going here began (naive UTC), or now:
+        recovery takes older IN_PROGRESS rows of this runner for lost ones."""
+        return min(self._starts.values(), default=utcnow())
 
     def start(self) -> None:
         """Starts the log's flusher and the cancel watchers."""
@@ -212,7 +219,9 @@ class LiveRuns:
     def run(self, tenant_id: str, events: AsyncIterator[TurnEvent], encode: Encoder) -> RunHandle:
         """Starts driving ``events`` (TurnRunner.run's) in a task of its own."""
         handle = RunHandle(self, tenant_id, encode)
+        self._starts[handle] = utcnow()
         handle.task = asyncio.create_task(handle.drive(events))
+        handle.task.add_done_callback(lambda _: self._starts.pop(handle, None))
         return handle
 
     def register(self, handle: RunHandle) -> None:
