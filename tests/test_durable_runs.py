@@ -13,12 +13,14 @@ import grpc
 import httpx
 import pytest
 
+import agentapi
 from agentapi import v1 as pb
 from server.domain.common import utcnow
 from server.store.db import Database
 from server.store.run_events import RunEventStore
 from tests.helpers import create_session, error_reason, user
 from tests.stack import AUTH, MASTER_KEY, Stack
+from tests.support.tcp_proxy import TcpProxy
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet"
 SLOW = f"{WORDS} [[slow:60]]"
@@ -211,3 +213,25 @@ async def test_purge_deletes_old_event_logs_and_rejoin_then_says_so(stack: Stack
         await rejoin(stack, session.id, message_id, 0)
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_reason(error.value) == "EVENT_LOG_EXPIRED"
+
+
+async def test_the_client_rejoins_a_stream_whose_connection_was_cut(stack: Stack) -> None:
+    assert stack.grpc_server is not None
+    proxy = TcpProxy("127.0.0.1", stack.grpc_server.port).start()
+    try:
+        async with agentapi.AsyncClient(f"127.0.0.1:{proxy.port}", api_key=MASTER_KEY) as api:
+            session = await api.sessions.create(overrides=pb.SessionSettings(model="scripted-a"))
+            events = []
+            async with api.sessions.stream(session.id, SLOW) as turn:
+                async for event in turn.events:
+                    events.append(event)
+                    if sum(e.HasField("delta") for e in events) == 2 and not turn.rejoins:
+                        proxy.cut()  # every open connection is reset, as by a load balancer
+                        proxy.restore()
+                final = await turn.final_message()
+            assert turn.rejoins >= 1
+            assert [e.sequence_number for e in events] == list(range(1, len(events) + 1))
+            assert final.status == pb.MESSAGE_STATUS_COMPLETED and final.content == content(events)
+            assert "juliet" in final.content
+    finally:
+        proxy.stop()

@@ -116,3 +116,15 @@ def test_the_history_curls_regenerate_and_fork(served: dict[str, str], tmp_path:
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "assistantMessage" in result.stdout and '"parentSessionId"' in result.stdout, result.stdout[-500:]
+
+
+def test_the_durable_run_curls_poll_rejoin_and_cancel(served: dict[str, str], tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    [snippet] = [block for block in CURL_SNIPPETS if ":cancel" in block]
+    script = tmp_path / "durable.sh"
+    script.write_text("set -euo pipefail\n" + _localized(snippet, served))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "id: 3" in result.stdout and "id: 2\n" not in result.stdout, result.stdout[-800:]
+    assert "assistantMessage" in result.stdout and result.stdout.count('"status"') >= 2, result.stdout[-800:]

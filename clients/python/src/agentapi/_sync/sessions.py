@@ -111,10 +111,37 @@ class Sessions(SyncResource):
         """A streamed turn; use ``with client.sessions.stream(id, "hi") as turn:``
         (see TurnStream). The call opens on entering the block, retried while no
         event arrived."""
+        # The run goes on when the connection drops, so the stream can rejoin it.
         request = pb.SendStreamingMessageRequest(
-            session_id=session_id, messages=input_messages(messages), options=options
+            session_id=session_id,
+            messages=input_messages(messages),
+            options=options,
+            on_disconnect=pb.ON_DISCONNECT_CONTINUE,
         )
         return TurnStream(self._transport, self._path("SendStreamingMessage"), request, idempotency_key)
+
+    def rejoin(self, session_id: str, message_id: str, *, after_sequence_number: int = 0) -> TurnStream:
+        """A turn's events after ``after_sequence_number`` (StreamTurn), then live
+        to its end: ``message_id`` is the turn's (``turn.message_id``). Raises
+        NotFoundError; FailedPreconditionError (EVENT_LOG_EXPIRED) for a turn
+        whose log was purged."""
+        request = pb.StreamTurnRequest(
+            session_id=session_id, message_id=message_id, after_sequence_number=after_sequence_number
+        )
+        turn = TurnStream(self._transport, self._path("StreamTurn"), request, None)
+        turn.message_id, turn.last_sequence_number = message_id, after_sequence_number
+        return turn
+
+    def cancel_turn(self, session_id: str, message_id: str) -> pb.Message:
+        """Cancels a running turn wherever it runs (CancelTurn): its stored reply,
+        CANCELLED, or unchanged when it had ended. Raises NotFoundError."""
+        request = pb.CancelTurnRequest(session_id=session_id, message_id=message_id)
+        return (self._call("CancelTurn", request, pb.CancelTurnResponse, Safety.READ)).message
+
+    def get_message(self, session_id: str, message_id: str) -> pb.Message:
+        """One message; a running reply shows its status and text so far. Raises NotFoundError."""
+        request = pb.GetMessageRequest(session_id=session_id, message_id=message_id)
+        return (self._call("GetMessage", request, pb.GetMessageResponse)).message
 
     def submit_tool_outputs_stream(
         self,
