@@ -207,8 +207,13 @@ async def test_a_killed_worker_is_restarted_and_recovers_its_lost_turn(
         assert time.monotonic() < deadline, f"worker w{index} was not restarted:\n{server.text()}"
         await asyncio.sleep(0.1)
     assert f"worker w{index} (pid {before[index]}) exited with code -9: restarting it" in server.text()
-    # The new process is the same runner: at start-up it failed the turn it lost.
-    ((status, error),) = await db_rows(mariadb_url, "SELECT status, error FROM messages WHERE id = :i", i=reply_id)
+    # The new process is the same runner: at start-up (it may still be starting) it fails the turn it lost.
+    while True:
+        query = "SELECT status, error FROM messages WHERE id = :i"
+        ((status, error),) = await db_rows(mariadb_url, query, i=reply_id)
+        if status != "in_progress" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
     assert status == "failed" and "INTERRUPTED" in error
     await grpc_turn(server.grpc_port, "scripted-a")  # still serving
     assert server.process is not None

@@ -11,10 +11,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.store.models import IdempotencyRecordRow, MessageRow
+from server.store.models import IdempotencyRecordRow, MessageRow, ReplyCheckpointRow
 from server.store.turns import orphan_claims, release_turns
 
 IN_PROGRESS = "in_progress"
@@ -139,7 +139,20 @@ class InterruptedReplies:
             query = update(MessageRow).where(
                 MessageRow.id.in_([i for i, _ in replies]), MessageRow.status == IN_PROGRESS
             )
-            count += (await self.session.execute(query.values(status="failed", error=error, update_time=now))).rowcount
+            # The text streamed up to the event log's last flush (reply_checkpoints).
+            checkpoint = ReplyCheckpointRow.__table__
+            saved = select(checkpoint.c.content).where(checkpoint.c.message_id == MessageRow.id).scalar_subquery()
+            reasoning = (
+                select(checkpoint.c.reasoning_content).where(checkpoint.c.message_id == MessageRow.id).scalar_subquery()
+            )
+            values = {
+                "status": "failed",
+                "error": error,
+                "update_time": now,
+                "content": func.coalesce(saved, MessageRow.content),
+                "reasoning_content": func.coalesce(reasoning, MessageRow.reasoning_content),
+            }
+            count += (await self.session.execute(query.values(values))).rowcount
         if tools:
             # A server tool call cut off while it ran: it may or may not have
             # acted, and nothing runs it again; the model reads as much.

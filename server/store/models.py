@@ -352,3 +352,18 @@ class RunCancellationRow(Base):
     run_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
     create_time: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ReplyCheckpointRow(Base):
+    """The text a streaming reply had at the event log's last flush: recovery
+    copies it into the reply it marks INTERRUPTED, and GetMessage shows it
+    for a reply streaming on another replica. Kept apart from ``messages``
+    (no full-text index to update on every flush); purged with the logs."""
+
+    __tablename__ = "reply_checkpoints"
+    __table_args__ = (Index(None, "update_time"),)
+
+    message_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    content: Mapped[str] = mapped_column(LongText, default="")
+    reasoning_content: Mapped[str | None] = mapped_column(LongText, nullable=True)
+    update_time: Mapped[datetime] = mapped_column(Timestamp)

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from server.store.db import Database
-from server.store.models import MessageRow, RunCancellationRow, RunEventChunkRow, SessionRow
+from server.store.models import MessageRow, ReplyCheckpointRow, RunCancellationRow, RunEventChunkRow, SessionRow
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,25 @@ class Checkpoint:
     reasoning_content: str | None
 
 
+def _upsert_checkpoints(session: Any, checkpoints: Sequence[Checkpoint], now: datetime) -> Any:
+    """One multi-row INSERT ... ON DUPLICATE KEY UPDATE (MySQL) / ON CONFLICT DO UPDATE (SQLite)."""
+    rows = [
+        {"message_id": c.message_id, "content": c.content, "reasoning_content": c.reasoning_content, "update_time": now}
+        for c in checkpoints
+    ]
+    table = ReplyCheckpointRow.__table__
+    if session.bind.dialect.name == "sqlite":
+        statement = sqlite_insert(table).values(rows)
+        return statement.on_conflict_do_update(
+            index_elements=[table.c.message_id],
+            set_={name: statement.excluded[name] for name in ("content", "reasoning_content", "update_time")},
+        )
+    statement = mysql_insert(table).values(rows)
+    return statement.on_duplicate_key_update(
+        {name: statement.inserted[name] for name in ("content", "reasoning_content", "update_time")}
+    )
+
+
 class RunEventStore:
     """The event log's table, ``run_cancellations``, and the checkpoint UPDATE."""
 
@@ -46,10 +68,9 @@ class RunEventStore:
         self.db = db
 
     async def write(self, chunks: Sequence[Chunk], checkpoints: Sequence[Checkpoint], now: datetime) -> None:
-        """INSERTs ``chunks`` and checkpoints the replies still IN_PROGRESS, in
-        one transaction. A reply whose terminal write came first is left as
-        it is (``status`` guards the UPDATE). Raises UNAVAILABLE
-        (DATABASE_UNAVAILABLE)."""
+        """INSERTs ``chunks`` and upserts the replies' checkpoints: two
+        statements and one COMMIT per flush, whatever the number of runs.
+        Raises UNAVAILABLE (DATABASE_UNAVAILABLE)."""
         async with self.db.session() as session:
             if chunks:
                 await session.execute(
@@ -68,19 +89,7 @@ class RunEventStore:
                     ],
                 )
             if checkpoints:
-                statement = (
-                    update(MessageRow.__table__)
-                    .where(MessageRow.__table__.c.id == bindparam("message_id"))
-                    .where(MessageRow.__table__.c.status == "in_progress")
-                    .values(content=bindparam("text"), reasoning_content=bindparam("reasoning"))
-                )
-                await session.execute(
-                    statement,
-                    [
-                        {"message_id": c.message_id, "text": c.content, "reasoning": c.reasoning_content}
-                        for c in checkpoints
-                    ],
-                )
+                await session.execute(_upsert_checkpoints(session, checkpoints, now))
             await session.commit()
 
     async def read(self, run_id: str, tenant_id: str, after: int) -> list[Chunk]:
@@ -134,6 +143,8 @@ class RunEventStore:
             deleted += result.rowcount or 0
             cancels = RunCancellationRow.__table__
             await session.execute(delete(cancels).where(cancels.c.create_time < abandoned_before))
+            checkpoints = ReplyCheckpointRow.__table__
+            await session.execute(delete(checkpoints).where(checkpoints.c.update_time < finished_before))
             await session.commit()
         return deleted
 
@@ -149,6 +160,14 @@ class RunReads:
         async with self.db.session() as session:
             row = await session.get(MessageRow, message_id)
             return row if row is not None and row.session_id == session_id else None
+
+    async def checkpoint(self, message_id: str) -> tuple[str, str | None] | None:
+        """A streaming reply's (content, reasoning) at the last flush, or None."""
+        table = ReplyCheckpointRow.__table__
+        query = select(table.c.content, table.c.reasoning_content).where(table.c.message_id == message_id)
+        async with self.db.session() as session:
+            row = (await session.execute(query)).first()
+        return (row[0], row[1]) if row is not None else None
 
     async def running(self, session_id: str, run_id: str) -> bool:
         """Whether ``run_id`` still holds its session (its claim is released

@@ -89,7 +89,7 @@ class RunHandle:
         """The current reply's text when it grew since the last checkpoint."""
         reply = self.reply
         counts = (len(self.text), len(self.reasoning))
-        if reply is None or counts == self._checkpointed or reply.status != "in_progress":
+        if reply is None or counts == self._checkpointed:
             return None
         self._checkpointed = counts
         reasoning = "".join(self.reasoning) or None
@@ -256,11 +256,17 @@ class LiveRuns:
         row = await self.reads.message(session_id, message_id)
         if row is None or row.tenant_id != principal.tenant_id or row.delete_time is not None:
             raise not_found("message", message_id)
+        if row.status != "in_progress":
+            return row
         for handle in self.runs.values():
             current = handle.reply
-            if current is not None and current.id == row.id and row.status == "in_progress":
+            if current is not None and current.id == row.id:  # streaming here: the text so far
                 row.content = "".join(handle.text)
                 row.reasoning_content = "".join(handle.reasoning) or row.reasoning_content
+                return row
+        saved = await self.reads.checkpoint(row.id)  # streaming elsewhere: its last checkpoint
+        if saved is not None:
+            row.content, row.reasoning_content = saved[0], saved[1] or row.reasoning_content
         return row
 
     async def follow(

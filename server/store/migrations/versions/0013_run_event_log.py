@@ -1,4 +1,4 @@
-"""the runs' event log and cancel requests (durable runs)
+"""the runs' event log, reply checkpoints and cancel requests (durable runs)
 
 Revision ID: 0013
 Revises: 0012
@@ -15,6 +15,7 @@ branch_labels = None
 depends_on = None
 
 TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mariadb").with_variant(mysql.DATETIME(fsp=6), "mysql")
+LONGTEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql")
 LONGBLOB = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mariadb").with_variant(mysql.LONGBLOB(), "mysql")
 
 
@@ -39,8 +40,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", name="pk_run_cancellations"),
     )
     op.create_index("ix_run_cancellations_create_time", "run_cancellations", ["create_time"])
+    op.create_table(
+        "reply_checkpoints",
+        sa.Column("message_id", sa.String(36), nullable=False),
+        sa.Column("content", LONGTEXT, nullable=False),
+        sa.Column("reasoning_content", LONGTEXT, nullable=True),
+        sa.Column("update_time", TIMESTAMP, nullable=False),
+        sa.PrimaryKeyConstraint("message_id", name="pk_reply_checkpoints"),
+    )
+    op.create_index("ix_reply_checkpoints_update_time", "reply_checkpoints", ["update_time"])
 
 
 def downgrade() -> None:
+    op.drop_table("reply_checkpoints")
     op.drop_table("run_cancellations")
     op.drop_table("run_event_chunks")
