@@ -116,6 +116,14 @@ async def test_playground_streams_a_server_tool_step_then_the_transcript_shows_i
     await page.select_option("#pg-reasoning", "low")
     # What the live reply showed while it streamed, recorded in the page as it changed.
     await page.evaluate(WATCH_LIVE)
+    # A 20 kB/s link (Chromium's network emulation) spreads the events out, as a real
+    # model's would be; over loopback the offline model's all arrive in one read.
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    await cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": 20_000, "uploadThroughput": -1},
+    )
     words = " ".join(f"word{i}" for i in range(300))
     await _send(console, words)
     await expect(page.locator(".chat article.role-assistant").last.locator(".content")).to_have_text(
@@ -126,12 +134,15 @@ async def test_playground_streams_a_server_tool_step_then_the_transcript_shows_i
     assert len(partial) >= 3, seen  # token by token, not all at once
     assert all(f"You said: {words}".startswith(text) for text in partial)
 
+    await page.get_by_role("button", name="New chat").click()
     await page.evaluate(WATCH_LIVE)
     await _send(console, 'please use calculator {"expression": "6*7"} and tell me the result')
     reply = page.locator(".chat article.role-assistant").last
     await expect(reply.locator(".content")).to_have_text("Tool calculator returned: 42")
     await expect(page.locator(".chat article.role-tool")).to_contain_text("calculator")
     await expect(page.locator(".chat article.role-tool .badge")).to_have_text("builtin")
+    # Once the turn ends the playground shows the stored messages, the step's tool call among them.
+    await expect(page.locator(".chat .tool-call[data-tool=calculator]")).to_be_visible()
     await expect(page.locator(".chat .reasoning").first).to_contain_text("Thinking about")
     seen = await page.evaluate("window.__live")
     assert any("calculator" in step for step in seen["steps"]), seen  # the tool step showed while running

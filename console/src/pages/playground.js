@@ -23,12 +23,23 @@ export function PlaygroundPage({ search }) {
   const abort = useRef(null);
   const end = useRef(null);
 
+  // The stored messages, as any program would read them (ListMessages): after each
+  // turn they replace what the stream showed, so the step messages a stream does not
+  // carry (the assistant's tool calls) appear too. A playground session is short.
+  const refresh = async (id) => {
+    const messages = [];
+    let token = "";
+    for (let pages = 0; pages < 20; pages++) {
+      const page = await get(`/sessions/${id}/messages`, { pageSize: 100, pageToken: token });
+      messages.push(...(page.messages || []));
+      token = page.nextPageToken;
+      if (!token) break;
+    }
+    setHistory(messages);
+  };
   useEffect(() => {
-    // Continuing a stored session (from its transcript): show its first page of messages.
-    // Only on opening: a session the playground creates is filled by its own streams.
-    const opened = search.get("session");
-    if (!opened) return;
-    get(`/sessions/${opened}/messages`, { pageSize: 100 }).then((page) => setHistory(page.messages || []), setError);
+    const opened = search.get("session"); // continuing a stored session from its transcript
+    if (opened) refresh(opened).catch(setError);
   }, []);
   useEffect(() => end.current?.scrollIntoView({ block: "end" }), [turn, history]);
   useEffect(() => {
@@ -54,9 +65,10 @@ export function PlaygroundPage({ search }) {
     const controller = new AbortController();
     abort.current = controller;
     let state = emptyTurn();
+    let id = "";
     setTurn(state);
     try {
-      const id = await ensureSession();
+      id = await ensureSession();
       await stream(`/sessions/${id}:${path}`, body, (event) => {
         state = foldEvent(state, event);
         setTurn(state);
@@ -68,6 +80,7 @@ export function PlaygroundPage({ search }) {
       setBusy(false);
       setHistory((h) => [...h, ...state.messages]);
       setTurn(state.done ? null : { ...state, stopped: true });
+      if (id) await refresh(id).catch(setError);
     }
   };
 

@@ -17,15 +17,18 @@ export function TranscriptPage({ id }) {
   const [session, sessionError] = useLoad(() => get(`/sessions/${id}`), [id]);
   const [extra, setExtra] = useState({ messages: [], token: "" });
   const [role, setRole] = useState("");
+  const [status, setStatus] = useState("");
+  // The API filters (AIP-160 over role and status), so paging stays exact.
+  const filter = [role && `role = "${role}"`, status && `status = "${status}"`].filter(Boolean).join(" AND ");
   const [exportError, setExportError] = useState(null);
   const [data, error, loading] = useLoad(async () => {
     setExtra({ messages: [], token: "" });
-    return get(`/sessions/${id}/messages`, { pageSize: PAGE });
-  }, [id]);
+    return get(`/sessions/${id}/messages`, { pageSize: PAGE, filter });
+  }, [id, filter]);
   const messages = [...(data?.messages || []), ...extra.messages];
   const token = extra.token || (extra.messages.length ? "" : data?.nextPageToken);
   const more = async () => {
-    const page = await get(`/sessions/${id}/messages`, { pageSize: PAGE, pageToken: token });
+    const page = await get(`/sessions/${id}/messages`, { pageSize: PAGE, filter, pageToken: token });
     setExtra({ messages: [...extra.messages, ...(page.messages || [])], token: page.nextPageToken || "" });
   };
   const exportAs = async (format, ext) => {
@@ -38,7 +41,6 @@ export function TranscriptPage({ id }) {
     }
   };
   const s = session?.session;
-  const shown = messages.filter((m) => !role || m.role === role);
   const actions = html`${FORMATS.map(
     ([format, label, ext]) => html`<button onClick=${() => exportAs(format, ext)}>Export ${label}</button>`,
   )}`;
@@ -52,13 +54,18 @@ export function TranscriptPage({ id }) {
       <label for="role-filter">Role</label>
       <select id="role-filter" value=${role} onChange=${(e) => setRole(e.currentTarget.value)}>
         <option value="">all</option>
-        ${["ROLE_SYSTEM", "ROLE_USER", "ROLE_ASSISTANT", "ROLE_TOOL"].map((r) => html`<option value=${r}>${enumText(r, "ROLE_")}</option>`)}
+        ${["user", "assistant", "tool", "system"].map((r) => html`<option value=${r}>${r}</option>`)}
       </select>
-      <span class="muted">${shown.length} of ${messages.length} loaded${token ? " (more on the server)" : ""}</span>
+      <label for="status-filter">Status</label>
+      <select id="status-filter" value=${status} onChange=${(e) => setStatus(e.currentTarget.value)}>
+        <option value="">all</option>
+        ${["completed", "failed", "cancelled", "requires_action", "in_progress"].map((v) => html`<option value=${v}>${v.replace("_", " ")}</option>`)}
+      </select>
+      <span class="muted">${messages.length} loaded${token ? ", more on the server" : ""}</span>
     </div>
     <${ErrorBox} error=${sessionError || error || exportError} />
     <${Loading} when=${loading} />
-    <div class="transcript">${shown.map((m) => html`<${MessageView} key=${m.id} message=${m} />`)}</div>
+    <div class="transcript">${messages.map((m) => html`<${MessageView} key=${m.id} message=${m} />`)}</div>
     <${More} token=${token} onMore=${more} />
   <//>`;
 }
