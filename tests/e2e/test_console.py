@@ -10,12 +10,12 @@ from typing import Any
 
 from playwright.async_api import expect
 
-expect.set_options(timeout=15_000)  # a loaded CI machine runs the server and the browser on 2 cores
-
 from agentapi import v1 as pb
 from tests.e2e.conftest import Console
 from tests.helpers import create_agent, create_session, user
 from tests.stack import AUTH, Stack
+
+expect.set_options(timeout=15_000)  # a loaded CI machine runs the server and the browser on 2 cores
 
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
@@ -180,7 +180,7 @@ async def test_a_reply_with_markup_is_shown_as_text(console: Console, offline_st
     await console.sign_in()
     await console.open("/playground")
     await console.page.select_option("#pg-target", "model:agentapi-offline")
-    payload = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
+    payload = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
     await _send(console, payload)
     reply = console.page.locator(".chat article.role-assistant").last.locator(".content")
     await expect(reply).to_have_text(f"You said: {payload}")
@@ -248,4 +248,5 @@ async def test_a_long_transcript_pages_and_a_narrow_dark_window_fits(
     assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(20, 23, 28)", background  # the dark palette
+    await page.evaluate("window.scrollTo(0, 0)")
     await console.shot("transcript-narrow-dark", full_page=False)
