@@ -110,7 +110,8 @@ function App() {
     const match = route.path.match(pattern);
     if (!match) continue;
     body = allowed(role, need)
-      ? html`<${Component} id=${match[1]} search=${route.search} role=${role} />`
+      ? // Keyed by the whole route: another id or query is a fresh page, not stale state.
+        html`<${Component} key=${location.hash} id=${match[1]} search=${route.search} role=${role} />`
       : html`<${Page} title="Not allowed"><p class="error" role="alert">This key may not use this page.</p><//>`;
     break;
   }

@@ -6,6 +6,7 @@ sees, and model text that must stay text."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from playwright.async_api import expect
@@ -38,6 +39,17 @@ WATCH_LIVE = """() => {
     for (const step of live.querySelectorAll(".step")) window.__live.steps.push(step.textContent);
   }).observe(document.body, { subtree: true, childList: true, characterData: true });
 }"""
+
+
+async def _slow_link(page: Any, bytes_per_second: int) -> None:
+    """Chromium's network emulation: a slow link spreads a turn's events out, as a
+    real model's would be; over loopback the offline model's arrive in one read."""
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    await cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": bytes_per_second, "uploadThroughput": -1},
+    )
 
 
 async def _send(console: Console, text: str) -> None:
@@ -116,14 +128,7 @@ async def test_playground_streams_a_server_tool_step_then_the_transcript_shows_i
     await page.select_option("#pg-reasoning", "low")
     # What the live reply showed while it streamed, recorded in the page as it changed.
     await page.evaluate(WATCH_LIVE)
-    # A 20 kB/s link (Chromium's network emulation) spreads the events out, as a real
-    # model's would be; over loopback the offline model's all arrive in one read.
-    cdp = await page.context.new_cdp_session(page)
-    await cdp.send("Network.enable")
-    await cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": 20_000, "uploadThroughput": -1},
-    )
+    await _slow_link(page, 20_000)
     words = " ".join(f"word{i}" for i in range(300))
     await _send(console, words)
     await expect(page.locator(".chat article.role-assistant").last.locator(".content")).to_have_text(
@@ -174,6 +179,31 @@ async def test_a_client_tool_output_entered_by_hand(console: Console, offline_st
         "Tool get_weather returned: sunny, 21 C"
     )
     await expect(form).to_have_count(0)
+
+    # The playground's session is an ordinary stored one: it is listed under its conversation.
+    await page.get_by_role("link", name="Open transcript").click()
+    await page.get_by_role("link", name="conversation", exact=True).click()
+    await expect(page.locator("tbody tr")).to_have_count(1)
+    await console.shot("sessions")
+    await console.open("/conversations")
+    await expect(page.locator("tbody tr").first).to_contain_text("Playground")
+    await console.shot("conversations")
+
+
+async def test_cancel_stops_the_stream(console: Console, offline_stack: Stack) -> None:
+    await console.sign_in()
+    await console.open("/playground")
+    page = console.page
+    await page.select_option("#pg-target", "model:agentapi-offline")
+    await _slow_link(page, 5_000)
+    async with page.expect_request(re.compile(r"/messages/[^/]+:cancel$")) as cancelled:
+        await _send(console, " ".join(f"word{i}" for i in range(400)))
+        await expect(page.locator(".live .streaming")).to_contain_text("word1")
+        await page.get_by_role("button", name="Cancel").click()
+    # CancelTurn names the turn's reply, from its turnStarted event; the fetch is aborted too.
+    assert (await cancelled.value).method == "POST"
+    await expect(page.locator(".live")).to_contain_text("Stopped.")
+    await expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
 
 
 async def test_a_reply_with_markup_is_shown_as_text(console: Console, offline_stack: Stack) -> None:
@@ -249,4 +279,5 @@ async def test_a_long_transcript_pages_and_a_narrow_dark_window_fits(
     background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(20, 23, 28)", background  # the dark palette
     await page.evaluate("window.scrollTo(0, 0)")
+    await page.wait_for_timeout(200)  # content-visibility paints the cards now on screen
     await console.shot("transcript-narrow-dark", full_page=False)

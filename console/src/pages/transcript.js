@@ -48,8 +48,8 @@ export function TranscriptPage({ id }) {
     ${s &&
     html`<p class="muted">Session <code>${s.id}</code> · ${enumText(s.status, "SESSION_STATUS_")} · model ${s.effectiveSettings?.model}
       ${s.agentId && html` · agent <a href=${`#/agents/${s.agentId}`}>revision ${s.agentRevision}</a>`}
-      · <a href=${`#/conversations/${s.conversationId}`}>conversation</a>
-      · <a href=${`#/playground?session=${s.id}`}>continue in playground</a></p>`}
+      ${s.conversationId && html` · <a href=${`#/conversations/${s.conversationId}`}>conversation</a>`}
+      ${" · "}<a href=${`#/playground?session=${s.id}`}>continue in playground</a></p>`}
     <div class="toolbar">
       <label for="role-filter">Role</label>
       <select id="role-filter" value=${role} onChange=${(e) => setRole(e.currentTarget.value)}>

@@ -180,8 +180,8 @@ var ve,us,hu,Xt,Cl,zo,cs,Oo,fs,Dl,Nl,_u,co=Symbol.for("pv"),Fo={},Bo=[],bu=/^m(i
   </article>`}var ei=100,Hu=[["EXPORT_FORMAT_MARKDOWN","Markdown","md"],["EXPORT_FORMAT_JSONL","JSONL","jsonl"],["EXPORT_FORMAT_OPENAI_JSON","OpenAI JSON","json"]];function ti({id:e}){let[t,n]=fe(()=>oe(`/sessions/${e}`),[e]),[o,l]=H({messages:[],token:""}),[s,i]=H(""),[a,c]=H(""),p=[s&&`role = "${s}"`,a&&`status = "${a}"`].filter(Boolean).join(" AND "),[m,g]=H(null),[h,_,S]=fe(async()=>(l({messages:[],token:""}),oe(`/sessions/${e}/messages`,{pageSize:ei,filter:p})),[e,p]),T=[...h?.messages||[],...o.messages],k=o.token||(o.messages.length?"":h?.nextPageToken),M=async()=>{let P=await oe(`/sessions/${e}/messages`,{pageSize:ei,filter:p,pageToken:k});l({messages:[...o.messages,...P.messages||[]],token:P.nextPageToken||""})},w=async(P,L)=>{g(null);try{let B=await oe(`/sessions/${e}:export`,{format:P});Vs(`session-${e}.${L}`,B.contentType||"text/plain",B.content||"")}catch(B){g(B)}},C=t?.session,y=v`${Hu.map(([P,L,B])=>v`<button onClick=${()=>w(P,B)}>Export ${L}</button>`)}`;return v`<${Se} title="Transcript" actions=${y}>
     ${C&&v`<p class="muted">Session <code>${C.id}</code> · ${At(C.status,"SESSION_STATUS_")} · model ${C.effectiveSettings?.model}
       ${C.agentId&&v` · agent <a href=${`#/agents/${C.agentId}`}>revision ${C.agentRevision}</a>`}
-      · <a href=${`#/conversations/${C.conversationId}`}>conversation</a>
-      · <a href=${`#/playground?session=${C.id}`}>continue in playground</a></p>`}
+      ${C.conversationId&&v` · <a href=${`#/conversations/${C.conversationId}`}>conversation</a>`}
+      ${" \xB7 "}<a href=${`#/playground?session=${C.id}`}>continue in playground</a></p>`}
     <div class="toolbar">
       <label for="role-filter">Role</label>
       <select id="role-filter" value=${s} onChange=${P=>i(P.currentTarget.value)}>
@@ -362,7 +362,7 @@ var ve,us,hu,Xt,Cl,zo,cs,Oo,fs,Dl,Nl,_u,co=Symbol.for("pv"),Fo={},Bo=[],bu=/^m(i
       <button type="submit" disabled=${s}>Sign in</button>
       <${he} error=${o} />
     </form>
-  </main>`}function Gf(){let[e,t]=H(null),[n,o]=H(!!tn.key),[l,s]=H(za());if(ot(()=>{let p=()=>s(za());return addEventListener("hashchange",p),()=>removeEventListener("hashchange",p)},[]),ot(()=>{tn.key&&Gl().then(t,()=>tn.key="").finally(()=>o(!1))},[]),ot(()=>{document.getElementById("page-title")?.focus()},[l.path,e]),n)return v`<p class="muted">Checking the key…</p>`;if(!e)return v`<${Wf} onSignedIn=${t} />`;let i=()=>{tn.key="",t(null)},a=v`<${Se} title="Not found"><p>No such page.</p><//>`;for(let[p,m,g]of Hf){let h=l.path.match(p);if(h){a=Ua(e,g)?v`<${m} id=${h[1]} search=${l.search} role=${e} />`:v`<${Se} title="Not allowed"><p class="error" role="alert">This key may not use this page.</p><//>`;break}}let c=e.operator?"operator":e.admin?"tenant admin":"client";return v`<div class="shell">
+  </main>`}function Gf(){let[e,t]=H(null),[n,o]=H(!!tn.key),[l,s]=H(za());if(ot(()=>{let p=()=>s(za());return addEventListener("hashchange",p),()=>removeEventListener("hashchange",p)},[]),ot(()=>{tn.key&&Gl().then(t,()=>tn.key="").finally(()=>o(!1))},[]),ot(()=>{document.getElementById("page-title")?.focus()},[l.path,e]),n)return v`<p class="muted">Checking the key…</p>`;if(!e)return v`<${Wf} onSignedIn=${t} />`;let i=()=>{tn.key="",t(null)},a=v`<${Se} title="Not found"><p>No such page.</p><//>`;for(let[p,m,g]of Hf){let h=l.path.match(p);if(h){a=Ua(e,g)?v`<${m} key=${location.hash} id=${h[1]} search=${l.search} role=${e} />`:v`<${Se} title="Not allowed"><p class="error" role="alert">This key may not use this page.</p><//>`;break}}let c=e.operator?"operator":e.admin?"tenant admin":"client";return v`<div class="shell">
     <a class="skip" href="#main">Skip to content</a>
     <nav aria-label="Console">
       <span class="brand">agentapi</span>
