@@ -281,3 +281,20 @@ async def test_a_long_transcript_pages_and_a_narrow_dark_window_fits(
     await page.evaluate("window.scrollTo(0, 0)")
     await page.wait_for_timeout(200)  # content-visibility paints the cards now on screen
     await console.shot("transcript-narrow-dark", full_page=False)
+
+
+async def test_a_failed_turn_shows_its_reason(console: Console, offline_stack: Stack, key: str) -> None:
+    # One step allowed, and the model calls a tool in it: the run ends FAILED (MAX_STEPS_EXCEEDED).
+    agent = await create_agent(offline_stack, key, model="agentapi-offline", builtin_tools=["calculator"], max_steps=1)
+    await console.sign_in()
+    await console.open(f"/playground?agent={agent.id}")
+    await _send(console, 'use calculator {"expression": "1+1"}')
+    page = console.page
+    await expect(page.get_by_role("alert")).to_contain_text("MAX_STEPS_EXCEEDED")
+    await page.get_by_role("link", name="Open transcript").click()
+    failed = page.locator('article.message[data-status="FAILED"]')
+    await expect(failed.locator(".error")).to_contain_text("MAX_STEPS_EXCEEDED")
+    await expect(failed.locator(".badge").first).to_have_text("failed")
+    await page.select_option("#status-filter", "failed")
+    await expect(page.locator("article.message")).to_have_count(1)
+    await console.shot("transcript-failed")
