@@ -111,7 +111,8 @@ function dispatch(frame, onEvent) {
   }
   if (!data.length) return;
   const payload = JSON.parse(data.join("\n"));
-  if (name === "error") throw new ApiError(payload?.error?.code === "internal_error" ? 500 : 400, payload);
+  // The HTTP status was 200 when the stream began; the error body carries code and reason.
+  if (name === "error") throw new ApiError(0, payload);
   onEvent(payload);
 }
 

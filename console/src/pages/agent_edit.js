@@ -11,6 +11,11 @@ const EMPTY = {
   builtinTools: [], tools: [], mcpServers: [], metadata: {},
 };
 
+const EDITED = [
+  "display_name", "system_prompt", "default_model", "fallback_models", "temperature", "max_steps",
+  "builtin_tools", "tools", "mcp_servers", "metadata",
+];
+
 function toDraft(agent) {
   return {
     key: agent.key || "",
@@ -87,7 +92,9 @@ export function AgentEditPage({ id, role }) {
         location.hash = `#/agents/${created.agent.id}`;
       } else {
         delete body.key; // the key is the agent's address: fixed once created
-        await patch(`/agents/${id}`, { ...body, etag: agent.etag }, { updateMask: Object.keys(body).map(snake).join(",") });
+        // The mask names every field the form edits: one left empty (temperature, max
+        // steps) is absent from the body and so cleared; fields the form lacks stay as they are.
+        await patch(`/agents/${id}`, { ...body, etag: agent.etag }, { updateMask: EDITED.join(",") });
         setSaved("Saved.");
         reload();
       }
@@ -145,4 +152,3 @@ export function AgentEditPage({ id, role }) {
   <//>`;
 }
 
-const snake = (name) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
