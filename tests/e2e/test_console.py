@@ -63,6 +63,14 @@ async def test_sign_in_shows_operator_pages(console: Console) -> None:
     for label in ("Agents", "Models", "Conversations", "Playground", "Usage", "Tenants", "API keys", "MCP servers"):
         await expect(nav.get_by_role("link", name=label, exact=True)).to_be_visible()
     await expect(console.page.locator(".who")).to_have_text("operator")
+    # Keyboard only: Tab reaches the navigation, Enter follows a link, and focus lands on the page.
+    for _ in range(12):
+        await console.page.keyboard.press("Tab")
+        if await console.page.evaluate("document.activeElement.textContent") == "Usage":
+            break
+    await console.page.keyboard.press("Enter")
+    await expect(console.page.locator("#page-title")).to_have_text("Usage")
+    await expect(console.page.locator("#page-title")).to_be_focused()
     await console.open("/models")
     await expect(console.page.get_by_text("agentapi-offline").first).to_be_visible()
     await console.shot("models")

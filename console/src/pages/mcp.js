@@ -44,7 +44,7 @@ export function McpPage() {
       (s) => html`<section class="card">
         <h2>${s.displayName || s.id}</h2>
         <p class="muted"><code>${s.id}</code> · ${enumText(s.transport, "MCP_TRANSPORT_")} · ${s.url || `${s.command} ${(s.args || []).join(" ")}`}
-          · tools discovered ${fmtTime(s.toolsDiscoverTime) || "never"}</p>
+          ${" · "}tools discovered ${fmtTime(s.toolsDiscoverTime) || "never"}</p>
         <p>Approved: ${(s.approvedTools || []).map((t) => html`<code title=${t.definitionHash}>${t.name}</code> `)}</p>
         <button aria-expanded=${open === s.id} onClick=${() => setOpen(open === s.id ? "" : s.id)}>${open === s.id ? "Hide tools" : "Show tools"}</button>
         ${open === s.id && html`<${Tools} server=${s} onChanged=${reload} />`}

@@ -347,7 +347,7 @@ var ve,us,hu,Xt,Cl,zo,cs,Oo,fs,Dl,Nl,_u,co=Symbol.for("pv"),Fo={},Bo=[],bu=/^m(i
     ${(e?.mcpServers||[]).map(i=>v`<section class="card">
         <h2>${i.displayName||i.id}</h2>
         <p class="muted"><code>${i.id}</code> · ${At(i.transport,"MCP_TRANSPORT_")} · ${i.url||`${i.command} ${(i.args||[]).join(" ")}`}
-          · tools discovered ${Pe(i.toolsDiscoverTime)||"never"}</p>
+          ${" \xB7 "}tools discovered ${Pe(i.toolsDiscoverTime)||"never"}</p>
         <p>Approved: ${(i.approvedTools||[]).map(a=>v`<code title=${a.definitionHash}>${a.name}</code> `)}</p>
         <button aria-expanded=${l===i.id} onClick=${()=>s(l===i.id?"":i.id)}>${l===i.id?"Hide tools":"Show tools"}</button>
         ${l===i.id&&v`<${Bf} server=${i} onChanged=${o} />`}
