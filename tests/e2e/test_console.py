@@ -124,6 +124,15 @@ async def test_create_agent_with_a_tool(console: Console, key: str) -> None:
     await expect(page.locator("tbody tr .badge.warn")).to_contain_text("unsupported: no-such-model")
     await console.shot("agents")
 
+    # Soft delete (AIP-164): gone from the list, back with "Show deleted", and undeleted.
+    await page.get_by_role("button", name="Delete").click()
+    await expect(page.locator("tbody tr")).to_have_count(0)
+    await page.get_by_label("Show deleted").check()
+    await expect(page.locator("tbody tr.deleted")).to_have_count(1)
+    await page.get_by_role("button", name="Undelete").click()
+    await expect(page.locator("tbody tr.deleted")).to_have_count(0)
+    await expect(page.locator("tbody tr")).to_have_count(1)
+
 
 async def test_playground_streams_a_server_tool_step_then_the_transcript_shows_it(
     console: Console, offline_stack: Stack, key: str
