@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import expect
@@ -178,6 +179,11 @@ async def test_playground_streams_a_server_tool_step_then_the_transcript_shows_i
     await expect(page.locator("article.role-tool .content")).to_have_text("42")
     await expect(page.locator("article.role-assistant").last.locator(".meta")).to_contain_text("agentapi-offline")
     await console.shot("transcript")
+    for label, expected in (("Export Markdown", "Tool calculator returned: 42"), ("Export JSONL", '"role"')):
+        async with page.expect_download() as downloading:
+            await page.get_by_role("button", name=label).click()
+        exported = await (await downloading.value).path()
+        assert expected in Path(exported).read_text(), label
 
 
 async def test_a_client_tool_output_entered_by_hand(console: Console, offline_stack: Stack, key: str) -> None:
