@@ -249,6 +249,15 @@ async def test_usage_shows_tokens_by_day_model_agent_and_tenant(
     await offline_stack.sessions.SendMessage(
         pb.SendMessageRequest(session_id=session.id, messages=[user("count me")]), metadata=AUTH
     )
+    budgeted = f"Budgeted {key}"
+    await offline_stack.tenants.CreateTenant(
+        pb.CreateTenantRequest(
+            tenant=pb.Tenant(
+                id=key, display_name=budgeted, budget=pb.Budget(period=pb.BUDGET_PERIOD_MONTH, max_tokens=1000)
+            )
+        ),
+        metadata=AUTH,
+    )
     await console.sign_in()
     await console.open("/usage")
     page = console.page
@@ -257,6 +266,8 @@ async def test_usage_shows_tokens_by_day_model_agent_and_tenant(
     await expect(page.locator(".bars").filter(has_text="By agent: tokens")).to_contain_text(key)
     await expect(page.locator(".bars").filter(has_text="By model: tokens")).to_contain_text("agentapi-offline")
     await expect(page.locator(".bars").filter(has_text="By tenant: tokens")).to_be_visible()
+    budget = page.locator("section[aria-labelledby=budgets-title] tbody tr").filter(has_text=budgeted)
+    await expect(budget).to_contain_text("0 / 1,000")
     await console.shot("usage")
 
 
@@ -321,3 +332,27 @@ async def test_a_failed_turn_shows_its_reason(console: Console, offline_stack: S
     await page.select_option("#status-filter", "failed")
     await expect(page.locator("article.message")).to_have_count(1)
     await console.shot("transcript-failed")
+
+
+async def test_an_operator_creates_a_tenant_and_a_key_for_it(console: Console, key: str) -> None:
+    await console.sign_in()
+    page = console.page
+    await console.open("/tenants")
+    await page.fill("#t-id", key)
+    await page.fill("#t-name", f"Tenant {key}")
+    await page.fill("#t-tokens", "5000")
+    await page.get_by_role("button", name="Create tenant").click()
+    await expect(page.locator("tbody tr").filter(has_text=key)).to_contain_text("5,000 tokens per month")
+    await console.open("/keys")
+    await page.fill("#nk-name", "console client")
+    await page.fill("#nk-tenant", key)
+    await page.get_by_role("button", name="Create key").click()
+    secret = await page.locator("code.secret").inner_text()
+    assert secret.startswith("sk-")
+    # The secret is shown once; the list holds only its prefix.
+    await page.fill("#k-tenant", key)
+    await page.locator("#k-tenant").press("Enter")
+    row = page.locator("tbody tr").filter(has_text="console client")
+    await expect(row).to_contain_text("client")
+    assert secret not in await page.locator("table").inner_text()
+    await console.shot("api-keys")

@@ -5,7 +5,7 @@ import { html, Page, ErrorBox, Loading, useLoad, fmtTime, fmtInt, fmtUsd } from 
 
 export function TenantsPage() {
   const [data, error, loading, reload] = useLoad(() => get("/tenants", { pageSize: 100 }), []);
-  const [form, setForm] = useState({ displayName: "", period: "BUDGET_PERIOD_MONTH", maxTokens: "", maxCostUsd: "", rpm: "" });
+  const [form, setForm] = useState({ id: "", displayName: "", period: "BUDGET_PERIOD_MONTH", maxTokens: "", maxCostUsd: "", rpm: "" });
   const [actionError, setActionError] = useState(null);
   const set = (field) => (e) => setForm({ ...form, [field]: e.currentTarget.value });
   const act = async (fn) => {
@@ -19,7 +19,7 @@ export function TenantsPage() {
   };
   const create = (event) => {
     event.preventDefault();
-    const tenant = { displayName: form.displayName };
+    const tenant = { id: form.id.trim(), displayName: form.displayName };
     if (form.maxTokens || form.maxCostUsd) {
       tenant.budget = { period: form.period };
       if (form.maxTokens) tenant.budget.maxTokens = form.maxTokens;
@@ -43,6 +43,7 @@ export function TenantsPage() {
     </table></div>
     <form class="inline-form" onSubmit=${create} aria-labelledby="new-tenant">
       <h2 id="new-tenant">New tenant</h2>
+      <label for="t-id">Id (a slug: 1 to 63 of a-z, 0-9, - and _)</label><input id="t-id" required value=${form.id} onInput=${set("id")} />
       <label for="t-name">Display name</label><input id="t-name" required value=${form.displayName} onInput=${set("displayName")} />
       <label for="t-period">Budget period</label>
       <select id="t-period" value=${form.period} onChange=${set("period")}><option value="BUDGET_PERIOD_MONTH">month</option><option value="BUDGET_PERIOD_DAY">day</option></select>
