@@ -6,6 +6,7 @@ import { html, Page, ErrorBox, Loading, useLoad, fmtTime, Badge, enumText } from
 
 export function ApiKeysPage({ role }) {
   const [tenant, setTenant] = useState("");
+  const [tenantDraft, setTenantDraft] = useState("");
   const [data, error, loading, reload] = useLoad(() => get("/apiKeys", { tenantId: tenant, pageSize: 100 }), [tenant]);
   const [form, setForm] = useState({ displayName: "", scope: "API_KEY_SCOPE_CLIENT", tenantId: "" });
   const [secret, setSecret] = useState("");
@@ -28,8 +29,10 @@ export function ApiKeysPage({ role }) {
     });
   };
   return html`<${Page} title="API keys">
-    ${role.operator && html`<div class="toolbar"><label for="k-tenant">Tenant id</label>
-      <input id="k-tenant" placeholder="(your own)" value=${tenant} onChange=${(e) => setTenant(e.currentTarget.value.trim())} /></div>`}
+    ${role.operator && html`<form class="toolbar" onSubmit=${(e) => (e.preventDefault(), setTenant(tenantDraft.trim()))}>
+      <label for="k-tenant">Tenant id</label>
+      <input id="k-tenant" placeholder="(your own)" value=${tenantDraft} onInput=${(e) => setTenantDraft(e.currentTarget.value)} />
+      <button type="submit">Show</button></form>`}
     <${ErrorBox} error=${error || actionError} />
     <${Loading} when=${loading} />
     ${secret && html`<div class="ok" role="status">New key (shown once, copy it now): <code class="secret">${secret}</code></div>`}
