@@ -23,9 +23,9 @@ function everyDay(range, rows) {
   return days;
 }
 
-function Breakdown({ title, rows, field, names }) {
+function Breakdown({ title, rows, field, names, empty }) {
   const sorted = [...rows].sort((a, b) => Number(b.totalTokens) - Number(a.totalTokens));
-  const label = (r) => (names && names[r[field]]) || r[field] || "(none)";
+  const label = (r) => (names && names[r[field]]) || r[field] || empty;
   return html`<div class="breakdown">
     <${Bars} title=${`${title}: tokens`} rows=${sorted.map((r) => ({ label: label(r), value: Number(r.totalTokens), text: fmtInt(r.totalTokens) }))} />
     <${Bars} title=${`${title}: cost`} rows=${sorted.map((r) => ({ label: label(r), value: Number(r.costUsd), text: fmtUsd(r.costUsd) }))} />
@@ -93,9 +93,9 @@ export function UsagePage({ role }) {
       { label: "cost (USD)", values: data.days.map((r) => Number(r.costUsd)), color: "#f59e0b" },
     ]} />`}
     ${data && !totals.turns && html`<p class="muted">No usage in this range.</p>`}
-    ${data && html`<${Breakdown} title="By model" rows=${data.models} field="model" />
-      <${Breakdown} title="By agent" rows=${data.agents} field="agentId" names=${agentNames} />
-      <${Breakdown} title="By tenant" rows=${data.tenants} field="tenantId" names=${tenantNames} />`}
+    ${data && html`<${Breakdown} title="By model" rows=${data.models} field="model" empty="(no model)" />
+      <${Breakdown} title="By agent" rows=${data.agents} field="agentId" names=${agentNames} empty="(no agent: plain model)" />
+      <${Breakdown} title="By tenant" rows=${data.tenants} field="tenantId" names=${tenantNames} empty="(no tenant)" />`}
     ${role.operator && tenantList && html`<${Budgets} tenants=${tenantList.tenants || []} />`}
   <//>`;
 }

@@ -261,9 +261,9 @@ var ve,us,hu,Xt,Cl,Uo,cs,Oo,fs,Dl,Nl,_u,co=Symbol.for("pv"),Fo={},Bo=[],bu=/^m(i
     <table><tbody>${t.map(o=>y`<tr><th scope="row">${o.label}</th>
         <td class="bar-cell"><meter min="0" max=${n} value=${o.value} aria-label=${o.label}></meter></td>
         <td class="num">${o.text}</td></tr>`)}</tbody></table>
-  </figure>`}var Ar=864e5,So=e=>new Date(e).toISOString().slice(0,10);async function eo(e,t,n={}){let o={startTime:`${e.from}T00:00:00Z`,endTime:`${So(Date.parse(e.to)+Ar)}T00:00:00Z`,groupBy:t,...n};return(await oe("/usage",o)).rows||[]}function Uf(e,t){let n=Object.fromEntries(t.map(l=>[l.day,l])),o=[];for(let l=Date.parse(e.from);l<=Date.parse(e.to)&&o.length<400;l+=Ar){let s=So(l);o.push(n[s]||{day:s,turns:0,totalTokens:0,costUsd:0})}return o}function Mr({title:e,rows:t,field:n,names:o}){let l=[...t].sort((i,a)=>Number(a.totalTokens)-Number(i.totalTokens)),s=i=>o&&o[i[n]]||i[n]||"(none)";return y`<div class="breakdown">
-    <${Pr} title=${`${e}: tokens`} rows=${l.map(i=>({label:s(i),value:Number(i.totalTokens),text:pt(i.totalTokens)}))} />
-    <${Pr} title=${`${e}: cost`} rows=${l.map(i=>({label:s(i),value:Number(i.costUsd),text:nn(i.costUsd)}))} />
+  </figure>`}var Ar=864e5,So=e=>new Date(e).toISOString().slice(0,10);async function eo(e,t,n={}){let o={startTime:`${e.from}T00:00:00Z`,endTime:`${So(Date.parse(e.to)+Ar)}T00:00:00Z`,groupBy:t,...n};return(await oe("/usage",o)).rows||[]}function Uf(e,t){let n=Object.fromEntries(t.map(l=>[l.day,l])),o=[];for(let l=Date.parse(e.from);l<=Date.parse(e.to)&&o.length<400;l+=Ar){let s=So(l);o.push(n[s]||{day:s,turns:0,totalTokens:0,costUsd:0})}return o}function Mr({title:e,rows:t,field:n,names:o,empty:l}){let s=[...t].sort((a,c)=>Number(c.totalTokens)-Number(a.totalTokens)),i=a=>o&&o[a[n]]||a[n]||l;return y`<div class="breakdown">
+    <${Pr} title=${`${e}: tokens`} rows=${s.map(a=>({label:i(a),value:Number(a.totalTokens),text:pt(a.totalTokens)}))} />
+    <${Pr} title=${`${e}: cost`} rows=${s.map(a=>({label:i(a),value:Number(a.costUsd),text:nn(a.costUsd)}))} />
   </div>`}function Ff({tenants:e}){let n=So(new Date().getTime()),o=`${n.slice(0,8)}01`,[l,s]=fe(async()=>{let[a,c]=await Promise.all([eo({from:n,to:n},"USAGE_DIMENSION_TENANT"),eo({from:o,to:n},"USAGE_DIMENSION_TENANT")]);return{day:a,monthly:c}},[n]),i=e.filter(a=>a.budget&&(a.budget.maxTokens||a.budget.maxCostUsd));return y`<section aria-labelledby="budgets-title"><h2 id="budgets-title">Budgets</h2>
     <${he} error=${s} />
     ${!i.length&&y`<p class="muted">No tenant has a budget.</p>`}
@@ -284,9 +284,9 @@ var ve,us,hu,Xt,Cl,Uo,cs,Oo,fs,Dl,Nl,_u,co=Symbol.for("pv"),Fo={},Bo=[],bu=/^m(i
     ${o&&y`<p class="totals"><span>${pt(m.turns)} turns</span> <span>${pt(m.tokens)} tokens</span> <span>${nn(m.cost)}</span></p>`}
     ${g.length>0&&y`<${Da} title="Tokens and cost by day" days=${g} series=${[{label:"tokens",values:o.days.map(h=>Number(h.totalTokens)),color:"#3b82f6"},{label:"cost (USD)",values:o.days.map(h=>Number(h.costUsd)),color:"#f59e0b"}]} />`}
     ${o&&!m.turns&&y`<p class="muted">No usage in this range.</p>`}
-    ${o&&y`<${Mr} title="By model" rows=${o.models} field="model" />
-      <${Mr} title="By agent" rows=${o.agents} field="agentId" names=${c} />
-      <${Mr} title="By tenant" rows=${o.tenants} field="tenantId" names=${p} />`}
+    ${o&&y`<${Mr} title="By model" rows=${o.models} field="model" empty="(no model)" />
+      <${Mr} title="By agent" rows=${o.agents} field="agentId" names=${c} empty="(no agent: plain model)" />
+      <${Mr} title="By tenant" rows=${o.tenants} field="tenantId" names=${p} empty="(no tenant)" />`}
     ${e.operator&&a&&y`<${Ff} tenants=${a.tenants||[]} />`}
   <//>`}function La(){let[e,t,n,o]=fe(()=>oe("/tenants",{pageSize:100}),[]),[l,s]=H({id:"",displayName:"",period:"BUDGET_PERIOD_MONTH",maxTokens:"",maxCostUsd:"",rpm:""}),[i,a]=H(null),c=g=>h=>s({...l,[g]:h.currentTarget.value}),p=async g=>{a(null);try{await g(),o()}catch(h){a(h)}},m=g=>{g.preventDefault();let h={id:l.id.trim(),displayName:l.displayName};(l.maxTokens||l.maxCostUsd)&&(h.budget={period:l.period},l.maxTokens&&(h.budget.maxTokens=l.maxTokens),l.maxCostUsd&&(h.budget.maxCostUsd=Number(l.maxCostUsd))),l.rpm&&(h.rateLimits={requestsPerMinute:l.rpm}),p(()=>lt("/tenants",h))};return y`<${Se} title="Tenants">
     <${he} error=${t||i} />
