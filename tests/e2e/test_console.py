@@ -107,9 +107,11 @@ async def test_create_agent_with_a_tool(console: Console, key: str) -> None:
     await expect(page.locator("#tool-0-problems")).to_contain_text('"town" is not a property')
     await page.fill("#tool-0-params", json.dumps(WEATHER_SCHEMA, indent=2))
     await expect(page.locator("#tool-0-problems li")).to_have_count(0)
+    await page.select_option("#agent-routing", "ROUTING_MODE_AUTO")
     await page.get_by_role("button", name="Create agent").click()
     await expect(page.locator("#page-title")).to_have_text(f"Agent {key}")
     await expect(page.locator("#tool-0-name")).to_have_value("get_weather")
+    await expect(page.locator("#agent-routing")).to_have_value("ROUTING_MODE_AUTO")
 
     # An edit makes revision 2, and the diff shows what changed.
     await page.fill("#agent-fallbacks", "no-such-model")

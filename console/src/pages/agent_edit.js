@@ -1,7 +1,7 @@
 // One agent: create or edit it (operators), and its revisions with a diff between two.
 import { useEffect, useState } from "preact/hooks";
 import { get, post, patch } from "../api.js";
-import { html, Page, ErrorBox, Loading, useLoad, fmtTime, Badge } from "../ui.js";
+import { html, Page, ErrorBox, Loading, useLoad, fmtTime, Badge, enumText } from "../ui.js";
 import { ToolEditor, toolProblems, toolToDraft, draftToTool } from "./tool_editor.js";
 import { RevisionDiff } from "./revisions.js";
 
@@ -13,8 +13,9 @@ const EMPTY = {
 
 const EDITED = [
   "display_name", "system_prompt", "default_model", "fallback_models", "temperature", "max_steps",
-  "builtin_tools", "tools", "mcp_servers", "metadata",
+  "builtin_tools", "tools", "mcp_servers", "metadata", "allowed_tenants", "routing_mode",
 ];
+const ROUTING = ["ROUTING_MODE_PASSTHROUGH", "ROUTING_MODE_REASONING", "ROUTING_MODE_AUTO", "ROUTING_MODE_ORCHESTRATION"];
 
 function toDraft(agent) {
   return {
@@ -29,6 +30,8 @@ function toDraft(agent) {
     tools: (agent.tools || []).map(toolToDraft),
     mcpServers: JSON.stringify(agent.mcpServers || [], null, 2),
     metadata: JSON.stringify(agent.metadata || {}, null, 2),
+    allowedTenants: (agent.allowedTenants || []).join(", "),
+    routingMode: agent.routingMode && agent.routingMode !== "ROUTING_MODE_UNSPECIFIED" ? agent.routingMode : "",
   };
 }
 
@@ -53,6 +56,8 @@ function fromDraft(draft) {
     tools: draft.tools.map(draftToTool),
     mcpServers: JSON.parse(draft.mcpServers || "[]"),
     metadata: JSON.parse(draft.metadata || "{}"),
+    allowedTenants: draft.allowedTenants.split(",").map((t) => t.trim()).filter(Boolean),
+    routingMode: draft.routingMode || "ROUTING_MODE_UNSPECIFIED",
   };
   if (draft.temperature !== "") agent.temperature = Number(draft.temperature);
   if (draft.maxSteps !== "") agent.maxSteps = Number(draft.maxSteps);
@@ -127,6 +132,13 @@ export function AgentEditPage({ id, role }) {
             <input id="agent-temperature" type="number" min="0" max="2" step="0.1" value=${draft.temperature} onInput=${set("temperature")} /></div>
           <div><label for="agent-steps">Max steps (1 to 64; empty: 8)</label>
             <input id="agent-steps" type="number" min="1" max="64" value=${draft.maxSteps} onInput=${set("maxSteps")} /></div>
+          <div><label for="agent-tenants">Allowed tenants (comma-separated; empty: every tenant)</label>
+            <input id="agent-tenants" value=${draft.allowedTenants} onInput=${set("allowedTenants")} /></div>
+          <div><label for="agent-routing">Routing mode</label>
+            <select id="agent-routing" value=${draft.routingMode} onChange=${set("routingMode")}>
+              <option value="">(default: passthrough)</option>
+              ${ROUTING.map((mode) => html`<option value=${mode}>${enumText(mode, "ROUTING_MODE_")}</option>`)}
+            </select></div>
         </div>
         <datalist id="catalog-models">${models.map((m) => html`<option value=${m} />`)}</datalist>
         <label for="agent-prompt">System prompt</label>

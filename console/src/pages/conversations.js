@@ -26,7 +26,18 @@ export function ConversationsPage() {
   // The API lists conversations without a filter; the title filter narrows the loaded pages.
   const needle = text.trim().toLowerCase();
   const shown = list.items.filter((c) => !needle || (c.title || "").toLowerCase().includes(needle) || c.id.includes(needle));
+  const [sessionId, setSessionId] = useState("");
+  // ListSessions is per conversation, and a session may have none: open any session by its id.
+  const openSession = (event) => {
+    event.preventDefault();
+    if (sessionId.trim()) location.hash = `#/sessions/${sessionId.trim()}`;
+  };
   return html`<${Page} title="Conversations">
+    <form class="toolbar" onSubmit=${openSession}>
+      <label for="open-session">Open a session by id</label>
+      <input id="open-session" value=${sessionId} onInput=${(e) => setSessionId(e.currentTarget.value)} />
+      <button type="submit">Open</button>
+    </form>
     <div class="toolbar">
       <label for="conv-filter">Filter loaded by title or id</label>
       <input id="conv-filter" value=${text} onInput=${(e) => setText(e.currentTarget.value)} />
