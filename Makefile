@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-ci generate check-generated lint lint-proto install litellm bench-ttft bench bench-quick clean
+.PHONY: run test test-ci generate check-generated lint lint-proto install litellm bench-ttft bench bench-quick clean console check-console chromium test-console
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,28 @@ generate: $(STAMP)
 check-generated: generate
 	git diff --exit-code --stat -- clients/python/src || (echo "generated code is stale: run make generate and commit" && exit 1)
 	test -z "$$(git status --porcelain -- clients/python/src)" || (echo "untracked generated files: run make generate and commit" && exit 1)
+
+# The web console (console/ -> gateway/console_dist/, committed): esbuild bundles the
+# source with the locked npm packages; the output is deterministic, so CI rebuilds
+# it and fails on any difference, as check-generated does for the protos.
+CONSOLE_NPM := console/node_modules/.package-lock.json
+
+$(CONSOLE_NPM): console/package.json console/package-lock.json
+	cd console && npm ci --no-audit --no-fund
+
+console: $(CONSOLE_NPM)
+	cd console && node build.mjs
+
+check-console: console
+	git diff --exit-code --stat -- gateway/console_dist || (echo "the console build is stale: run make console and commit" && exit 1)
+	test -z "$$(git status --porcelain -- gateway/console_dist)" || (echo "untracked console build files: run make console and commit" && exit 1)
+
+# The console's browser tests drive Debian's Chromium (Playwright's own download is unreachable).
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
+
+test-console: $(STAMP)
+	$(BIN)/python -m pytest -q tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check server gateway tests scripts bench clients/python/src/agentapi

@@ -6,6 +6,7 @@ assembles it; each surface owns its requests:
 - ``gateway/openai/models.py``: ``GET /v1/models``, ``GET /v1/models/{model}``
 - ``gateway/health.py``: ``GET /healthz`` (liveness), ``GET /readyz`` (the server's gRPC health)
 - ``gateway/openapi.py``: ``GET /openapi.json``
+- ``gateway/console.py``: the web console at ``/console`` (static files; it calls the REST API)
 - ``gateway/transcode.py``: every annotated RPC over REST
 
 Middleware, outermost first: request ids and the request log
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import health, openapi, transcode
+from gateway import console, health, openapi, transcode
 from gateway.bridge import REQUEST_ID_HEADER, Bridge
 from gateway.errors import openai_error
 from gateway.middleware import BodyLimit, RequestId
@@ -82,6 +83,7 @@ def create_app(grpc_target: str, settings: BridgeSettings | None = None) -> Star
             Route("/healthz", health.healthz, methods=["GET"]),
             Route("/readyz", health.readyz, methods=["GET"]),
             Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
+            *console.routes(),
             *transcode.routes(),  # after the OpenAI routes, which win on the same path
         ],
         middleware=_middleware(settings),

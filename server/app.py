@@ -292,6 +292,7 @@ def announce(config: Config, grpc_port: int | None, http_port: int | None) -> No
     if http_port is not None:
         http = f"{config.http_addr.rsplit(':', 1)[0]}:{http_port}"
         print(f"agentapi JSON bridge listening on http://{http} (OpenAI base URL: http://{http}/v1)", flush=True)
+        print(f"agentapi console: http://{http}/console/", flush=True)
     backend_name = redact_url(config.llm_base_url or "") or "the built-in offline model 'agentapi-offline'"
     print(f"agentapi upstream: {backend_name}; database: {redact_url(config.database_url)}", flush=True)
     loop_name = event_loop_name(config)
