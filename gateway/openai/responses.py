@@ -1,0 +1,371 @@
+"""OpenAI ``/v1/responses``, from the body to the response: validate, find or
+open the session (``previous_response_id``, ``conversation`` or a new one),
+run the turn over gRPC, answer JSON or SSE; and retrieve, stream again,
+cancel, delete and list the input items of a stored response.
+
+A response is one agentapi turn (gateway/openai/responses_convert.py has the
+id mapping). ``previous_response_id`` continues the session of that response
+when it is the session's last turn, else a fork of the session at it
+(ForkSession), so a chain may branch. ``store: false`` runs the turn, then
+purges its content (DeleteMessage with ``force``): the usage stays, and the
+response can be neither retrieved nor continued.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from agentapi import v1 as pb
+from gateway.bridge import Bridge, call_metadata, idempotency_key
+from gateway.errors import ApiError, bad_request, error_response, from_rpc_error
+from gateway.openai import responses_convert as convert
+from gateway.openai.responses_schema import McpTool, ResponseRequest
+from gateway.openai.responses_stream import ResponseEvents
+
+PAGE_SIZE = 100
+
+
+async def all_messages(bridge: Bridge, request: Request, session_id: str) -> list[pb.Message]:
+    """Every live message of a session, in order."""
+    messages: list[pb.Message] = []
+    token = ""
+    while True:
+        page = await bridge.sessions.ListMessages(
+            pb.ListMessagesRequest(session_id=session_id, page_size=PAGE_SIZE, page_token=token),
+            metadata=call_metadata(request),
+        )
+        messages.extend(page.messages)
+        token = page.next_page_token
+        if not token:
+            return messages
+
+
+async def find_turn(
+    bridge: Bridge, request: Request, response_id: str, code: str | None = None
+) -> tuple[str, list[tuple[list[pb.Message], list[pb.Message]]], int]:
+    """(session id, the session's turns, the index of the response's turn).
+    Raises a 404 :class:`ApiError` (``code``) for an unknown, deleted or
+    unstored (``store: false``) response."""
+    session_id, reply_id = convert.parse_response_id(response_id, code)
+    try:
+        turns = convert.turns(await all_messages(bridge, request, session_id))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            raise convert.not_found("response", response_id, code) from None
+        raise
+    for index, (_, outputs) in enumerate(turns):
+        if outputs[0].id == reply_id and not outputs[-1].HasField("purge_time"):
+            return session_id, turns, index
+    raise convert.not_found("response", response_id, code)
+
+
+def _previous(session_id: str, turns: list[Any], index: int) -> str | None:
+    return convert.response_id(session_id, turns[index - 1][1][0].id) if index > 0 else None
+
+
+def _stored(session_id: str, turns: list[Any], index: int) -> dict[str, Any]:
+    return convert.stored_response(session_id, turns[index], _previous(session_id, turns, index))
+
+
+async def _session(bridge: Bridge, request: Request, body: ResponseRequest, key: str | None) -> tuple[str, str | None]:
+    """The session the response runs in, and the previous response's id to echo."""
+    metadata = call_metadata(request)
+    if body.previous_response_id:
+        session_id, turns, index = await find_turn(
+            bridge, request, body.previous_response_id, "previous_response_not_found"
+        )
+        if index == len(turns) - 1:
+            return session_id, body.previous_response_id
+        reply_id = turns[index][1][-1].id  # the fork keeps the whole turn
+        fork = await bridge.sessions.ForkSession(
+            pb.ForkSessionRequest(session_id=session_id, message_id=reply_id), metadata=metadata
+        )
+        return fork.session.id, body.previous_response_id
+    session = pb.Session()
+    if body.conversation is not None:
+        ref = body.conversation if isinstance(body.conversation, str) else body.conversation.id
+        session.conversation_id = convert.parse_conversation_id(ref)
+        sessions = await bridge.sessions.ListSessions(
+            pb.ListSessionsRequest(conversation_id=session.conversation_id, page_size=100), metadata=metadata
+        )
+        live = [s for s in sessions.sessions if s.status != pb.SESSION_STATUS_ENDED]
+        wanted = body.model.removeprefix(convert.AGENT_PREFIX) if body.model else ""
+        if live and (not body.model or not body.model.startswith(convert.AGENT_PREFIX) or live[-1].agent_id == wanted):
+            return live[-1].id, None
+    if not body.model:
+        raise bad_request("model is required", "model")
+    if body.model.startswith(convert.AGENT_PREFIX):
+        session.agent_id = body.model[len(convert.AGENT_PREFIX) :]
+    else:
+        session.overrides.model = body.model
+    created = await bridge.sessions.CreateSession(
+        pb.CreateSessionRequest(session=session, carry_forward_history=bool(session.conversation_id)),
+        metadata=metadata,
+    )
+    return created.session.id, None
+
+
+def _check(body: ResponseRequest) -> None:
+    if body.previous_response_id and body.conversation is not None:
+        raise bad_request("previous_response_id and conversation cannot be used together", "conversation")
+    for index, tool in enumerate(body.tools or ()):
+        if isinstance(tool, McpTool):
+            what = "server_url" if tool.server_url else "server_label"
+            raise bad_request(
+                f"mcp tools are not available on this server yet (tools[{index}].{what})", f"tools[{index}].{what}"
+            )
+    if body.background and body.store is False:
+        raise bad_request("background responses must be stored (store: false)", "store")
+
+
+async def create_response(request: Request) -> Response:
+    """OpenAI ``POST /v1/responses``."""
+    bridge: Bridge = request.app.state.bridge
+    try:
+        key = idempotency_key(request)
+        body: ResponseRequest = convert.parse(ResponseRequest, await request.body())
+        _check(body)
+        messages, approvals = convert.input_messages(body)
+        if approvals:
+            raise bad_request("mcp_approval_response items are not available on this server yet", "input")
+        options = convert.turn_options(body)
+        session_id, previous = await _session(bridge, request, body, key)
+    except ApiError as exc:
+        return error_response(exc)
+    except grpc.aio.AioRpcError as exc:
+        return error_response(from_rpc_error(exc))
+    store = body.store is not False
+    meta = {
+        "previous_response_id": previous,
+        "instructions": body.instructions,
+        "store": store,
+        "background": bool(body.background),
+    }
+    metadata = call_metadata(request, key)
+    if body.stream:
+        call = bridge.sessions.SendStreamingMessage(
+            pb.SendStreamingMessageRequest(
+                session_id=session_id,
+                messages=messages,
+                options=options,
+                background=bool(body.background),
+                on_disconnect=pb.ON_DISCONNECT_CONTINUE if body.background else pb.ON_DISCONNECT_CANCEL,
+            ),
+            metadata=metadata,
+        )
+        machine = ResponseEvents(session_id, body.model or "", options, meta)
+        purge = None if store else (bridge, request, session_id)
+        return await stream_response(call, machine, -1, purge)
+    try:
+        reply = await bridge.sessions.SendMessage(
+            pb.SendMessageRequest(
+                session_id=session_id, messages=messages, options=options, background=bool(body.background)
+            ),
+            metadata=metadata,
+        )
+        message = reply.message
+        turns = convert.turns(await all_messages(bridge, request, session_id))
+        turn = next((t for t in turns if message.id in (t[1][0].id, t[1][-1].id)), ([], [message]))
+        created = min((m.create_time.seconds for m in turn[0]), default=0)
+        result = convert.response(
+            session_id,
+            message,
+            convert.output_items(turn[1], turn[1][0].id),
+            convert.usage(message) if message.status != pb.MESSAGE_STATUS_IN_PROGRESS else None,
+            requested_model=body.model or "",
+            created_at=created,
+            turn_id=turn[1][0].id,
+            **meta,
+        )
+        if not store:
+            await purge_turn(bridge, request, session_id, turn[0] + turn[1])
+        return JSONResponse(result)
+    except grpc.aio.AioRpcError as exc:
+        return error_response(from_rpc_error(exc))
+
+
+async def purge_turn(bridge: Bridge, request: Request, session_id: str, rows: list[pb.Message]) -> None:
+    """Erases a turn's content for good (``store: false``); its usage stays."""
+    for row in rows:
+        try:
+            await bridge.sessions.DeleteMessage(
+                pb.DeleteMessageRequest(session_id=session_id, message_id=row.id, force=True),
+                metadata=call_metadata(request),
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+
+
+async def stream_response(
+    call: Any, machine: ResponseEvents, starting_after: int, purge: tuple[Bridge, Request, str] | None = None
+) -> Response:
+    """SSE of a turn's events as Responses events, each with ``event:`` its
+    type, then ``[DONE]``. The events up to ``starting_after`` (a sequence
+    number, replaying) are dropped. The turn is read up to its first event
+    before answering, so a refusal still gets its HTTP status."""
+    try:
+        first = await call.read()
+    except grpc.aio.AioRpcError as exc:
+        return error_response(from_rpc_error(exc))
+
+    def sse(events: list[dict[str, Any]]) -> list[dict[str, str]]:
+        return [
+            {"event": e["type"], "data": json.dumps(e, separators=(",", ":"))}
+            for e in events
+            if e["sequence_number"] > starting_after
+        ]
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            event = first
+            while event is not grpc.aio.EOF:
+                kind = event.WhichOneof("event")
+                for item in sse(machine.event(kind, getattr(event, kind) if kind else None)):
+                    yield item
+                event = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            for item in sse([machine.error(from_rpc_error(exc).body)]):
+                yield item
+        finally:
+            call.cancel()  # a no-op when the call ended; honours on_disconnect when the client left
+        if purge is not None and machine.finished:
+            bridge, request, session_id = purge
+            turns = convert.turns(await all_messages(bridge, request, session_id))
+            turn = next((t for t in turns if t[1][0].id == machine.reply_id), None)
+            if turn is not None:
+                await purge_turn(bridge, request, session_id, turn[0] + turn[1])
+        yield {"data": "[DONE]"}
+
+    return EventSourceResponse(events(), sep="\n", ping=15)
+
+
+async def get_response(request: Request) -> Response:
+    """``GET /v1/responses/{id}``; with ``?stream=true`` the turn's events
+    again from its event log (StreamTurn), after ``starting_after``."""
+    bridge: Bridge = request.app.state.bridge
+    response_id = request.path_params["response_id"]
+    try:
+        session_id, turns, index = await find_turn(bridge, request, response_id)
+        if request.query_params.get("stream", "").lower() not in ("true", "1"):
+            return JSONResponse(_stored(session_id, turns, index))
+        try:
+            starting_after = int(request.query_params.get("starting_after", "-1"))
+        except ValueError:
+            raise bad_request("starting_after must be an integer", "starting_after") from None
+        inputs, outputs = turns[index]
+        reply = outputs[-1]
+        turn_id = outputs[0].id
+        meta = {
+            "previous_response_id": _previous(session_id, turns, index),
+            "instructions": next((m.content for m in inputs if convert.is_instructions(m)), None),
+        }
+        machine = ResponseEvents(session_id, reply.model, reply.options, meta)
+        call = bridge.sessions.StreamTurn(
+            pb.StreamTurnRequest(session_id=session_id, message_id=turn_id, after_sequence_number=0),
+            metadata=call_metadata(request),
+        )
+        return await stream_response(call, machine, starting_after)
+    except ApiError as exc:
+        return error_response(exc)
+    except grpc.aio.AioRpcError as exc:
+        return error_response(from_rpc_error(exc))
+
+
+async def delete_response(request: Request) -> Response:
+    """``DELETE /v1/responses/{id}``: hides the turn's messages (DeleteMessage)."""
+    bridge: Bridge = request.app.state.bridge
+    response_id = request.path_params["response_id"]
+    try:
+        session_id, turns, index = await find_turn(bridge, request, response_id)
+        for row in reversed(turns[index][0] + turns[index][1]):
+            try:
+                await bridge.sessions.DeleteMessage(
+                    pb.DeleteMessageRequest(session_id=session_id, message_id=row.id), metadata=call_metadata(request)
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+        return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+    except ApiError as exc:
+        return error_response(exc)
+    except grpc.aio.AioRpcError as exc:
+        return error_response(from_rpc_error(exc))
+
+
+async def cancel_response(request: Request) -> Response:
+    """``POST /v1/responses/{id}/cancel``: CancelTurn, then the response as stored."""
+    bridge: Bridge = request.app.state.bridge
+    response_id = request.path_params["response_id"]
+    try:
+        session_id, reply_id = convert.parse_response_id(response_id)
+        await bridge.sessions.CancelTurn(
+            pb.CancelTurnRequest(session_id=session_id, message_id=reply_id), metadata=call_metadata(request)
+        )
+        session_id, turns, index = await find_turn(bridge, request, response_id)
+        return JSONResponse(_stored(session_id, turns, index))
+    except ApiError as exc:
+        return error_response(exc)
+    except grpc.aio.AioRpcError as exc:
+        return error_response(from_rpc_error(exc))
+
+
+def page(items: list[dict[str, Any]], request: Request, default_order: str = "desc") -> dict[str, Any]:
+    """OpenAI's cursor page of ``items`` (in ascending order): ``after`` (an
+    item id), ``limit`` (1 to 100, default 20), ``order`` (``asc``/``desc``).
+    Raises a 400 :class:`ApiError`."""
+    query = request.query_params
+    order = query.get("order", default_order)
+    if order not in ("asc", "desc"):
+        raise bad_request("order must be asc or desc", "order")
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        raise bad_request("limit must be an integer", "limit") from None
+    if not 1 <= limit <= 100:
+        raise bad_request("limit must be between 1 and 100", "limit")
+    ordered = items if order == "asc" else list(reversed(items))
+    if after := query.get("after"):
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise bad_request(f"no item with id '{after}'", "after")
+        ordered = ordered[ids.index(after) + 1 :]
+    data = ordered[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(ordered) > limit,
+    }
+
+
+async def list_input_items(request: Request) -> Response:
+    """``GET /v1/responses/{id}/input_items``: the turn's inputs (not its instructions)."""
+    bridge: Bridge = request.app.state.bridge
+    try:
+        _, turns, index = await find_turn(bridge, request, request.path_params["response_id"])
+        items = [
+            item for row in turns[index][0] if not convert.is_instructions(row) for item in convert.input_item(row)
+        ]
+        return JSONResponse(page(items, request))
+    except ApiError as exc:
+        return error_response(exc)
+    except grpc.aio.AioRpcError as exc:
+        return error_response(from_rpc_error(exc))
+
+
+async def count_input_tokens(request: Request) -> Response:
+    """``POST /v1/responses/input_tokens``: an estimate (see :func:`convert.input_tokens`)."""
+    try:
+        body: ResponseRequest = convert.parse(ResponseRequest, await request.body())
+    except ApiError as exc:
+        return error_response(exc)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": convert.input_tokens(body)})

@@ -1,0 +1,536 @@
+"""Pure conversions between OpenAI's Responses wire format and agentapi.v1: a
+validated request to InputMessages and TurnOptions, stored rows to output and
+input items, and a turn's rows to a ``response`` object.
+
+A response is one agentapi turn: its input items are the turn's step-0
+messages, its output items the messages of its steps (from 1). Ids map to the
+stored rows: ``resp_<session><reply>`` (both UUIDs as hex, so a response is
+found without a lookup table), ``msg_``/``rs_`` + the reply's hex + the step,
+``fc_``/``fco_`` + the tool call's id, ``in_`` + an input message's hex.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from google.protobuf import json_format
+from pydantic import ValidationError
+
+from agentapi import v1 as pb
+from gateway.errors import ApiError, bad_request, openai_error
+from gateway.openai import chat_convert
+from gateway.openai import responses_schema as schema
+
+AGENT_PREFIX = chat_convert.AGENT_PREFIX
+# The name of the system input message that carries a response's
+# ``instructions``: shown as ``instructions``, never as an input item.
+INSTRUCTIONS_NAME = "instructions"
+ROLES = {"user": pb.ROLE_USER, "system": pb.ROLE_SYSTEM, "developer": pb.ROLE_DEVELOPER, "assistant": pb.ROLE_ASSISTANT}
+ROLE_NAMES = {value: key for key, value in ROLES.items()}
+
+
+# --------------------------------------------------------------------------- #
+# Ids
+# --------------------------------------------------------------------------- #
+
+
+def response_id(session_id: str, message_id: str) -> str:
+    """``resp_`` + the session's and the reply's UUIDs as hex."""
+    return f"resp_{uuid.UUID(session_id).hex}{uuid.UUID(message_id).hex}"
+
+
+def not_found(kind: str, value: str, code: str | None = None) -> ApiError:
+    """OpenAI's 404 for an unknown id."""
+    body = openai_error(404, f"No {kind} found with id '{value}'.", "NOT_FOUND")
+    body["error"]["code"] = code or "not_found"
+    return ApiError(404, body)
+
+
+def parse_response_id(value: str, code: str | None = None) -> tuple[str, str]:
+    """(session id, reply id) of a ``resp_`` id. Raises a 404 :class:`ApiError`
+    for a malformed one (``code`` names it, e.g. ``previous_response_not_found``)."""
+    body = value.removeprefix("resp_")
+    try:
+        if not value.startswith("resp_") or len(body) != 64:
+            raise ValueError(value)
+        return str(uuid.UUID(body[:32])), str(uuid.UUID(body[32:]))
+    except ValueError:
+        raise not_found("response", value, code) from None
+
+
+def conversation_id(value: str) -> str:
+    """``conv_`` + the conversation's UUID as hex."""
+    return f"conv_{uuid.UUID(value).hex}"
+
+
+def parse_conversation_id(value: str) -> str:
+    """The UUID of a ``conv_`` id. Raises a 404 :class:`ApiError`."""
+    try:
+        if not value.startswith("conv_"):
+            raise ValueError(value)
+        return str(uuid.UUID(value.removeprefix("conv_")))
+    except ValueError:
+        raise not_found("conversation", value) from None
+
+
+def _hex(message_id: str) -> str:
+    return uuid.UUID(message_id).hex
+
+
+def _call_suffix(call_id: str) -> str:
+    return call_id.removeprefix("call_")
+
+
+def message_item_id(reply_id: str, ordinal: int) -> str:
+    """The id of a turn's ``ordinal``-th text (from 1; one per assistant message at most)."""
+    return f"msg_{_hex(reply_id)}_{ordinal}"
+
+
+def reasoning_item_id(reply_id: str, ordinal: int) -> str:
+    """The id of a turn's ``ordinal``-th reasoning (from 1)."""
+    return f"rs_{_hex(reply_id)}_{ordinal}"
+
+
+def function_call_item_id(call_id: str) -> str:
+    """The id of a function call item, from its call id (unique in a session)."""
+    return f"fc_{_call_suffix(call_id)}"
+
+
+def function_output_item_id(call_id: str) -> str:
+    """The id of the output of a function call."""
+    return f"fco_{_call_suffix(call_id)}"
+
+
+def input_item_id(message: pb.Message) -> str:
+    """The id of an input message (a tool output is named after its call)."""
+    if message.role == pb.ROLE_TOOL:
+        return function_output_item_id(message.tool_call_id)
+    return f"msg_{_hex(message.id)}"
+
+
+# --------------------------------------------------------------------------- #
+# Request
+# --------------------------------------------------------------------------- #
+
+
+def parse(model: type[Any], raw: bytes) -> Any:
+    """Validates a body against ``model``; a 400 names the wrong field in ``param``."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if errors[0]["type"] == "json_invalid":
+            raise bad_request(f"the body is not valid JSON: {errors[0]['ctx'].get('error', '')}") from None
+        if errors[0]["type"] == "model_type" and not errors[0]["loc"]:
+            raise bad_request("the body must be a JSON object") from None
+        param = _param(max(errors, key=lambda e: len(e["loc"]))["loc"])
+        reasons = list(dict.fromkeys(e["msg"] for e in errors if _param(e["loc"]) == param))
+        raise bad_request(f"{param or 'body'}: {'; or '.join(reasons[:3])}", param) from None
+
+
+def _param(loc: tuple[int | str, ...]) -> str | None:
+    param = ""
+    for item in loc:
+        if isinstance(item, int):
+            param += f"[{item}]"
+        elif item in schema.FIELD_NAMES:
+            param += f".{item}" if param else item
+    return param or None
+
+
+def _parts(content: str | list[Any]) -> tuple[str, list[pb.ContentPart]]:
+    if isinstance(content, str):
+        return content, []
+    parts = []
+    for part in content:
+        if isinstance(part, schema.InputText):
+            parts.append(pb.ContentPart(type="text", text=part.text))
+        elif isinstance(part, schema.InputImage):
+            if not part.image_url:
+                raise bad_request("input_image needs an image_url (file ids are not supported)", "input")
+            parts.append(pb.ContentPart(type="image_url", image_url=part.image_url, detail=part.detail or ""))
+        elif isinstance(part, schema.InputFile):
+            file = pb.FileContent(
+                file_id=part.file_id or "", filename=part.filename or "", file_data=part.file_data or ""
+            )
+            parts.append(pb.ContentPart(type="file", file=file))
+    text = "".join(p.text for p in parts)
+    return text, (parts if any(p.type != "text" for p in parts) else [])
+
+
+def input_messages(body: schema.ResponseRequest) -> tuple[list[pb.InputMessage], list[pb.ToolApproval]]:
+    """The request's ``instructions`` and ``input`` as InputMessages (a
+    ``function_call_output`` is a tool message, resent ``function_call`` items
+    an assistant message), and its ``mcp_approval_response`` items as
+    ToolApprovals. Resent reasoning items and item references are skipped:
+    the server keeps those. Raises a 400 :class:`ApiError`."""
+    messages: list[pb.InputMessage] = []
+    approvals: list[pb.ToolApproval] = []
+    if body.instructions:
+        messages.append(pb.InputMessage(role=pb.ROLE_SYSTEM, content=body.instructions, name=INSTRUCTIONS_NAME))
+    items = [schema.MessageItem(role="user", content=body.input)] if isinstance(body.input, str) else body.input
+    for item in items or ():
+        if isinstance(item, schema.MessageItem):
+            text, parts = _parts(item.content)
+            messages.append(pb.InputMessage(role=ROLES[item.role], content=text, content_parts=parts))
+        elif isinstance(item, schema.FunctionCallItem):
+            call = pb.ToolCall(id=item.call_id, type="function")
+            call.function.name, call.function.arguments = item.name, item.arguments
+            if messages and messages[-1].role == pb.ROLE_ASSISTANT and not messages[-1].content:
+                messages[-1].tool_calls.append(call)
+            else:
+                messages.append(pb.InputMessage(role=pb.ROLE_ASSISTANT, tool_calls=[call]))
+        elif isinstance(item, schema.FunctionCallOutputItem):
+            output = item.output if isinstance(item.output, str) else _parts(item.output)[0]
+            messages.append(pb.InputMessage(role=pb.ROLE_TOOL, tool_call_id=item.call_id, content=output))
+        elif isinstance(item, schema.McpApprovalResponseItem):
+            call_id = "call_" + item.approval_request_id.removeprefix("mcpr_")
+            approvals.append(pb.ToolApproval(tool_call_id=call_id, approve=item.approve, reason=item.reason or ""))
+    return messages, approvals
+
+
+def function_tools(value: list[Any] | None) -> list[pb.Tool]:
+    """The request's function tools as Tools (MCP tools are refused by the handler)."""
+    result = []
+    for tool in value or ():
+        if not isinstance(tool, schema.FunctionTool):
+            continue
+        function = pb.FunctionDefinition(name=tool.name, description=tool.description or "")
+        if tool.parameters is not None:
+            function.parameters.update(tool.parameters)
+        if tool.strict is not None:
+            function.strict = tool.strict
+        result.append(pb.Tool(type="function", function=function))
+    return result
+
+
+def turn_options(body: schema.ResponseRequest) -> pb.TurnOptions:
+    """Every Responses parameter that has a TurnOptions field; the rest of the
+    unknown top-level fields go as ``extra_body``. Raises a 400 :class:`ApiError`."""
+    options = pb.TurnOptions()
+    for name in ("temperature", "top_p", "parallel_tool_calls", "service_tier"):
+        if (value := getattr(body, name)) is not None:
+            setattr(options, name, value)
+    if body.max_output_tokens is not None:
+        options.max_completion_tokens = body.max_output_tokens
+    if body.top_logprobs:
+        options.logprobs, options.top_logprobs = True, body.top_logprobs
+    if user := (body.safety_identifier or body.user):
+        options.user = user
+    options.metadata.update(body.metadata or {})
+    if body.reasoning is not None and body.reasoning.effort not in (None, "none"):
+        options.reasoning_effort = body.reasoning.effort
+    if body.text is not None and body.text.format is not None:
+        fmt = body.text.format
+        options.response_format.type = chat_convert.RESPONSE_FORMATS[fmt.type]
+        if fmt.type == "json_schema":
+            if not fmt.name:
+                raise bad_request("text.format.name is required for json_schema", "text.format.name")
+            spec = options.response_format.json_schema
+            spec.name, spec.description = fmt.name, fmt.description or ""
+            if fmt.schema_ is not None:
+                spec.schema.update(fmt.schema_)
+            if fmt.strict is not None:
+                spec.strict = fmt.strict
+    if isinstance(body.tool_choice, str):
+        options.tool_choice.mode = chat_convert.TOOL_CHOICE_MODES[body.tool_choice]
+    elif body.tool_choice is not None:
+        options.tool_choice.function_name = body.tool_choice.name
+    options.tools.extend(function_tools(body.tools))
+    if body.model and not body.model.startswith(AGENT_PREFIX):
+        options.model = body.model
+    extra = {k: v for k, v in (body.model_extra or {}).items()}
+    for name, value in extra.items():
+        try:
+            schema.struct_value(value, 1)
+        except ValueError as exc:
+            raise bad_request(f"{name}: {exc}", name) from None
+    if extra:
+        options.extra_body.update(extra)
+    return options
+
+
+# --------------------------------------------------------------------------- #
+# Items
+# --------------------------------------------------------------------------- #
+
+
+def _status(message: pb.Message) -> str:
+    if message.status in (pb.MESSAGE_STATUS_COMPLETED, pb.MESSAGE_STATUS_REQUIRES_ACTION):
+        return "incomplete" if message.finish_reason == "length" else "completed"
+    if message.status == pb.MESSAGE_STATUS_IN_PROGRESS:
+        return "in_progress"
+    return "incomplete"
+
+
+def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
+    """A reasoning item with its text as ``reasoning_text`` content."""
+    return {"type": "reasoning", "id": item_id, "summary": [], "content": [{"type": "reasoning_text", "text": text}]}
+
+
+def text_part(text: str) -> dict[str, Any]:
+    """An ``output_text`` content part."""
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def message_item(item_id: str, status: str, text: str, refusal: str = "") -> dict[str, Any]:
+    """An assistant message item: its text, or its refusal."""
+    content = [{"type": "refusal", "refusal": refusal}] if refusal else [text_part(text)]
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def function_call_item(call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
+    """A ``function_call`` item."""
+    return {
+        "type": "function_call",
+        "id": function_call_item_id(call_id),
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def function_output_item(call_id: str, output: str) -> dict[str, Any]:
+    """A ``function_call_output`` item."""
+    return {
+        "type": "function_call_output",
+        "id": function_output_item_id(call_id),
+        "call_id": call_id,
+        "output": output,
+        "status": "completed",
+    }
+
+
+def output_items(rows: list[pb.Message], reply_id: str) -> list[dict[str, Any]]:
+    """The output items of a turn's rows of steps 1 and on, in order: per
+    assistant message its reasoning, text (or refusal) and function calls;
+    per server tool message its output. Texts and reasonings are numbered in
+    order, as the stream numbers them."""
+    items: list[dict[str, Any]] = []
+    texts = reasonings = 0
+    for row in rows:
+        if row.role == pb.ROLE_TOOL:
+            items.append(function_output_item(row.tool_call_id, row.content))
+            continue
+        if row.reasoning_content:
+            reasonings += 1
+            items.append(reasoning_item(reasoning_item_id(reply_id, reasonings), row.reasoning_content))
+        if row.content or row.refusal:
+            texts += 1
+            items.append(message_item(message_item_id(reply_id, texts), _status(row), row.content, row.refusal))
+        items.extend(function_call_item(c.id, c.function.name, c.function.arguments) for c in row.tool_calls)
+    return items
+
+
+def input_item(row: pb.Message) -> list[dict[str, Any]]:
+    """The input items of one stored input message (an imported assistant
+    message gives its text and its function calls)."""
+    if row.role == pb.ROLE_TOOL:
+        return [function_output_item(row.tool_call_id, row.content)]
+    if row.role == pb.ROLE_ASSISTANT:
+        items = [message_item(input_item_id(row), "completed", row.content)] if row.content else []
+        return items + [function_call_item(c.id, c.function.name, c.function.arguments) for c in row.tool_calls]
+    content: list[dict[str, Any]] = []
+    for part in row.content_parts:
+        if part.type == "image_url":
+            content.append({"type": "input_image", "image_url": part.image_url, "detail": part.detail or "auto"})
+        elif part.type == "file":
+            content.append({"type": "input_file", "filename": part.file.filename})
+        else:
+            content.append({"type": "input_text", "text": part.text})
+    if not row.content_parts:
+        content.append({"type": "input_text", "text": row.content})
+    role = ROLE_NAMES.get(row.role, "user")
+    return [{"type": "message", "id": input_item_id(row), "status": "completed", "role": role, "content": content}]
+
+
+def is_instructions(row: pb.Message) -> bool:
+    """Whether a stored input message carries a response's ``instructions``."""
+    return row.role == pb.ROLE_SYSTEM and row.name == INSTRUCTIONS_NAME and row.step == 0
+
+
+# --------------------------------------------------------------------------- #
+# Turns and responses
+# --------------------------------------------------------------------------- #
+
+
+def turns(messages: list[pb.Message]) -> list[tuple[list[pb.Message], list[pb.Message]]]:
+    """A session's messages split into turns: (inputs, outputs), where the
+    inputs are the step-0 messages and the outputs the messages of steps 1
+    and on that follow them; the last output is the turn's reply."""
+    result: list[tuple[list[pb.Message], list[pb.Message]]] = []
+    for message in messages:
+        if message.step == 0:
+            if not result or result[-1][1]:
+                result.append(([], []))
+            result[-1][0].append(message)
+        elif result:
+            result[-1][1].append(message)
+        else:
+            result.append(([], [message]))
+    return [turn for turn in result if turn[1]]
+
+
+def _tool_choice(options: pb.TurnOptions) -> Any:
+    if options.tool_choice.function_name:
+        return {"type": "function", "name": options.tool_choice.function_name}
+    names = {v: k for k, v in chat_convert.TOOL_CHOICE_MODES.items()}
+    return names.get(options.tool_choice.mode, "auto")
+
+
+def _text_format(options: pb.TurnOptions) -> dict[str, Any]:
+    kind = options.response_format.type
+    if kind == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        return {"type": "json_object"}
+    if kind == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        spec = options.response_format.json_schema
+        return {
+            "type": "json_schema",
+            "name": spec.name,
+            "description": spec.description or None,
+            "schema": json_format.MessageToDict(spec.schema),
+            "strict": bool(spec.strict),
+        }
+    return {"type": "text"}
+
+
+def _tools(options: pb.TurnOptions) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "name": t.function.name,
+            "description": t.function.description or None,
+            "parameters": json_format.MessageToDict(t.function.parameters)
+            if t.function.HasField("parameters")
+            else None,
+            "strict": t.function.strict if t.function.HasField("strict") else None,
+        }
+        for t in options.tools
+    ]
+
+
+def usage(reply: pb.Message) -> dict[str, Any]:
+    """The usage of a turn, as its reply reports it (the whole run's)."""
+    return {
+        "input_tokens": reply.usage.prompt_tokens,
+        "output_tokens": reply.usage.completion_tokens,
+        "total_tokens": reply.usage.prompt_tokens + reply.usage.completion_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": reply.usage.reasoning_tokens},
+    }
+
+
+def status(reply: pb.Message) -> str:
+    """A reply's status as a response's."""
+    if reply.status == pb.MESSAGE_STATUS_IN_PROGRESS:
+        return "in_progress"
+    if reply.status == pb.MESSAGE_STATUS_FAILED:
+        return "failed"
+    if reply.status == pb.MESSAGE_STATUS_CANCELLED:
+        return "cancelled"
+    if reply.finish_reason in ("length", "content_filter"):
+        return "incomplete"
+    return "completed"
+
+
+def error(reply: pb.Message) -> dict[str, Any] | None:
+    """A failed reply's ``error``: OpenAI's code for its reason, and its message."""
+    if reply.status != pb.MESSAGE_STATUS_FAILED:
+        return None
+    from gateway.errors import from_status
+
+    body = from_status(reply.error).body["error"] if reply.error.code else {}
+    return {"code": body.get("code") or "server_error", "message": body.get("message") or "the turn failed"}
+
+
+def response(
+    session_id: str,
+    reply: pb.Message,
+    output: list[dict[str, Any]],
+    usage_block: dict[str, Any] | None,
+    *,
+    requested_model: str = "",
+    created_at: int = 0,
+    previous_response_id: str | None = None,
+    instructions: str | None = None,
+    store: bool = True,
+    background: bool = False,
+    turn_id: str = "",
+) -> dict[str, Any]:
+    """A ``response`` object with every field of the Open Responses
+    ``ResponseResource`` present and typed (no null where a number or an enum
+    is due): unset sampling settings show OpenAI's defaults. ``reply`` is
+    the turn's last message; ``turn_id`` (default: the reply's id) its first,
+    the id the turn is known by (TurnStarted, StreamTurn, CancelTurn)."""
+    options = reply.options
+    state = status(reply)
+    reason = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(reply.finish_reason)
+    terminal = state != "in_progress"
+    return {
+        "id": response_id(session_id, turn_id or reply.id),
+        "object": "response",
+        "created_at": created_at or reply.create_time.seconds or int(time.time()),
+        "completed_at": (reply.update_time.seconds or int(time.time())) if terminal else None,
+        "status": state,
+        "incomplete_details": {"reason": reason} if state == "incomplete" and reason else None,
+        "model": reply.model or requested_model,
+        "previous_response_id": previous_response_id,
+        "instructions": instructions,
+        "output": output,
+        "error": error(reply),
+        "tools": _tools(options),
+        "tool_choice": _tool_choice(options),
+        "truncation": "auto",
+        "parallel_tool_calls": options.parallel_tool_calls if options.HasField("parallel_tool_calls") else True,
+        "text": {"format": _text_format(options)},
+        "top_p": options.top_p if options.HasField("top_p") else 1.0,
+        "presence_penalty": options.presence_penalty if options.HasField("presence_penalty") else 0.0,
+        "frequency_penalty": options.frequency_penalty if options.HasField("frequency_penalty") else 0.0,
+        "top_logprobs": options.top_logprobs if options.HasField("top_logprobs") else 0,
+        "temperature": options.temperature if options.HasField("temperature") else 1.0,
+        "reasoning": {"effort": options.reasoning_effort or None, "summary": None},
+        "usage": usage_block,
+        "max_output_tokens": options.max_completion_tokens if options.HasField("max_completion_tokens") else None,
+        "max_tool_calls": None,
+        "store": store,
+        "background": background,
+        "service_tier": options.service_tier or "default",
+        "metadata": dict(options.metadata),
+        "safety_identifier": options.user or None,
+        "prompt_cache_key": None,
+    }
+
+
+def stored_response(
+    session_id: str, turn: tuple[list[pb.Message], list[pb.Message]], previous: str | None
+) -> dict[str, Any]:
+    """The response object of a stored turn (inputs, outputs)."""
+    inputs, outputs = turn
+    reply = outputs[-1]
+    instructions = next((m.content for m in inputs if is_instructions(m)), None)
+    created = min((m.create_time.seconds for m in inputs), default=reply.create_time.seconds)
+    return response(
+        session_id,
+        reply,
+        output_items(outputs, outputs[0].id),
+        usage(reply),
+        created_at=created,
+        previous_response_id=previous,
+        instructions=instructions,
+        turn_id=outputs[0].id,
+    )
+
+
+def input_tokens(body: schema.ResponseRequest) -> int:
+    """An estimate of the request's input tokens: one per 4 characters of its
+    instructions, input and tools as JSON, rounded up (the estimate agentapi
+    uses for models it has no tokenizer for)."""
+    text = json.dumps(
+        [body.instructions or "", body.model_dump(mode="json", include={"input", "tools"}, by_alias=True)],
+        ensure_ascii=False,
+    )
+    return -(-len(text) // 4)
