@@ -25,7 +25,7 @@ from agentapi import v1 as pb
 from gateway.bridge import Bridge, call_metadata
 from gateway.errors import ApiError, bad_request, error_response, from_rpc_error
 from gateway.openai import responses_convert as convert
-from gateway.openai.responses import all_messages, page
+from gateway.openai.responses import all_messages, live_conversation, page
 from gateway.openai.responses_schema import ConversationRequest, ItemsRequest
 
 COPY_MARKERS = ("carried_from", "forked_from")
@@ -117,10 +117,10 @@ async def get_conversation(request: Request) -> Response:
     """``GET /v1/conversations/{id}``."""
 
     async def run(bridge: Bridge) -> Response:
-        got = await bridge.conversations.GetConversation(
-            pb.GetConversationRequest(conversation_id=_conversation_uuid(request)), metadata=call_metadata(request)
+        ref = request.path_params["conversation_id"]
+        return JSONResponse(
+            conversation_object(await live_conversation(bridge, request, _conversation_uuid(request), ref))
         )
-        return JSONResponse(conversation_object(got.conversation))
 
     return await _call(request, run)
 
@@ -132,6 +132,7 @@ async def update_conversation(request: Request) -> Response:
         body: ConversationRequest = convert.parse(ConversationRequest, await request.body() or b"{}")
         _refuse_items(body)
         conversation = pb.Conversation(id=_conversation_uuid(request))
+        await live_conversation(bridge, request, conversation.id, request.path_params["conversation_id"])
         conversation.metadata.update(body.metadata or {})
         updated = await bridge.conversations.UpdateConversation(
             pb.UpdateConversationRequest(
@@ -148,6 +149,7 @@ async def delete_conversation(request: Request) -> Response:
     """``DELETE /v1/conversations/{id}``."""
 
     async def run(bridge: Bridge) -> Response:
+        await live_conversation(bridge, request, _conversation_uuid(request), request.path_params["conversation_id"])
         await bridge.conversations.DeleteConversation(
             pb.DeleteConversationRequest(conversation_id=_conversation_uuid(request)), metadata=call_metadata(request)
         )
@@ -160,9 +162,7 @@ async def delete_conversation(request: Request) -> Response:
 
 async def _items(bridge: Bridge, request: Request) -> list[dict[str, Any]]:
     conversation_uuid = _conversation_uuid(request)
-    await bridge.conversations.GetConversation(
-        pb.GetConversationRequest(conversation_id=conversation_uuid), metadata=call_metadata(request)
-    )
+    await live_conversation(bridge, request, conversation_uuid, request.path_params["conversation_id"])
     return await conversation_items(bridge, request, conversation_uuid)
 
 
@@ -218,10 +218,8 @@ async def delete_item(request: Request) -> Response:
         await bridge.sessions.DeleteMessage(
             pb.DeleteMessageRequest(session_id=session_id, message_id=row.id), metadata=call_metadata(request)
         )
-        got = await bridge.conversations.GetConversation(
-            pb.GetConversationRequest(conversation_id=conversation_uuid), metadata=call_metadata(request)
-        )
-        return JSONResponse(conversation_object(got.conversation))
+        got = await live_conversation(bridge, request, conversation_uuid, request.path_params["conversation_id"])
+        return JSONResponse(conversation_object(got))
 
     return await _call(request, run)
 

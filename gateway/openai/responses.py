@@ -47,6 +47,22 @@ async def all_messages(bridge: Bridge, request: Request, session_id: str) -> lis
             return messages
 
 
+async def live_conversation(bridge: Bridge, request: Request, conversation_uuid: str, ref: str) -> pb.Conversation:
+    """The conversation, unless deleted (DeleteConversation keeps it, AIP-164:
+    to OpenAI callers a deleted conversation is gone). Raises a 404 :class:`ApiError`."""
+    try:
+        got = await bridge.conversations.GetConversation(
+            pb.GetConversationRequest(conversation_id=conversation_uuid), metadata=call_metadata(request)
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            raise convert.not_found("conversation", ref) from None
+        raise
+    if got.conversation.HasField("delete_time"):
+        raise convert.not_found("conversation", ref)
+    return got.conversation
+
+
 async def find_turn(
     bridge: Bridge, request: Request, response_id: str, code: str | None = None
 ) -> tuple[str, list[tuple[list[pb.Message], list[pb.Message]]], int]:
@@ -92,6 +108,7 @@ async def _session(bridge: Bridge, request: Request, body: ResponseRequest, key:
     if body.conversation is not None:
         ref = body.conversation if isinstance(body.conversation, str) else body.conversation.id
         session.conversation_id = convert.parse_conversation_id(ref)
+        await live_conversation(bridge, request, session.conversation_id, ref)
         sessions = await bridge.sessions.ListSessions(
             pb.ListSessionsRequest(conversation_id=session.conversation_id, page_size=100), metadata=metadata
         )
