@@ -25,6 +25,7 @@ from agentapi import v1 as pb
 from gateway.bridge import Bridge, call_metadata
 from gateway.errors import ApiError, bad_request, error_response, from_rpc_error
 from gateway.openai import responses_convert as convert
+from gateway.openai import responses_request as request_convert
 from gateway.openai.responses import all_messages, live_conversation, page
 from gateway.openai.responses_schema import ConversationRequest, ItemsRequest
 
@@ -101,7 +102,7 @@ async def create_conversation(request: Request) -> Response:
     """``POST /v1/conversations``."""
 
     async def run(bridge: Bridge) -> Response:
-        body: ConversationRequest = convert.parse(ConversationRequest, await request.body() or b"{}")
+        body: ConversationRequest = request_convert.parse(ConversationRequest, await request.body() or b"{}")
         _refuse_items(body)
         conversation = pb.Conversation()
         conversation.metadata.update(body.metadata or {})
@@ -129,7 +130,7 @@ async def update_conversation(request: Request) -> Response:
     """``POST /v1/conversations/{id}``: replaces ``metadata``."""
 
     async def run(bridge: Bridge) -> Response:
-        body: ConversationRequest = convert.parse(ConversationRequest, await request.body() or b"{}")
+        body: ConversationRequest = request_convert.parse(ConversationRequest, await request.body() or b"{}")
         _refuse_items(body)
         conversation = pb.Conversation(id=_conversation_uuid(request))
         await live_conversation(bridge, request, conversation.id, request.path_params["conversation_id"])
@@ -180,7 +181,7 @@ async def create_items(request: Request) -> Response:
 
     async def run(bridge: Bridge) -> Response:
         _conversation_uuid(request)
-        body: ItemsRequest = convert.parse(ItemsRequest, await request.body())
+        body: ItemsRequest = request_convert.parse(ItemsRequest, await request.body())
         _refuse_items(body)
         return JSONResponse({})  # unreachable: an ItemsRequest has at least one item
 

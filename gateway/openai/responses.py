@@ -26,6 +26,7 @@ from agentapi import v1 as pb
 from gateway.bridge import Bridge, call_metadata, idempotency_key
 from gateway.errors import ApiError, bad_request, error_response, from_rpc_error
 from gateway.openai import responses_convert as convert
+from gateway.openai import responses_request as request_convert
 from gateway.openai.responses_schema import McpTool, ResponseRequest
 from gateway.openai.responses_stream import ResponseEvents
 
@@ -147,12 +148,12 @@ async def create_response(request: Request) -> Response:
     bridge: Bridge = request.app.state.bridge
     try:
         key = idempotency_key(request)
-        body: ResponseRequest = convert.parse(ResponseRequest, await request.body())
+        body: ResponseRequest = request_convert.parse(ResponseRequest, await request.body())
         _check(body)
-        messages, approvals = convert.input_messages(body)
+        messages, approvals = request_convert.input_messages(body)
         if approvals:
             raise bad_request("mcp_approval_response items are not available on this server yet", "input")
-        options = convert.turn_options(body)
+        options = request_convert.turn_options(body)
         session_id, previous = await _session(bridge, request, body, key)
     except ApiError as exc:
         return error_response(exc)
@@ -380,9 +381,9 @@ async def list_input_items(request: Request) -> Response:
 
 
 async def count_input_tokens(request: Request) -> Response:
-    """``POST /v1/responses/input_tokens``: an estimate (see :func:`convert.input_tokens`)."""
+    """``POST /v1/responses/input_tokens``: an estimate (see :func:`request_convert.input_tokens`)."""
     try:
-        body: ResponseRequest = convert.parse(ResponseRequest, await request.body())
+        body: ResponseRequest = request_convert.parse(ResponseRequest, await request.body())
     except ApiError as exc:
         return error_response(exc)
-    return JSONResponse({"object": "response.input_tokens", "input_tokens": convert.input_tokens(body)})
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": request_convert.input_tokens(body)})
