@@ -4,6 +4,7 @@ them; items carry the response that produced them; tenants are isolated."""
 
 from __future__ import annotations
 
+import grpc
 import openai
 import pytest
 
@@ -99,3 +100,16 @@ async def test_conversations_are_tenant_isolated(offline_stack: Stack) -> None:
         await beta.responses.create(model=OFFLINE, input="steal", previous_response_id=response.id)
     with pytest.raises(openai.NotFoundError):
         await beta.responses.create(model=OFFLINE, input="steal", conversation=conversation.id)
+    # store: false works for a tenant's client key (EraseTurn needs no operator), on its own turns only.
+    unstored = await alpha.responses.create(model=OFFLINE, input="keep nothing", store=False)
+    assert unstored.output_text == "You said: keep nothing"
+    with pytest.raises(openai.NotFoundError):
+        await alpha.responses.retrieve(unstored.id)
+    session_id, turn_id = str(uuid.UUID(response.id[5:37])), str(uuid.UUID(response.id[37:]))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await offline_stack.sessions.EraseTurn(
+            pb.EraseTurnRequest(session_id=session_id, message_id=turn_id),
+            metadata=(("authorization", f"Bearer {secrets[1]}"),),
+        )
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (await alpha.responses.retrieve(response.id)).output_text == "You said: alpha only"

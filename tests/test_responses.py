@@ -155,7 +155,11 @@ async def test_previous_response_id_sends_history_and_not_old_instructions(
     sent = sent_upstream(upstream, "what is my name")
     contents = [m["content"] for m in sent["messages"]]
     assert "my name is Ada" in contents and "Echo: my name is Ada" in contents
+    assert "Speak French." not in contents  # instructions are not carried over, as OpenAI specifies
+    assert sent_upstream(upstream, "my name is Ada")["messages"][0]["content"] == "Speak French."
     assert second["previous_response_id"] == first["id"] and second["instructions"] is None
+    retrieved = await get(stack, f"/v1/responses/{first['id']}")
+    assert retrieved["instructions"] == "Speak French."
     # Continuing from an earlier response branches (a fork of the session).
     third = await post(stack, {"model": "scripted-a", "input": "branch here", "previous_response_id": first["id"]})
     sent = sent_upstream(upstream, "branch here")
@@ -216,7 +220,7 @@ async def test_store_false_keeps_usage_only(offline_stack: Stack) -> None:
     import uuid
 
     rows = await all_messages_with_deleted(offline_stack, str(uuid.UUID(session_id)))
-    assert rows and all(not r.content for r in rows)
+    assert rows and all(not r.content and r.HasField("purge_time") for r in rows)
     assert any(r.usage.total_tokens for r in rows if r.role == pb.ROLE_ASSISTANT)
     streamed = await sse(
         offline_stack,

@@ -6,9 +6,10 @@ cancel, delete and list the input items of a stored response.
 A response is one agentapi turn (gateway/openai/responses_convert.py has the
 id mapping). ``previous_response_id`` continues the session of that response
 when it is the session's last turn, else a fork of the session at it
-(ForkSession), so a chain may branch. ``store: false`` runs the turn, then
-purges its content (DeleteMessage with ``force``): the usage stays, and the
-response can be neither retrieved nor continued.
+(ForkSession), so a chain may branch. ``instructions`` are the turn's
+system message, hidden once the turn ends (see :func:`after_turn`).
+``store: false`` runs the turn, then erases it (EraseTurn): the usage stays,
+and the response can be neither retrieved nor continued.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ PAGE_SIZE = 100
 
 
 async def all_messages(bridge: Bridge, request: Request, session_id: str) -> list[pb.Message]:
-    """Every live message of a session, in order."""
+    """Every message of a session, deleted ones included, in order (turns are
+    told apart with them: gateway/openai/responses_convert.py ``turns``)."""
     messages: list[pb.Message] = []
     token = ""
     while True:
         page = await bridge.sessions.ListMessages(
-            pb.ListMessagesRequest(session_id=session_id, page_size=PAGE_SIZE, page_token=token),
+            pb.ListMessagesRequest(session_id=session_id, page_size=PAGE_SIZE, page_token=token, show_deleted=True),
             metadata=call_metadata(request),
         )
         messages.extend(page.messages)
@@ -78,7 +80,7 @@ async def find_turn(
             raise convert.not_found("response", response_id, code) from None
         raise
     for index, (_, outputs) in enumerate(turns):
-        if outputs[0].id == reply_id and not outputs[-1].HasField("purge_time"):
+        if outputs[0].id == reply_id:
             return session_id, turns, index
     raise convert.not_found("response", response_id, code)
 
@@ -179,8 +181,7 @@ async def create_response(request: Request) -> Response:
             metadata=metadata,
         )
         machine = ResponseEvents(session_id, body.model or "", options, meta)
-        purge = None if store else (bridge, request, session_id)
-        return await stream_response(call, machine, -1, purge)
+        return await stream_response(call, machine, -1, (bridge, request, session_id, store))
     try:
         reply = await bridge.sessions.SendMessage(
             pb.SendMessageRequest(
@@ -202,28 +203,39 @@ async def create_response(request: Request) -> Response:
             turn_id=turn[1][0].id,
             **meta,
         )
-        if not store:
-            await purge_turn(bridge, request, session_id, turn[0] + turn[1])
+        if message.status != pb.MESSAGE_STATUS_IN_PROGRESS:
+            await after_turn(bridge, request, session_id, turn[1][0].id, store)
         return JSONResponse(result)
     except grpc.aio.AioRpcError as exc:
         return error_response(from_rpc_error(exc))
 
 
-async def purge_turn(bridge: Bridge, request: Request, session_id: str, rows: list[pb.Message]) -> None:
-    """Erases a turn's content for good (``store: false``); its usage stays."""
-    for row in rows:
-        try:
+async def after_turn(bridge: Bridge, request: Request, session_id: str, turn_id: str, store: bool) -> None:
+    """What a finished turn leaves. ``store: false``: nothing but its usage
+    (EraseTurn). Else its ``instructions`` message is hidden (DeleteMessage),
+    so later turns do not see it, as OpenAI does not carry instructions over;
+    it still shows as the response's ``instructions``."""
+    metadata = call_metadata(request)
+    if not store:
+        await bridge.sessions.EraseTurn(
+            pb.EraseTurnRequest(session_id=session_id, message_id=turn_id), metadata=metadata
+        )
+        return
+    turn = next(
+        (t for t in convert.turns(await all_messages(bridge, request, session_id)) if t[1][0].id == turn_id), None
+    )
+    for row in turn[0] if turn else ():
+        if convert.is_instructions(row) and not row.HasField("delete_time"):
             await bridge.sessions.DeleteMessage(
-                pb.DeleteMessageRequest(session_id=session_id, message_id=row.id, force=True),
-                metadata=call_metadata(request),
+                pb.DeleteMessageRequest(session_id=session_id, message_id=row.id), metadata=metadata
             )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
 
 
 async def stream_response(
-    call: Any, machine: ResponseEvents, starting_after: int, purge: tuple[Bridge, Request, str] | None = None
+    call: Any,
+    machine: ResponseEvents,
+    starting_after: int,
+    ending: tuple[Bridge, Request, str, bool] | None = None,
 ) -> Response:
     """SSE of a turn's events as Responses events, each with ``event:`` its
     type, then ``[DONE]``. The events up to ``starting_after`` (a sequence
@@ -254,12 +266,12 @@ async def stream_response(
                 yield item
         finally:
             call.cancel()  # a no-op when the call ended; honours on_disconnect when the client left
-        if purge is not None and machine.finished:
-            bridge, request, session_id = purge
-            turns = convert.turns(await all_messages(bridge, request, session_id))
-            turn = next((t for t in turns if t[1][0].id == machine.reply_id), None)
-            if turn is not None:
-                await purge_turn(bridge, request, session_id, turn[0] + turn[1])
+        if ending is not None and machine.finished and not machine.meta.get("background"):
+            bridge, request, session_id, store = ending
+            try:
+                await after_turn(bridge, request, session_id, machine.reply_id, store)
+            except grpc.aio.AioRpcError:
+                pass  # the stream is over; what remains is tidying (the turn is stored either way)
         yield {"data": "[DONE]"}
 
     return EventSourceResponse(events(), sep="\n", ping=15)

@@ -210,21 +210,39 @@ def is_instructions(row: pb.Message) -> bool:
 # --------------------------------------------------------------------------- #
 
 
+def _deleted(row: pb.Message) -> bool:
+    return row.HasField("delete_time")
+
+
 def turns(messages: list[pb.Message]) -> list[tuple[list[pb.Message], list[pb.Message]]]:
-    """A session's messages split into turns: (inputs, outputs), where the
-    inputs are the step-0 messages and the outputs the messages of steps 1
-    and on that follow them; the last output is the turn's reply."""
-    result: list[tuple[list[pb.Message], list[pb.Message]]] = []
+    """A session's messages (deleted ones included) split into turns:
+    (inputs, outputs), where the inputs are the step-0 messages and the
+    outputs the messages of steps 1 and on that follow them; the first
+    output's id is the turn's id (TurnStarted's ``message_id``), the last
+    output is the turn's reply. Deleted messages are left out, except a
+    turn's ``instructions`` (hidden from later prompts once the turn ends,
+    see gateway/openai/responses.py); a turn whose outputs are all deleted
+    (a deleted or unstored response) is left out whole."""
+    grouped: list[tuple[list[pb.Message], list[pb.Message]]] = []
     for message in messages:
         if message.step == 0:
-            if not result or result[-1][1]:
-                result.append(([], []))
-            result[-1][0].append(message)
-        elif result:
-            result[-1][1].append(message)
+            if not grouped or grouped[-1][1]:
+                grouped.append(([], []))
+            grouped[-1][0].append(message)
+        elif grouped:
+            grouped[-1][1].append(message)
         else:
-            result.append(([], [message]))
-    return [turn for turn in result if turn[1]]
+            grouped.append(([], [message]))
+    result = []
+    for inputs, outputs in grouped:
+        if not outputs or all(_deleted(r) for r in outputs):
+            continue
+        kept_inputs = [r for r in inputs if not _deleted(r) or is_instructions(r)]
+        kept_outputs = [r for r in outputs if not _deleted(r)]
+        if _deleted(outputs[0]):
+            kept_outputs.insert(0, outputs[0])  # the turn keeps its id
+        result.append((kept_inputs, kept_outputs))
+    return result
 
 
 def _tool_choice(options: pb.TurnOptions) -> Any:
