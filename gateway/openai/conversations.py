@@ -63,13 +63,15 @@ async def conversation_items(bridge: Bridge, request: Request, conversation_uuid
             break
     items: list[dict[str, Any]] = []
     for session in sessions:
-        for inputs, outputs in convert.turns(await all_messages(bridge, request, session.id)):
+        rows = await all_messages(bridge, request, session.id)
+        calls = convert.tool_calls_by_id(rows)
+        for inputs, outputs in convert.turns(rows):
             reply = outputs[-1]
             if _is_copy(reply) or reply.HasField("purge_time"):
                 continue
             response_id = convert.response_id(session.id, outputs[0].id)
             turn_items = [i for row in inputs if not convert.is_instructions(row) for i in convert.input_item(row)]
-            turn_items += convert.output_items(outputs, outputs[0].id)
+            turn_items += convert.turn_output_items((inputs, outputs), calls)
             items.extend({**item, "response_id": response_id} for item in turn_items)
     return items
 
@@ -232,8 +234,9 @@ def _row_item_ids(row: pb.Message, rows: list[pb.Message]) -> set[str]:
     for _, outputs in convert.turns(rows):
         if any(r.id == row.id for r in outputs):
             reply = outputs[0].id
-            mine = convert.output_items([r for r in outputs if r.sequence <= row.sequence], reply)
-            before = convert.output_items([r for r in outputs if r.sequence < row.sequence], reply)
+            calls = convert.tool_calls_by_id(rows)
+            mine = convert.output_items([r for r in outputs if r.sequence <= row.sequence], reply, calls)
+            before = convert.output_items([r for r in outputs if r.sequence < row.sequence], reply, calls)
             return {item["id"] for item in mine} - {item["id"] for item in before}
     return set()
 

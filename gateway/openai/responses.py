@@ -90,7 +90,8 @@ def _previous(session_id: str, turns: list[Any], index: int) -> str | None:
 
 
 def _stored(session_id: str, turns: list[Any], index: int) -> dict[str, Any]:
-    return convert.stored_response(session_id, turns[index], _previous(session_id, turns, index))
+    calls = convert.tool_calls_by_id([row for turn in turns[:index] for row in turn[1]])
+    return convert.stored_response(session_id, turns[index], _previous(session_id, turns, index), calls)
 
 
 async def _session(bridge: Bridge, request: Request, body: ResponseRequest, key: str | None) -> tuple[str, str | None]:
@@ -145,6 +146,17 @@ def _check(body: ResponseRequest) -> None:
         raise bad_request("background responses must be stored (store: false)", "store")
 
 
+def _check_approvals(body: ResponseRequest, messages: list[pb.InputMessage]) -> None:
+    """An ``mcp_approval_response`` continues the turn of ``previous_response_id``
+    (SubmitToolOutputs), with nothing else but function call outputs; not streamed yet."""
+    if not body.previous_response_id:
+        raise bad_request("mcp_approval_response items need previous_response_id", "previous_response_id")
+    if body.stream or body.background:
+        raise bad_request("mcp_approval_response items cannot be streamed or run in the background yet", "stream")
+    if any(m.role != pb.ROLE_TOOL for m in messages):
+        raise bad_request("mcp_approval_response items go with function_call_output items only", "input")
+
+
 async def create_response(request: Request) -> Response:
     """OpenAI ``POST /v1/responses``."""
     bridge: Bridge = request.app.state.bridge
@@ -154,7 +166,7 @@ async def create_response(request: Request) -> Response:
         _check(body)
         messages, approvals = request_convert.input_messages(body)
         if approvals:
-            raise bad_request("mcp_approval_response items are not available on this server yet", "input")
+            _check_approvals(body, messages)
         options = request_convert.turn_options(body)
         session_id, previous = await _session(bridge, request, body, key)
     except ApiError as exc:
@@ -183,20 +195,31 @@ async def create_response(request: Request) -> Response:
         machine = ResponseEvents(session_id, body.model or "", options, meta)
         return await stream_response(call, machine, -1, (bridge, request, session_id, store))
     try:
-        reply = await bridge.sessions.SendMessage(
-            pb.SendMessageRequest(
-                session_id=session_id, messages=messages, options=options, background=bool(body.background)
-            ),
-            metadata=metadata,
-        )
-        message = reply.message
-        turns = convert.turns(await all_messages(bridge, request, session_id))
+        if approvals:
+            outputs = [pb.ToolOutput(tool_call_id=m.tool_call_id, output=m.content) for m in messages]
+            submitted = bridge.sessions.SubmitToolOutputs(
+                pb.SubmitToolOutputsRequest(
+                    session_id=session_id, tool_outputs=outputs, approvals=approvals, options=options
+                ),
+                metadata=metadata,
+            )
+            message = [event async for event in submitted][-1].assistant_message
+        else:
+            reply = await bridge.sessions.SendMessage(
+                pb.SendMessageRequest(
+                    session_id=session_id, messages=messages, options=options, background=bool(body.background)
+                ),
+                metadata=metadata,
+            )
+            message = reply.message
+        rows = await all_messages(bridge, request, session_id)
+        turns = convert.turns(rows)
         turn = next((t for t in turns if message.id in (t[1][0].id, t[1][-1].id)), ([], [message]))
         created = min((m.create_time.seconds for m in turn[0]), default=0)
         result = convert.response(
             session_id,
             message,
-            convert.output_items(turn[1], turn[1][0].id),
+            convert.turn_output_items(turn, convert.tool_calls_by_id(rows)),
             convert.usage(message) if message.status != pb.MESSAGE_STATUS_IN_PROGRESS else None,
             requested_model=body.model or "",
             created_at=created,

@@ -157,16 +157,78 @@ def function_output_item(call_id: str, output: str) -> dict[str, Any]:
     }
 
 
-def output_items(rows: list[pb.Message], reply_id: str) -> list[dict[str, Any]]:
+MCP_EXECUTOR = "mcp:"
+
+
+def is_mcp(executor: str) -> bool:
+    """Whether a tool call ran (or waits to run) on a registered MCP server."""
+    return executor.startswith(MCP_EXECUTOR)
+
+
+def mcp_call_item(
+    call_id: str, executor: str, name: str, arguments: str, output: str | None, failed: bool = False
+) -> dict[str, Any]:
+    """An ``mcp_call`` item: ``server_label`` is the registered MCP server's
+    id, ``name`` the tool's own name (the model sees ``<server>__<tool>``)."""
+    label = executor[len(MCP_EXECUTOR) :]
+    done = output is not None
+    return {
+        "type": "mcp_call",
+        "id": f"mcp_{_call_suffix(call_id)}",
+        "server_label": label,
+        "name": name.removeprefix(f"{label}__"),
+        "arguments": arguments,
+        "output": None if failed else output,
+        "error": output if failed else None,
+        "status": ("failed" if failed else "completed") if done else "in_progress",
+    }
+
+
+def mcp_approval_request_item(call_id: str, executor: str, name: str, arguments: str) -> dict[str, Any]:
+    """An ``mcp_approval_request`` item for a call awaiting approval; answer it
+    with an ``mcp_approval_response`` naming its id."""
+    label = executor[len(MCP_EXECUTOR) :]
+    return {
+        "type": "mcp_approval_request",
+        "id": f"mcpr_{_call_suffix(call_id)}",
+        "server_label": label,
+        "name": name.removeprefix(f"{label}__"),
+        "arguments": arguments,
+    }
+
+
+def tool_calls_by_id(rows: list[pb.Message]) -> dict[str, pb.ToolCall]:
+    """Every tool call of ``rows`` by its id."""
+    return {call.id: call for row in rows for call in row.tool_calls}
+
+
+def output_items(
+    rows: list[pb.Message], reply_id: str, calls: dict[str, pb.ToolCall] | None = None
+) -> list[dict[str, Any]]:
     """The output items of a turn's rows of steps 1 and on, in order: per
     assistant message its reasoning, text (or refusal) and function calls;
-    per server tool message its output. Texts and reasonings are numbered in
-    order, as the stream numbers them."""
+    per server tool message its output. A call on an MCP server is one
+    ``mcp_call`` item holding its output (or an ``mcp_approval_request``
+    while it waits for approval); ``calls`` finds the calls of a turn's
+    results made in an earlier turn (an approval's continuation). Texts and
+    reasonings are numbered in order, as the stream numbers them."""
+    calls = {**(calls or {}), **tool_calls_by_id(rows)}
+    results = {row.tool_call_id: row for row in rows if row.role == pb.ROLE_TOOL}
+    mine = {call.id for row in rows for call in row.tool_calls}
     items: list[dict[str, Any]] = []
     texts = reasonings = 0
     for row in rows:
         if row.role == pb.ROLE_TOOL:
-            items.append(function_output_item(row.tool_call_id, row.content))
+            call = calls.get(row.tool_call_id)
+            if not is_mcp(row.executor) or call is None:
+                items.append(function_output_item(row.tool_call_id, row.content))
+            elif row.tool_call_id not in mine:
+                failed = row.status == pb.MESSAGE_STATUS_FAILED
+                items.append(
+                    mcp_call_item(
+                        call.id, row.executor, call.function.name, call.function.arguments, row.content, failed
+                    )
+                )
             continue
         if row.reasoning_content:
             reasonings += 1
@@ -174,13 +236,51 @@ def output_items(rows: list[pb.Message], reply_id: str) -> list[dict[str, Any]]:
         if row.content or row.refusal:
             texts += 1
             items.append(message_item(message_item_id(reply_id, texts), _status(row), row.content, row.refusal))
-        items.extend(function_call_item(c.id, c.function.name, c.function.arguments) for c in row.tool_calls)
+        for c in row.tool_calls:
+            if not is_mcp(c.executor):
+                items.append(function_call_item(c.id, c.function.name, c.function.arguments))
+            elif c.awaiting_approval:
+                items.append(mcp_approval_request_item(c.id, c.executor, c.function.name, c.function.arguments))
+            else:
+                result = results.get(c.id)
+                output = result.content if result is not None else None
+                failed = result is not None and result.status == pb.MESSAGE_STATUS_FAILED
+                items.append(mcp_call_item(c.id, c.executor, c.function.name, c.function.arguments, output, failed))
     return items
+
+
+def turn_output_items(
+    turn: tuple[list[pb.Message], list[pb.Message]], calls: dict[str, pb.ToolCall] | None = None
+) -> list[dict[str, Any]]:
+    """A turn's output items (:func:`output_items`), after the ``mcp_call``
+    items of the approved or denied MCP calls it starts with: those ran on
+    the server as the turn began, so they are its output, not its input."""
+    inputs, outputs = turn
+    calls = calls or {}
+    items = []
+    for row in inputs:
+        if row.role == pb.ROLE_TOOL and is_mcp(row.executor) and (call := calls.get(row.tool_call_id)):
+            failed = row.status == pb.MESSAGE_STATUS_FAILED
+            items.append(
+                mcp_call_item(call.id, row.executor, call.function.name, call.function.arguments, row.content, failed)
+            )
+    return items + output_items(outputs, outputs[0].id, calls)
 
 
 def input_item(row: pb.Message) -> list[dict[str, Any]]:
     """The input items of one stored input message (an imported assistant
-    message gives its text and its function calls)."""
+    message gives its text and its function calls; the result of an MCP call
+    decided by an approval, that ``mcp_approval_response``)."""
+    if row.role == pb.ROLE_TOOL and is_mcp(row.executor):
+        approved = row.status != pb.MESSAGE_STATUS_FAILED or not row.content.startswith("denied by the user")
+        item = {
+            "type": "mcp_approval_response",
+            "id": f"mcpra_{_call_suffix(row.tool_call_id)}",
+            "approval_request_id": f"mcpr_{_call_suffix(row.tool_call_id)}",
+            "approve": approved,
+            "reason": None if approved else row.content.removeprefix("denied by the user").lstrip(": ") or None,
+        }
+        return [item]
     if row.role == pb.ROLE_TOOL:
         return [function_output_item(row.tool_call_id, row.content)]
     if row.role == pb.ROLE_ASSISTANT:
@@ -219,7 +319,8 @@ def turns(messages: list[pb.Message]) -> list[tuple[list[pb.Message], list[pb.Me
     (inputs, outputs), where the inputs are the step-0 messages and the
     outputs the messages of steps 1 and on that follow them; the first
     output's id is the turn's id (TurnStarted's ``message_id``), the last
-    output is the turn's reply. Deleted messages are left out, except a
+    output is the turn's reply. A turn that waits (REQUIRES_ACTION) ends
+    there: what SubmitToolOutputs adds is the next turn. Deleted messages are left out, except a
     turn's ``instructions`` (hidden from later prompts once the turn ends,
     see gateway/openai/responses.py); a turn whose outputs are all deleted
     (a deleted or unstored response) is left out whole."""
@@ -229,9 +330,9 @@ def turns(messages: list[pb.Message]) -> list[tuple[list[pb.Message], list[pb.Me
             if not grouped or grouped[-1][1]:
                 grouped.append(([], []))
             grouped[-1][0].append(message)
-        elif grouped:
+        elif grouped and not (grouped[-1][1] and grouped[-1][1][-1].status == pb.MESSAGE_STATUS_REQUIRES_ACTION):
             grouped[-1][1].append(message)
-        else:
+        else:  # the first turn, or a turn continued by SubmitToolOutputs (approvals): no inputs
             grouped.append(([], [message]))
     result = []
     for inputs, outputs in grouped:
@@ -376,9 +477,13 @@ def response(
 
 
 def stored_response(
-    session_id: str, turn: tuple[list[pb.Message], list[pb.Message]], previous: str | None
+    session_id: str,
+    turn: tuple[list[pb.Message], list[pb.Message]],
+    previous: str | None,
+    calls: dict[str, pb.ToolCall] | None = None,
 ) -> dict[str, Any]:
-    """The response object of a stored turn (inputs, outputs)."""
+    """The response object of a stored turn (inputs, outputs); ``calls``: the
+    tool calls of earlier turns (see :func:`output_items`)."""
     inputs, outputs = turn
     reply = outputs[-1]
     instructions = next((m.content for m in inputs if is_instructions(m)), None)
@@ -386,7 +491,7 @@ def stored_response(
     return response(
         session_id,
         reply,
-        output_items(outputs, outputs[0].id),
+        turn_output_items(turn, calls),
         usage(reply),
         created_at=created,
         previous_response_id=previous,

@@ -53,6 +53,7 @@ class ResponseEvents:
     items: list[dict[str, Any]] = field(default_factory=list)
     _open: _Open | None = None
     _calls: dict[int, int] = field(default_factory=dict)  # a step's call index -> output index
+    _mcp: dict[str, int] = field(default_factory=dict)  # a running MCP call's id -> output index
     _texts: int = 0
     _reasonings: int = 0
     finished: bool = False
@@ -208,8 +209,14 @@ class ResponseEvents:
         return events
 
     def tool_started(self, event: pb.ToolCallStarted) -> list[dict[str, Any]]:
-        """A server tool call: its ``function_call`` item, whole."""
+        """A server tool call: its ``function_call`` item, whole; on an MCP
+        server, its ``mcp_call`` item (done when the call ends)."""
         events = self._close() + self._close_calls()
+        if convert.is_mcp(event.executor):
+            item = convert.mcp_call_item(event.tool_call_id, event.executor, event.name, event.arguments, None)
+            events += self._add(item)
+            self._mcp[event.tool_call_id] = len(self.items) - 1
+            return events
         events += self._add(convert.function_call_item(event.tool_call_id, event.name, event.arguments, "in_progress"))
         index = len(self.items) - 1
         self.items[index]["status"] = "completed"
@@ -219,7 +226,21 @@ class ResponseEvents:
         return events
 
     def tool_completed(self, message: pb.Message) -> list[dict[str, Any]]:
-        """A server tool call's result: its ``function_call_output`` item."""
+        """A server tool call's result: its ``function_call_output`` item, or
+        its ``mcp_call`` item done."""
+        if message.tool_call_id in self._mcp:
+            index = self._mcp.pop(message.tool_call_id)
+            item = self.items[index]
+            failed = message.status == pb.MESSAGE_STATUS_FAILED
+            self.items[index] = item = convert.mcp_call_item(
+                message.tool_call_id,
+                message.executor,
+                item["name"],
+                item["arguments"],
+                message.content,
+                failed,
+            )
+            return [self._event("response.output_item.done", output_index=index, item=dict(item))]
         item = convert.function_output_item(message.tool_call_id, message.content)
         events = self._add(item)
         events.append(self._event("response.output_item.done", output_index=len(self.items) - 1, item=dict(item)))
@@ -232,6 +253,13 @@ class ResponseEvents:
         state = convert.status(reply)
         events = self._close("completed" if state == "completed" else "incomplete")
         events += self._close_calls(reply.tool_calls)
+        for call in reply.tool_calls:
+            if call.awaiting_approval and convert.is_mcp(call.executor):
+                item = convert.mcp_approval_request_item(
+                    call.id, call.executor, call.function.name, call.function.arguments
+                )
+                events += self._add(item)
+                events.append(self._event("response.output_item.done", output_index=len(self.items) - 1, item=item))
         kind = {"completed": "response.completed", "incomplete": "response.incomplete"}.get(state, "response.failed")
         events.append(self._event(kind, response=self.snapshot(reply)))
         self.finished = True
