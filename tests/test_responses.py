@@ -304,3 +304,11 @@ async def test_session_rows_map_one_to_one(offline_stack: Stack) -> None:
     turn_id = str(uuid.UUID(created["id"][37:]))
     rows = await all_messages(offline_stack, session_id)
     assert [r.id for r in rows][-1] == turn_id
+
+
+async def test_idempotency_key_replays_the_same_response(offline_stack: Stack) -> None:
+    client = offline_stack.openai()
+    headers = {"Idempotency-Key": f"resp-{id(client)}"}
+    first = await client.responses.create(model=OFFLINE, input="only once", extra_headers=headers)
+    again = await client.responses.create(model=OFFLINE, input="only once", extra_headers=headers)
+    assert again.id == first.id and again.output_text == first.output_text

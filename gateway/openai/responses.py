@@ -28,6 +28,7 @@ from gateway.bridge import Bridge, call_metadata, idempotency_key
 from gateway.errors import ApiError, bad_request, error_response, from_rpc_error
 from gateway.openai import responses_convert as convert
 from gateway.openai import responses_request as request_convert
+from gateway.openai.chat import session_idempotency_key
 from gateway.openai.responses_schema import McpTool, ResponseRequest
 from gateway.openai.responses_stream import ResponseEvents
 
@@ -126,9 +127,12 @@ async def _session(bridge: Bridge, request: Request, body: ResponseRequest, key:
         session.agent_id = body.model[len(convert.AGENT_PREFIX) :]
     else:
         session.overrides.model = body.model
+    # A keyed request's session is keyed too (a derived key, as chat completions
+    # do), so that a retry finds both the same session and the same turn.
+    session_metadata = call_metadata(request, None if key is None else session_idempotency_key(key))
     created = await bridge.sessions.CreateSession(
         pb.CreateSessionRequest(session=session, carry_forward_history=bool(session.conversation_id)),
-        metadata=metadata,
+        metadata=session_metadata,
     )
     return created.session.id, None
 
