@@ -200,7 +200,7 @@ async def test_errors_use_openai_shape_and_codes(offline_stack: Stack) -> None:
     assert body["error"]["param"] == "temperature"
     body = await post(offline_stack, {"input": "x"}, 400)
     assert body["error"]["param"] == "model"
-    mcp = {"type": "mcp", "server_label": "x", "server_url": "https://evil.example/mcp"}
+    mcp = {"type": "mcp", "server_label": "x", "server_url": "https://elsewhere.example/mcp"}
     body = await post(offline_stack, {"model": OFFLINE, "input": "x", "tools": [mcp]}, 400)
     assert body["error"]["param"] == "tools[0].server_url"
     body = await get(offline_stack, f"/v1/responses/{missing}", 404)

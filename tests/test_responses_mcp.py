@@ -70,7 +70,8 @@ async def _post(stack: Stack, body: dict[str, Any], status: int = 200) -> dict[s
 async def test_mcp_call_items_plain_and_streamed(offline: Stack, mcp_server: HttpMcpServer) -> None:
     key, server_id = await _agent(offline, mcp_server, pb.APPROVAL_MODE_NEVER)
     text = f'call {server_id}__add {{"a": 2, "b": 3}}'
-    created = await _post(offline, {"model": f"agent:{key}", "input": text})
+    tool = {"type": "mcp", "server_label": server_id, "require_approval": "never"}
+    created = await _post(offline, {"model": f"agent:{key}", "input": text, "tools": [tool]})
     call, message = created["output"]
     assert call["type"] == "mcp_call" and call["server_label"] == server_id and call["name"] == "add"
     assert call["output"] == "5" and call["status"] == "completed" and json.loads(call["arguments"]) == {"a": 2, "b": 3}
@@ -119,6 +120,9 @@ async def test_mcp_tools_and_approvals_refused_where_unsupported(offline: Stack)
     tool = {"type": "mcp", "server_label": "anything", "server_url": "https://example.com/mcp"}
     body = await _post(offline, {"model": "agentapi-offline", "input": "x", "tools": [tool]}, 400)
     assert body["error"]["param"] == "tools[0].server_url"
+    tool = {"type": "mcp", "server_label": "not-registered"}
+    body = await _post(offline, {"model": "agentapi-offline", "input": "x", "tools": [tool]}, 400)
+    assert body["error"]["param"] == "tools[0].server_label"
     approval = {"type": "mcp_approval_response", "approval_request_id": "mcpr_x", "approve": True}
     body = await _post(offline, {"model": "agentapi-offline", "input": [approval]}, 400)
     assert body["error"]["param"] == "previous_response_id"

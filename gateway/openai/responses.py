@@ -137,15 +137,38 @@ async def _session(bridge: Bridge, request: Request, body: ResponseRequest, key:
     return created.session.id, None
 
 
+async def _check_mcp_tools(bridge: Bridge, request: Request, body: ResponseRequest) -> None:
+    """``mcp`` tools name a registered MCP server by ``server_label`` (its id).
+    The servers a run may call are its agent's (AgentMcpServer, with their
+    approval modes), so an ``mcp`` tool is accepted when the model is an agent
+    that has that server, and refused otherwise; a ``server_url`` (an
+    arbitrary server) is always refused. Raises a 400 :class:`ApiError`."""
+    tools = [(i, t) for i, t in enumerate(body.tools or ()) if isinstance(t, McpTool)]
+    if not tools:
+        return
+    servers: set[str] = set()
+    if body.model and body.model.startswith(convert.AGENT_PREFIX):
+        agent = await bridge.agents.GetAgent(
+            pb.GetAgentRequest(agent_id=body.model[len(convert.AGENT_PREFIX) :]), metadata=call_metadata(request)
+        )
+        servers = {entry.server_id for entry in agent.agent.mcp_servers}
+    for index, tool in tools:
+        if tool.server_url:
+            raise bad_request(
+                "mcp tools must name a registered MCP server by server_label; server_url is not allowed",
+                f"tools[{index}].server_url",
+            )
+        if tool.server_label not in servers:
+            raise bad_request(
+                f"no MCP server {tool.server_label!r} for this model: mcp tools name an MCP server of the agent "
+                "given as model (agent:<key>)",
+                f"tools[{index}].server_label",
+            )
+
+
 def _check(body: ResponseRequest) -> None:
     if body.previous_response_id and body.conversation is not None:
         raise bad_request("previous_response_id and conversation cannot be used together", "conversation")
-    for index, tool in enumerate(body.tools or ()):
-        if isinstance(tool, McpTool):
-            what = "server_url" if tool.server_url else "server_label"
-            raise bad_request(
-                f"mcp tools are not available on this server yet (tools[{index}].{what})", f"tools[{index}].{what}"
-            )
     if body.background and body.store is False:
         raise bad_request("background responses must be stored (store: false)", "store")
 
@@ -168,6 +191,7 @@ async def create_response(request: Request) -> Response:
         key = idempotency_key(request)
         body: ResponseRequest = request_convert.parse(ResponseRequest, await request.body())
         _check(body)
+        await _check_mcp_tools(bridge, request, body)
         messages, approvals = request_convert.input_messages(body)
         if approvals:
             _check_approvals(body, messages)
