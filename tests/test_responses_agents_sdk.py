@@ -27,7 +27,11 @@ def _agent(stack: Stack) -> Agent:
 async def test_agents_sdk_runs_a_function_tool(stack: Stack, upstream: ScriptedUpstream) -> None:
     result = await Runner.run(_agent(stack), 'weather please [[tool:get_weather {"city": "Paris"}]]')
     assert result.final_output == "Tool result: sunny in Paris"
-    assert [item.type for item in result.new_items] == ["tool_call_item", "tool_call_output_item", "message_output_item"]
+    assert [item.type for item in result.new_items] == [
+        "tool_call_item",
+        "tool_call_output_item",
+        "message_output_item",
+    ]
 
 
 async def test_agents_sdk_streams_a_function_tool(stack: Stack, upstream: ScriptedUpstream) -> None:
