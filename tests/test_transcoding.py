@@ -122,7 +122,9 @@ async def test_list_agents_pages_with_either_parameter_spelling(offline_stack: S
             await create_agent(http, f"{key}-{suffix}")
         first = (await http.get("/agentapi/v1/agents?pageSize=1")).json()
         assert len(first["agents"]) == 1 and first["nextPageToken"]
-        second = (await http.get("/agentapi/v1/agents", params={"page_size": 1, "page_token": first["nextPageToken"]})).json()
+        second = (
+            await http.get("/agentapi/v1/agents", params={"page_size": 1, "page_token": first["nextPageToken"]})
+        ).json()
         assert len(second["agents"]) == 1 and second["agents"][0]["id"] != first["agents"][0]["id"]
         with_deleted = await http.get("/agentapi/v1/agents?show_deleted=true&pageSize=100")
         assert with_deleted.status_code == 200
@@ -150,7 +152,9 @@ async def test_sessions_and_turns_over_http(offline_stack: Stack, key: str) -> N
         assert [m["role"] for m in reply["inputMessages"]] == ["ROLE_USER"]
 
         turn = {"messages": [{"role": "ROLE_USER", "content": "three four five"}], "options": {"temperature": 0.5}}
-        async with http.stream("POST", f"/agentapi/v1/sessions/{session['id']}:sendStreamingMessage", json=turn) as response:
+        async with http.stream(
+            "POST", f"/agentapi/v1/sessions/{session['id']}:sendStreamingMessage", json=turn
+        ) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             events = await sse_events(response)
@@ -163,7 +167,9 @@ async def test_sessions_and_turns_over_http(offline_stack: Stack, key: str) -> N
         assert final["content"] == "You said: three four five" == "".join(d["content"] for d in deltas)
 
         first = (await http.get(f"/agentapi/v1/sessions/{session['id']}/messages", params={"pageSize": 3})).json()
-        rest = (await http.get(f"/agentapi/v1/sessions/{session['id']}/messages?page_token={first['nextPageToken']}")).json()
+        rest = (
+            await http.get(f"/agentapi/v1/sessions/{session['id']}/messages?page_token={first['nextPageToken']}")
+        ).json()
         assert [m["sequence"] for m in first["messages"] + rest["messages"]] == ["1", "2", "3", "4"]
 
 
@@ -171,7 +177,9 @@ async def test_a_turn_failing_after_the_stream_began_ends_with_an_error_event(of
     async with offline_stack.http() as http:
         session = (await http.post("/agentapi/v1/sessions", json={"overrides": {"model": "gpt-4o"}})).json()["session"]
         turn = {"messages": [{"role": "ROLE_USER", "content": "hi"}]}
-        async with http.stream("POST", f"/agentapi/v1/sessions/{session['id']}:sendStreamingMessage", json=turn) as response:
+        async with http.stream(
+            "POST", f"/agentapi/v1/sessions/{session['id']}:sendStreamingMessage", json=turn
+        ) as response:
             assert response.status_code == 200
             events = await sse_events(response)
     assert "turnStarted" in events[0][1] and events[1][1]["inputMessage"]["content"] == "hi"
@@ -193,14 +201,35 @@ async def test_catalog_models_and_openai_models_coexist(offline_stack: Stack) ->
         ("GET", "/agentapi/v1/agents/no-such-agent", None, 404, "agent_not_found", None),
         ("GET", "/agentapi/v1/sessions/not-a-uuid", None, 400, "invalid_session_id", None),
         ("POST", "/agentapi/v1/agents", b"{not json", 400, "invalid_request", None),
-        ("POST", "/agentapi/v1/agents", b'{"key": "k", "temperature": "hot"}', 400, "invalid_request", "agent.temperature"),
+        (
+            "POST",
+            "/agentapi/v1/agents",
+            b'{"key": "k", "temperature": "hot"}',
+            400,
+            "invalid_request",
+            "agent.temperature",
+        ),
         ("POST", "/agentapi/v1/agents", b'{"noSuchField": 1}', 400, "invalid_request", "agent"),
         ("GET", "/agentapi/v1/agents?pageSize=abc", None, 400, "invalid_request", "pageSize"),
         ("GET", "/agentapi/v1/agents?show_deleted=maybe", None, 400, "invalid_request", "show_deleted"),
         ("GET", "/agentapi/v1/agents?pageSize=1&pageSize=2", None, 400, "invalid_request", "pageSize"),
         ("GET", "/agentapi/v1/agents?noSuchParam=1", None, 400, "invalid_request", "noSuchParam"),
-        ("POST", "/agentapi/v1/sessions/00000000-0000-4000-8000-000000000000:sendMessage?page_size=1", b"{}", 400, None, None),
-        ("POST", "/agentapi/v1/sessions/00000000-0000-4000-8000-000000000000:sendStreamingMessage", b"[]", 400, None, None),
+        (
+            "POST",
+            "/agentapi/v1/sessions/00000000-0000-4000-8000-000000000000:sendMessage?page_size=1",
+            b"{}",
+            400,
+            None,
+            None,
+        ),
+        (
+            "POST",
+            "/agentapi/v1/sessions/00000000-0000-4000-8000-000000000000:sendStreamingMessage",
+            b"[]",
+            400,
+            None,
+            None,
+        ),
     ],
 )
 async def test_errors_use_the_openai_shape(
@@ -254,7 +283,9 @@ async def test_headers_path_and_query_reach_the_rpc() -> None:
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {MASTER_KEY}", "Idempotency-Key": "k1", "X-Other": "no", "X-Request-Id": "r-1"}
     async with httpx.AsyncClient(transport=transport, base_url="http://bridge", headers=headers) as http:
-        patch = await http.patch("/agentapi/v1/agents/a1?update_mask=system_prompt,displayName", json={"system_prompt": "p"})
+        patch = await http.patch(
+            "/agentapi/v1/agents/a1?update_mask=system_prompt,displayName", json={"system_prompt": "p"}
+        )
         listing = await http.get("/agentapi/v1/agents?page_size=5&showDeleted=true")
     assert patch.status_code == listing.status_code == 200
     (update_path, update, metadata), (_, list_request, _) = channel.calls
@@ -299,7 +330,9 @@ async def test_new_session_and_conversation_rpcs_over_http(offline_stack: Stack)
         assert (await http.post(f"/agentapi/v1/sessions/{session['id']}:sendMessage", json=turn)).status_code == 200
         listed = (await http.get(f"/agentapi/v1/conversations/{conversation_id}/sessions")).json()
         assert [s["id"] for s in listed["sessions"]] == [session["id"]]
-        exported = await http.get(f"/agentapi/v1/sessions/{session['id']}:export", params={"format": "EXPORT_FORMAT_JSONL"})
+        exported = await http.get(
+            f"/agentapi/v1/sessions/{session['id']}:export", params={"format": "EXPORT_FORMAT_JSONL"}
+        )
         assert exported.json()["contentType"] == "application/jsonl"
         assert json.loads(exported.json()["content"].splitlines()[0])["messages"][-1]["content"] == "You said: hi"
         ended = (await http.post(f"/agentapi/v1/sessions/{session['id']}:end", json={})).json()["session"]
