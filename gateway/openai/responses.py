@@ -95,6 +95,33 @@ def _stored(session_id: str, turns: list[Any], index: int) -> dict[str, Any]:
     return convert.stored_response(session_id, turns[index], _previous(session_id, turns, index), calls)
 
 
+async def _hide_instructions(bridge: Bridge, request: Request, session_id: str) -> str:
+    """Hides the live ``instructions`` messages of a session a new turn is
+    about to continue (a turn that ended on the server, in the background or
+    after its caller left, may have left one): OpenAI carries no
+    instructions over. Returns ``session_id``."""
+    for row in await all_messages(bridge, request, session_id):
+        if convert.is_instructions(row) and not row.HasField("delete_time"):
+            await bridge.sessions.DeleteMessage(
+                pb.DeleteMessageRequest(session_id=session_id, message_id=row.id), metadata=call_metadata(request)
+            )
+    return session_id
+
+
+async def _latest_session(bridge: Bridge, request: Request, conversation_uuid: str) -> pb.Session | None:
+    """The conversation's newest session that takes turns, or None."""
+    latest, token = None, ""
+    while True:
+        page = await bridge.sessions.ListSessions(
+            pb.ListSessionsRequest(conversation_id=conversation_uuid, page_size=100, page_token=token),
+            metadata=call_metadata(request),
+        )
+        latest = next((s for s in reversed(page.sessions) if s.status != pb.SESSION_STATUS_ENDED), latest)
+        token = page.next_page_token
+        if not token:
+            return latest
+
+
 async def _session(bridge: Bridge, request: Request, body: ResponseRequest, key: str | None) -> tuple[str, str | None]:
     """The session the response runs in, and the previous response's id to echo."""
     metadata = call_metadata(request)
@@ -102,29 +129,31 @@ async def _session(bridge: Bridge, request: Request, body: ResponseRequest, key:
         session_id, turns, index = await find_turn(
             bridge, request, body.previous_response_id, "previous_response_not_found"
         )
-        if index == len(turns) - 1:
-            return session_id, body.previous_response_id
-        reply_id = turns[index][1][-1].id  # the fork keeps the whole turn
-        fork = await bridge.sessions.ForkSession(
-            pb.ForkSessionRequest(session_id=session_id, message_id=reply_id), metadata=metadata
-        )
-        return fork.session.id, body.previous_response_id
+        if index < len(turns) - 1:
+            reply_id = turns[index][1][-1].id  # the fork keeps the whole turn
+            fork = await bridge.sessions.ForkSession(
+                pb.ForkSessionRequest(session_id=session_id, message_id=reply_id), metadata=metadata
+            )
+            session_id = fork.session.id
+        return await _hide_instructions(bridge, request, session_id), body.previous_response_id
     session = pb.Session()
+    agent_id = ""
+    if body.model and body.model.startswith(convert.AGENT_PREFIX):
+        agent = await bridge.agents.GetAgent(
+            pb.GetAgentRequest(agent_id=body.model[len(convert.AGENT_PREFIX) :]), metadata=metadata
+        )
+        agent_id = agent.agent.id
     if body.conversation is not None:
         ref = body.conversation if isinstance(body.conversation, str) else body.conversation.id
         session.conversation_id = convert.parse_conversation_id(ref)
         await live_conversation(bridge, request, session.conversation_id, ref)
-        sessions = await bridge.sessions.ListSessions(
-            pb.ListSessionsRequest(conversation_id=session.conversation_id, page_size=100), metadata=metadata
-        )
-        live = [s for s in sessions.sessions if s.status != pb.SESSION_STATUS_ENDED]
-        wanted = body.model.removeprefix(convert.AGENT_PREFIX) if body.model else ""
-        if live and (not body.model or not body.model.startswith(convert.AGENT_PREFIX) or live[-1].agent_id == wanted):
-            return live[-1].id, None
+        latest = await _latest_session(bridge, request, session.conversation_id)
+        if latest is not None and (not agent_id or latest.agent_id == agent_id):
+            return await _hide_instructions(bridge, request, latest.id), None
     if not body.model:
         raise bad_request("model is required", "model")
-    if body.model.startswith(convert.AGENT_PREFIX):
-        session.agent_id = body.model[len(convert.AGENT_PREFIX) :]
+    if agent_id:
+        session.agent_id = agent_id
     else:
         session.overrides.model = body.model
     # A keyed request's session is keyed too (a derived key, as chat completions
