@@ -272,7 +272,7 @@ async def create_response(request: Request) -> Response:
         rows = await all_messages(bridge, request, session_id)
         turns = convert.turns(rows)
         turn = next((t for t in turns if message.id in (t[1][0].id, t[1][-1].id)), ([], [message]))
-        created = min((m.create_time.seconds for m in turn[0]), default=0)
+        created = turn[1][0].create_time.seconds
         result = convert.response(
             session_id,
             message,

@@ -487,7 +487,7 @@ def stored_response(
     inputs, outputs = turn
     reply = outputs[-1]
     instructions = next((m.content for m in inputs if is_instructions(m)), None)
-    created = min((m.create_time.seconds for m in inputs), default=reply.create_time.seconds)
+    created = outputs[0].create_time.seconds  # the turn's start, as TurnStarted gives it
     return response(
         session_id,
         reply,
