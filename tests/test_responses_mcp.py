@@ -107,7 +107,17 @@ async def test_mcp_approval_round_trip(offline: Stack, mcp_server: HttpMcpServer
     assert approved["id"] != asked["id"] and approved["previous_response_id"] == asked["id"]
     async with offline.http() as http:
         stored = (await http.get(f"/v1/responses/{approved['id']}")).json()
+        inputs = (await http.get(f"/v1/responses/{approved['id']}/input_items")).json()["data"]
     assert stored["output"] == approved["output"]
+    assert inputs == [
+        {
+            "type": "mcp_approval_response",
+            "id": request["id"].replace("mcpr_", "mcpra_"),
+            "approval_request_id": request["id"],
+            "approve": True,
+            "reason": None,
+        }
+    ]
 
     asked = await _post(offline, {"model": f"agent:{key}", "input": f'call {server_id}__add {{"a": 1, "b": 1}}'})
     [request] = [i for i in asked["output"] if i["type"] == "mcp_approval_request"]
