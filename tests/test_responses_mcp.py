@@ -122,8 +122,20 @@ async def test_mcp_approval_round_trip(offline: Stack, mcp_server: HttpMcpServer
     asked = await _post(offline, {"model": f"agent:{key}", "input": f'call {server_id}__add {{"a": 1, "b": 1}}'})
     [request] = [i for i in asked["output"] if i["type"] == "mcp_approval_request"]
     denial = {"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": False, "reason": "no"}
-    denied = await _post(offline, {"model": f"agent:{key}", "previous_response_id": asked["id"], "input": [denial]})
+    # Streamed this time: the same typed events, ending with the stored response.
+    body = {"model": f"agent:{key}", "previous_response_id": asked["id"], "input": [denial], "stream": True}
+    async with offline.http() as http:
+        async with http.stream("POST", "/v1/responses", json=body) as response:
+            assert response.status_code == 200
+            lines = [line async for line in response.aiter_lines() if line.startswith("data:")]
+        assert lines[-1] == "data: [DONE]"
+        events = [json.loads(line[5:]) for line in lines[:-1]]
+        denied = events[-1]["response"]
+        assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        stored = (await http.get(f"/v1/responses/{denied['id']}")).json()
     assert denied["output"][0]["error"] == "denied by the user: no" and denied["output"][0]["status"] == "failed"
+    assert stored == denied
 
 
 async def test_mcp_tools_and_approvals_refused_where_unsupported(offline: Stack) -> None:

@@ -204,11 +204,11 @@ def _check(body: ResponseRequest) -> None:
 
 def _check_approvals(body: ResponseRequest, messages: list[pb.InputMessage]) -> None:
     """An ``mcp_approval_response`` continues the turn of ``previous_response_id``
-    (SubmitToolOutputs), with nothing else but function call outputs; not streamed yet."""
+    (SubmitToolOutputs), with nothing else but function call outputs."""
     if not body.previous_response_id:
         raise bad_request("mcp_approval_response items need previous_response_id", "previous_response_id")
-    if body.stream or body.background:
-        raise bad_request("mcp_approval_response items cannot be streamed or run in the background yet", "stream")
+    if body.background:
+        raise bad_request("mcp_approval_response items cannot run in the background yet", "background")
     if any(m.role != pb.ROLE_TOOL for m in messages):
         raise bad_request("mcp_approval_response items go with function_call_output items only", "input")
 
@@ -238,6 +238,21 @@ async def create_response(request: Request) -> Response:
         "background": bool(body.background),
     }
     metadata = call_metadata(request, key)
+    if body.stream and approvals:
+        outputs = [pb.ToolOutput(tool_call_id=m.tool_call_id, output=m.content) for m in messages]
+        submitted = bridge.sessions.SubmitToolOutputs(
+            pb.SubmitToolOutputsRequest(
+                session_id=session_id, tool_outputs=outputs, approvals=approvals, options=options
+            ),
+            metadata=metadata,
+        )
+        machine = ResponseEvents(session_id, body.model or "", options, meta)
+        try:
+            machine.calls = convert.tool_calls_by_id(await all_messages(bridge, request, session_id))
+            call = await _with_turn_id(bridge, request, session_id, submitted)
+        except grpc.aio.AioRpcError as exc:
+            return error_response(from_rpc_error(exc))
+        return await stream_response(call, machine, -1, (bridge, request, session_id, store))
     if body.stream:
         call = bridge.sessions.SendStreamingMessage(
             pb.SendStreamingMessageRequest(
@@ -288,6 +303,40 @@ async def create_response(request: Request) -> Response:
         return JSONResponse(result)
     except grpc.aio.AioRpcError as exc:
         return error_response(from_rpc_error(exc))
+
+
+class _Replayed:
+    """A call's events read ahead, then the rest of the call: for :func:`stream_response`."""
+
+    def __init__(self, call: Any, events: list[Any]) -> None:
+        self.call, self.events = call, events
+
+    async def read(self) -> Any:
+        return self.events.pop(0) if self.events else await self.call.read()
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
+async def _with_turn_id(bridge: Bridge, request: Request, session_id: str, call: Any) -> Any:
+    """A continued turn's events with the turn's id in ``turn_started``. A
+    server that does not send it yet (SubmitToolOutputs before issue 16) gets
+    its turn read whole first, and the id taken from the stored turn: the
+    events are then the same, only not incremental."""
+    first = await call.read()
+    if first is grpc.aio.EOF or first.turn_started.message_id:
+        return _Replayed(call, [first])
+    events = [first]
+    while (event := await call.read()) is not grpc.aio.EOF:
+        events.append(event)
+    final = next((e.assistant_message for e in reversed(events) if e.HasField("assistant_message")), None)
+    if final is not None:
+        turns = convert.turns(await all_messages(bridge, request, session_id))
+        turn = next((t for t in turns if final.id in (t[1][0].id, t[1][-1].id)), ([], [final]))
+        first.turn_started.message_id = turn[1][0].id
+        first.turn_started.create_time.CopyFrom(turn[1][0].create_time)
+        first.turn_started.model = first.turn_started.model or final.model
+    return _Replayed(call, events)
 
 
 async def after_turn(bridge: Bridge, request: Request, session_id: str, turn_id: str, store: bool) -> None:
@@ -378,6 +427,7 @@ async def get_response(request: Request) -> Response:
             "instructions": next((m.content for m in inputs if convert.is_instructions(m)), None),
         }
         machine = ResponseEvents(session_id, reply.model, reply.options, meta)
+        machine.calls = convert.tool_calls_by_id([row for turn in turns[:index] for row in turn[1]])
         call = bridge.sessions.StreamTurn(
             pb.StreamTurnRequest(session_id=session_id, message_id=turn_id, after_sequence_number=0),
             metadata=call_metadata(request),

@@ -54,6 +54,7 @@ class ResponseEvents:
     _open: _Open | None = None
     _calls: dict[int, int] = field(default_factory=dict)  # a step's call index -> output index
     _mcp: dict[str, int] = field(default_factory=dict)  # a running MCP call's id -> output index
+    calls: dict[str, pb.ToolCall] = field(default_factory=dict)  # earlier turns' calls, for decided approvals
     _texts: int = 0
     _reasonings: int = 0
     finished: bool = False
@@ -241,6 +242,15 @@ class ResponseEvents:
                 failed,
             )
             return [self._event("response.output_item.done", output_index=index, item=dict(item))]
+        call = self.calls.get(message.tool_call_id)
+        if convert.is_mcp(message.executor) and call is not None:  # a denied call: it never started
+            failed = message.status == pb.MESSAGE_STATUS_FAILED
+            item = convert.mcp_call_item(
+                call.id, message.executor, call.function.name, call.function.arguments, message.content, failed
+            )
+            events = self._add(item)
+            events.append(self._event("response.output_item.done", output_index=len(self.items) - 1, item=dict(item)))
+            return events
         item = convert.function_output_item(message.tool_call_id, message.content)
         events = self._add(item)
         events.append(self._event("response.output_item.done", output_index=len(self.items) - 1, item=dict(item)))
