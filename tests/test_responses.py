@@ -311,3 +311,20 @@ async def test_idempotency_key_replays_the_same_response(offline_stack: Stack) -
     first = await client.responses.create(model=OFFLINE, input="only once", extra_headers=headers)
     again = await client.responses.create(model=OFFLINE, input="only once", extra_headers=headers)
     assert again.id == first.id and again.output_text == first.output_text
+
+
+async def test_a_failed_turn_streams_response_failed_then_error(stack: Stack) -> None:
+    body = {"model": "scripted-a", "input": "fail please [[error:400]]", "stream": True}
+    async with stack.http() as http:
+        async with http.stream("POST", "/v1/responses", json=body) as response:
+            assert response.status_code == 200  # the turn started: its failure is in the stream
+            lines = [line async for line in response.aiter_lines() if line.startswith("data:")]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line[5:]) for line in lines[:-1]]
+    for event in events:
+        validate_event(event)
+    kinds = [e["type"] for e in events]
+    assert "response.failed" in kinds
+    failed = next(e for e in events if e["type"] == "response.failed")["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] and failed["error"]["message"]
+    assert kinds[-1] == "error" and events[-1]["error"]["type"] == "invalid_request_error"

@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from agentapi import v1 as pb
-from gateway.errors import ApiError, openai_error
+from gateway.errors import ApiError, from_status, openai_error
 from gateway.openai import chat_convert
 from gateway.openai.responses_request import INSTRUCTIONS_NAME, ROLES
 
@@ -412,8 +412,6 @@ def error(reply: pb.Message) -> dict[str, Any] | None:
     """A failed reply's ``error``: OpenAI's code for its reason, and its message."""
     if reply.status != pb.MESSAGE_STATUS_FAILED:
         return None
-    from gateway.errors import from_status
-
     body = from_status(reply.error).body["error"] if reply.error.code else {}
     return {"code": body.get("code") or "server_error", "message": body.get("message") or "the turn failed"}
 
