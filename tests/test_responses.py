@@ -249,6 +249,8 @@ async def test_delete_and_input_tokens(offline_stack: Stack) -> None:
     assert counted.json()["object"] == "response.input_tokens" and counted.json()["input_tokens"] > 0
     with pytest.raises(openai.NotFoundError):
         await client.responses.retrieve(created.id)
+    counted = await client.responses.input_tokens.count(model=OFFLINE, input="count these words", instructions="Hi")
+    assert counted.object == "response.input_tokens" and counted.input_tokens > 0
 
 
 async def test_input_items_paging(offline_stack: Stack) -> None:

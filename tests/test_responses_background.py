@@ -149,3 +149,29 @@ async def test_cancel_a_background_response(stack: Stack) -> None:
     validate_response(cancelled.json())
     done = await _wait_for(stack, created["id"], ("cancelled",))
     assert done["status"] == "cancelled"
+
+
+@pytest.mark.needs_event_log
+async def test_the_sdk_resumes_and_cancels_background_responses(stack: Stack) -> None:
+    client = stack.openai()
+    started = await client.responses.create(
+        model="scripted-a", input="alpha beta gamma delta [[slow:100]]", background=True, stream=True
+    )
+    seen = []
+    async for event in started:
+        seen.append(event)
+        if event.type == "response.output_text.delta":
+            break
+    await started.close()  # the caller leaves; the background run goes on
+    response_id = seen[0].response.id
+    resumed = await client.responses.retrieve(response_id, stream=True, starting_after=seen[-1].sequence_number)
+    rest = [event async for event in resumed]
+    assert rest[0].sequence_number == seen[-1].sequence_number + 1 and rest[-1].type == "response.completed"
+    text = "".join(e.delta for e in seen + rest if e.type == "response.output_text.delta")
+    assert text == "Echo: alpha beta gamma delta"
+
+    slow = await client.responses.create(model="scripted-a", input="a b c d e f g h [[slow:300]]", background=True)
+    cancelled = await client.responses.cancel(slow.id)
+    assert cancelled.id == slow.id
+    done = await _wait_for(stack, slow.id, ("cancelled",))
+    assert done["status"] == "cancelled"
