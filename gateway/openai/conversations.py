@@ -25,9 +25,11 @@ from agentapi import v1 as pb
 from gateway.bridge import Bridge, call_metadata
 from gateway.errors import ApiError, bad_request, error_response, from_rpc_error
 from gateway.openai import responses_convert as convert
+from gateway.openai import responses_ids as ids
 from gateway.openai import responses_request as request_convert
-from gateway.openai.responses import all_messages, live_conversation, page
+from gateway.openai.responses import page
 from gateway.openai.responses_schema import ConversationRequest, ItemsRequest
+from gateway.openai.responses_state import all_messages, live_conversation
 
 COPY_MARKERS = ("carried_from", "forked_from")
 
@@ -36,7 +38,7 @@ def conversation_object(conversation: pb.Conversation) -> dict[str, Any]:
     """OpenAI's ``conversation`` object."""
     metadata = json_format.MessageToDict(conversation.metadata) if conversation.HasField("metadata") else {}
     return {
-        "id": convert.conversation_id(conversation.id),
+        "id": ids.conversation_id(conversation.id),
         "object": "conversation",
         "created_at": conversation.create_time.seconds,
         "metadata": {k: v if isinstance(v, str) else str(v) for k, v in metadata.items()},
@@ -69,7 +71,7 @@ async def conversation_items(bridge: Bridge, request: Request, conversation_uuid
             reply = outputs[-1]
             if _is_copy(reply) or reply.HasField("purge_time"):
                 continue
-            response_id = convert.response_id(session.id, outputs[0].id)
+            response_id = ids.response_id(session.id, outputs[0].id)
             turn_items = [i for row in inputs if not convert.is_instructions(row) for i in convert.input_item(row)]
             turn_items += convert.turn_output_items((inputs, outputs), calls)
             items.extend({**item, "response_id": response_id} for item in turn_items)
@@ -77,7 +79,7 @@ async def conversation_items(bridge: Bridge, request: Request, conversation_uuid
 
 
 def _conversation_uuid(request: Request) -> str:
-    return convert.parse_conversation_id(request.path_params["conversation_id"])
+    return ids.parse_conversation_id(request.path_params["conversation_id"])
 
 
 def _refuse_items(body: ConversationRequest | ItemsRequest) -> None:
@@ -96,7 +98,7 @@ async def _call(request: Request, handler: Any) -> Response:
         if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT) and "conversation_id" in (
             request.path_params
         ):
-            return error_response(convert.not_found("conversation", request.path_params["conversation_id"]))
+            return error_response(ids.not_found("conversation", request.path_params["conversation_id"]))
         return error_response(from_rpc_error(exc))
 
 
@@ -197,7 +199,7 @@ async def get_item(request: Request) -> Response:
         item_id = request.path_params["item_id"]
         item = next((i for i in await _items(bridge, request) if i["id"] == item_id), None)
         if item is None:
-            raise convert.not_found("item", item_id)
+            raise ids.not_found("item", item_id)
         return JSONResponse(item)
 
     return await _call(request, run)
@@ -212,12 +214,12 @@ async def delete_item(request: Request) -> Response:
         conversation_uuid = _conversation_uuid(request)
         item = next((i for i in await _items(bridge, request) if i["id"] == item_id), None)
         if item is None:
-            raise convert.not_found("item", item_id)
-        session_id, _ = convert.parse_response_id(item["response_id"])
+            raise ids.not_found("item", item_id)
+        session_id, _ = ids.parse_response_id(item["response_id"])
         rows = await all_messages(bridge, request, session_id)
         row = next((r for r in rows if item_id in _row_item_ids(r, rows)), None)
         if row is None:
-            raise convert.not_found("item", item_id)
+            raise ids.not_found("item", item_id)
         await bridge.sessions.DeleteMessage(
             pb.DeleteMessageRequest(session_id=session_id, message_id=row.id), metadata=call_metadata(request)
         )

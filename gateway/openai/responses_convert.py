@@ -1,108 +1,35 @@
 """Pure conversions from agentapi.v1 to OpenAI's Responses wire format: stored
 rows to output and input items, and a turn's rows to a ``response`` object
-(the request side is gateway/openai/responses_request.py).
+(the request side is gateway/openai/responses_request.py, the ids
+gateway/openai/responses_ids.py, re-exported here).
 
 A response is one agentapi turn: its input items are the turn's step-0
-messages, its output items the messages of its steps (from 1). Ids map to the
-stored rows: ``resp_<session><reply>`` (both UUIDs as hex, so a response is
-found without a lookup table), ``msg_``/``rs_`` + the reply's hex + the step,
-``fc_``/``fco_`` + the tool call's id, ``in_`` + an input message's hex.
+messages, its output items the messages of its steps (from 1).
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from google.protobuf import json_format
 
 from agentapi import v1 as pb
-from gateway.errors import ApiError, from_status, openai_error
+from gateway.errors import from_status
 from gateway.openai import chat_convert
+from gateway.openai.responses_ids import (
+    call_suffix,
+    function_call_item_id,
+    function_output_item_id,
+    input_item_id,
+    message_item_id,
+    reasoning_item_id,
+    response_id,
+)
 from gateway.openai.responses_request import INSTRUCTIONS_NAME, ROLES
 
 AGENT_PREFIX = chat_convert.AGENT_PREFIX
 ROLE_NAMES = {value: key for key, value in ROLES.items()}
-
-
-# --------------------------------------------------------------------------- #
-# Ids
-# --------------------------------------------------------------------------- #
-
-
-def response_id(session_id: str, message_id: str) -> str:
-    """``resp_`` + the session's and the reply's UUIDs as hex."""
-    return f"resp_{uuid.UUID(session_id).hex}{uuid.UUID(message_id).hex}"
-
-
-def not_found(kind: str, value: str, code: str | None = None) -> ApiError:
-    """OpenAI's 404 for an unknown id."""
-    body = openai_error(404, f"No {kind} found with id '{value}'.", "NOT_FOUND")
-    body["error"]["code"] = code or "not_found"
-    return ApiError(404, body)
-
-
-def parse_response_id(value: str, code: str | None = None) -> tuple[str, str]:
-    """(session id, reply id) of a ``resp_`` id. Raises a 404 :class:`ApiError`
-    for a malformed one (``code`` names it, e.g. ``previous_response_not_found``)."""
-    body = value.removeprefix("resp_")
-    try:
-        if not value.startswith("resp_") or len(body) != 64:
-            raise ValueError(value)
-        return str(uuid.UUID(body[:32])), str(uuid.UUID(body[32:]))
-    except ValueError:
-        raise not_found("response", value, code) from None
-
-
-def conversation_id(value: str) -> str:
-    """``conv_`` + the conversation's UUID as hex."""
-    return f"conv_{uuid.UUID(value).hex}"
-
-
-def parse_conversation_id(value: str) -> str:
-    """The UUID of a ``conv_`` id. Raises a 404 :class:`ApiError`."""
-    try:
-        if not value.startswith("conv_"):
-            raise ValueError(value)
-        return str(uuid.UUID(value.removeprefix("conv_")))
-    except ValueError:
-        raise not_found("conversation", value) from None
-
-
-def _hex(message_id: str) -> str:
-    return uuid.UUID(message_id).hex
-
-
-def _call_suffix(call_id: str) -> str:
-    return call_id.removeprefix("call_")
-
-
-def message_item_id(reply_id: str, ordinal: int) -> str:
-    """The id of a turn's ``ordinal``-th text (from 1; one per assistant message at most)."""
-    return f"msg_{_hex(reply_id)}_{ordinal}"
-
-
-def reasoning_item_id(reply_id: str, ordinal: int) -> str:
-    """The id of a turn's ``ordinal``-th reasoning (from 1)."""
-    return f"rs_{_hex(reply_id)}_{ordinal}"
-
-
-def function_call_item_id(call_id: str) -> str:
-    """The id of a function call item, from its call id (unique in a session)."""
-    return f"fc_{_call_suffix(call_id)}"
-
-
-def function_output_item_id(call_id: str) -> str:
-    """The id of the output of a function call."""
-    return f"fco_{_call_suffix(call_id)}"
-
-
-def input_item_id(message: pb.Message) -> str:
-    """The id of an input message (a tool output is named after its call)."""
-    if message.role == pb.ROLE_TOOL:
-        return function_output_item_id(message.tool_call_id)
-    return f"msg_{_hex(message.id)}"
 
 
 # --------------------------------------------------------------------------- #
@@ -174,7 +101,7 @@ def mcp_call_item(
     done = output is not None
     return {
         "type": "mcp_call",
-        "id": f"mcp_{_call_suffix(call_id)}",
+        "id": f"mcp_{call_suffix(call_id)}",
         "server_label": label,
         "name": name.removeprefix(f"{label}__"),
         "arguments": arguments,
@@ -190,7 +117,7 @@ def mcp_approval_request_item(call_id: str, executor: str, name: str, arguments:
     label = executor[len(MCP_EXECUTOR) :]
     return {
         "type": "mcp_approval_request",
-        "id": f"mcpr_{_call_suffix(call_id)}",
+        "id": f"mcpr_{call_suffix(call_id)}",
         "server_label": label,
         "name": name.removeprefix(f"{label}__"),
         "arguments": arguments,
@@ -275,8 +202,8 @@ def input_item(row: pb.Message) -> list[dict[str, Any]]:
         approved = row.status != pb.MESSAGE_STATUS_FAILED or not row.content.startswith("denied by the user")
         item = {
             "type": "mcp_approval_response",
-            "id": f"mcpra_{_call_suffix(row.tool_call_id)}",
-            "approval_request_id": f"mcpr_{_call_suffix(row.tool_call_id)}",
+            "id": f"mcpra_{call_suffix(row.tool_call_id)}",
+            "approval_request_id": f"mcpr_{call_suffix(row.tool_call_id)}",
             "approve": approved,
             "reason": None if approved else row.content.removeprefix("denied by the user").lstrip(": ") or None,
         }
