@@ -3,6 +3,9 @@ by calling the gRPC server through the generated stubs. This module only
 assembles it; each surface owns its requests:
 
 - ``gateway/openai/chat.py``: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``)
+- ``gateway/openai/responses.py``: ``/v1/responses`` (create, JSON or SSE; retrieve, stream again,
+  cancel, delete, input items, input tokens)
+- ``gateway/openai/conversations.py``: ``/v1/conversations`` and their items
 - ``gateway/openai/models.py``: ``GET /v1/models``, ``GET /v1/models/{model}``
 - ``gateway/health.py``: ``GET /healthz`` (liveness), ``GET /readyz`` (the server's gRPC health)
 - ``gateway/openapi.py``: ``GET /openapi.json``
@@ -30,7 +33,7 @@ from gateway import console, health, openapi, transcode
 from gateway.bridge import REQUEST_ID_HEADER, Bridge
 from gateway.errors import openai_error
 from gateway.middleware import BodyLimit, RequestId
-from gateway.openai import chat, models
+from gateway.openai import chat, conversations, models, responses
 from gateway.settings import BridgeSettings
 
 # Response headers a browser script may read: the session to continue, the request id for support.
@@ -78,6 +81,13 @@ def create_app(grpc_target: str, settings: BridgeSettings | None = None) -> Star
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+            Route("/v1/responses", responses.create_response, methods=["POST"]),
+            Route("/v1/responses/input_tokens", responses.count_input_tokens, methods=["POST"]),
+            Route("/v1/responses/{response_id}", responses.get_response, methods=["GET"]),
+            Route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
+            Route("/v1/responses/{response_id}/cancel", responses.cancel_response, methods=["POST"]),
+            Route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]),
+            *conversations.routes(),
             Route("/v1/models", models.list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", models.get_model, methods=["GET"]),
             Route("/healthz", health.healthz, methods=["GET"]),

@@ -32,6 +32,7 @@ class Bridge:
         self.channel = grpc.aio.insecure_channel(self.grpc_target, options=CHANNEL_OPTIONS)
         self.agents = pb.AgentServiceStub(self.channel)
         self.sessions = pb.SessionServiceStub(self.channel)
+        self.conversations = pb.ConversationServiceStub(self.channel)
         self.models = pb.ModelServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 

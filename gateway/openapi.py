@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 
 from gateway import transcode
 from gateway.openai import openapi as openai_paths
+from gateway.openai import responses_openapi
 
 T = FieldDescriptor
 SCALARS: dict[int, dict[str, Any]] = {
@@ -178,9 +179,10 @@ def document() -> dict[str, Any]:
         path = shape.format(*(f"{{{name}}}" for name in names))
         operation = _operation(binding, schemas, names, str(count) if count > 1 else "")
         paths.setdefault(path, {})[binding.verb.lower()] = operation
-    for path, item in openai_paths.paths().items():
-        paths.setdefault(path, {}).update(item)  # the OpenAI routes win on a shared path, as in the app
-    schemas.components.update(openai_paths.components())
+    for module in (openai_paths, responses_openapi):
+        for path, item in module.paths().items():
+            paths.setdefault(path, {}).update(item)  # the OpenAI routes win on a shared path, as in the app
+        schemas.components.update(module.components())
     return {
         "openapi": "3.1.0",
         "info": {"title": "agentapi", "version": "v1"},

@@ -40,25 +40,27 @@ RESPONSE_FORMATS = {
 # --------------------------------------------------------------------------- #
 
 
-def param_of(loc: tuple[int | str, ...]) -> str | None:
+def param_of(loc: tuple[int | str, ...], field_names: frozenset[str] = schema.FIELD_NAMES) -> str | None:
     """A pydantic error location as the request field OpenAI names in
     ``param``: ``messages[0].role``. Union-member labels and discriminator
-    tags are dropped (they are not request fields), and so are map keys."""
+    tags are dropped (they are not request fields: not in ``field_names``),
+    and so are map keys."""
     param = ""
     for item in loc:
         if isinstance(item, int):
             param += f"[{item}]"
-        elif item in schema.FIELD_NAMES:
+        elif item in field_names:
             param += f".{item}" if param else item
     return param or None
 
 
-def parse_request(raw: bytes) -> schema.ChatCompletionRequest:
-    """Validates a body. Raises a 400 :class:`ApiError` for malformed JSON (a
-    lone surrogate, nesting past 200 levels included) or a wrong type or
-    range, with ``param`` the field that is wrong."""
+def parse_body(model: type[Any], raw: bytes, field_names: frozenset[str]) -> Any:
+    """Validates a body against the pydantic ``model`` (chat completions,
+    responses). Raises a 400 :class:`ApiError` for malformed JSON (a lone
+    surrogate, nesting past 200 levels included) or a wrong type or range,
+    with ``param`` the field that is wrong (named from ``field_names``)."""
     try:
-        return schema.ChatCompletionRequest.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if errors[0]["type"] == "json_invalid":
@@ -67,9 +69,15 @@ def parse_request(raw: bytes) -> schema.ChatCompletionRequest:
             raise bad_request("the body must be a JSON object") from None
         # Of a union's errors, the deepest is the member the caller meant: a list
         # of parts with one bad part, rather than "content is not a string".
-        param = param_of(max(errors, key=lambda e: len(e["loc"]))["loc"])
-        reasons = list(dict.fromkeys(e["msg"] for e in errors if param_of(e["loc"]) == param))
+        param = param_of(max(errors, key=lambda e: len(e["loc"]))["loc"], field_names)
+        reasons = list(dict.fromkeys(e["msg"] for e in errors if param_of(e["loc"], field_names) == param))
         raise bad_request(f"{param or 'body'}: {'; or '.join(reasons[:3])}", param) from None
+
+
+def parse_request(raw: bytes) -> schema.ChatCompletionRequest:
+    """Validates a chat-completions body (see :func:`parse_body`)."""
+    result: schema.ChatCompletionRequest = parse_body(schema.ChatCompletionRequest, raw, schema.FIELD_NAMES)
+    return result
 
 
 def _struct(value: dict[str, Any]) -> struct_pb2.Struct:

@@ -278,3 +278,10 @@ class SessionServicer(pb.SessionServiceServicer):
         return pb.ReplaySessionResponse(
             session=convert.session(view), messages=[message_convert.message(m) for m in messages]
         )
+
+    # EraseTurn (issue 21, OpenAI's store: false): server/domain/turn_erasure.py.
+    async def EraseTurn(self, request: pb.EraseTurnRequest, context: grpc.aio.ServicerContext) -> pb.EraseTurnResponse:
+        from server.domain.turn_erasure import erase_turn  # here: this file's imports belong to the run's work
+
+        erased = await erase_turn(self.sessions.db, current_principal(), request.session_id, request.message_id)
+        return pb.EraseTurnResponse(messages=[message_convert.message(m) for m in erased])

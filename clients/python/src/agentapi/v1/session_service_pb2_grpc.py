@@ -125,6 +125,11 @@ class SessionServiceStub:
                 request_serializer=agentapi_dot_v1_dot_session__service__pb2.ReplaySessionRequest.SerializeToString,
                 response_deserializer=agentapi_dot_v1_dot_session__service__pb2.ReplaySessionResponse.FromString,
                 _registered_method=True)
+        self.EraseTurn = channel.unary_unary(
+                '/agentapi.v1.SessionService/EraseTurn',
+                request_serializer=agentapi_dot_v1_dot_session__service__pb2.EraseTurnRequest.SerializeToString,
+                response_deserializer=agentapi_dot_v1_dot_session__service__pb2.EraseTurnResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -308,6 +313,20 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseTurn(self, request, context):
+        """Erases one finished turn for good, for a caller that asked not to
+        store it (OpenAI's `store: false`): its input messages and the messages
+        of its steps are hidden as deleted and their content is erased at once
+        (as DeleteMessage with `force`, but for any caller who may read the
+        session); their usage, cost and model stay in the ledger. `message_id`
+        is any message of the turn. Raises NOT_FOUND (SESSION_NOT_FOUND,
+        MESSAGE_NOT_FOUND) or FAILED_PRECONDITION (SESSION_BUSY while a turn
+        runs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -400,6 +419,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ReplaySession,
                     request_deserializer=agentapi_dot_v1_dot_session__service__pb2.ReplaySessionRequest.FromString,
                     response_serializer=agentapi_dot_v1_dot_session__service__pb2.ReplaySessionResponse.SerializeToString,
+            ),
+            'EraseTurn': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseTurn,
+                    request_deserializer=agentapi_dot_v1_dot_session__service__pb2.EraseTurnRequest.FromString,
+                    response_serializer=agentapi_dot_v1_dot_session__service__pb2.EraseTurnResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -889,6 +913,33 @@ class SessionService:
             '/agentapi.v1.SessionService/ReplaySession',
             agentapi_dot_v1_dot_session__service__pb2.ReplaySessionRequest.SerializeToString,
             agentapi_dot_v1_dot_session__service__pb2.ReplaySessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentapi.v1.SessionService/EraseTurn',
+            agentapi_dot_v1_dot_session__service__pb2.EraseTurnRequest.SerializeToString,
+            agentapi_dot_v1_dot_session__service__pb2.EraseTurnResponse.FromString,
             options,
             channel_credentials,
             insecure,

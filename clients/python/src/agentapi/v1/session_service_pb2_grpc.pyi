@@ -137,6 +137,16 @@ class SessionServiceStub:
     same call (same function and arguments); the replay stops at the
     first call that has none.
     """
+    EraseTurn: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.EraseTurnRequest, _session_service_pb2.EraseTurnResponse]
+    """Erases one finished turn for good, for a caller that asked not to
+    store it (OpenAI's `store: false`): its input messages and the messages
+    of its steps are hidden as deleted and their content is erased at once
+    (as DeleteMessage with `force`, but for any caller who may read the
+    session); their usage, cost and model stay in the ledger. `message_id`
+    is any message of the turn. Raises NOT_FOUND (SESSION_NOT_FOUND,
+    MESSAGE_NOT_FOUND) or FAILED_PRECONDITION (SESSION_BUSY while a turn
+    runs).
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -246,6 +256,16 @@ class SessionServiceAsyncStub(SessionServiceStub):
     calls of the new model are answered with the stored outputs of the
     same call (same function and arguments); the replay stops at the
     first call that has none.
+    """
+    EraseTurn: _aio.UnaryUnaryMultiCallable[_session_service_pb2.EraseTurnRequest, _session_service_pb2.EraseTurnResponse]  # type: ignore[assignment]
+    """Erases one finished turn for good, for a caller that asked not to
+    store it (OpenAI's `store: false`): its input messages and the messages
+    of its steps are hidden as deleted and their content is erased at once
+    (as DeleteMessage with `force`, but for any caller who may read the
+    session); their usage, cost and model stay in the ledger. `message_id`
+    is any message of the turn. Raises NOT_FOUND (SESSION_NOT_FOUND,
+    MESSAGE_NOT_FOUND) or FAILED_PRECONDITION (SESSION_BUSY while a turn
+    runs).
     """
 
 class SessionServiceServicer:
@@ -443,6 +463,21 @@ class SessionServiceServicer:
         calls of the new model are answered with the stored outputs of the
         same call (same function and arguments); the replay stops at the
         first call that has none.
+        """
+
+    def EraseTurn(
+        self,
+        request: _session_service_pb2.EraseTurnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.EraseTurnResponse, _abc.Awaitable[_session_service_pb2.EraseTurnResponse]]:
+        """Erases one finished turn for good, for a caller that asked not to
+        store it (OpenAI's `store: false`): its input messages and the messages
+        of its steps are hidden as deleted and their content is erased at once
+        (as DeleteMessage with `force`, but for any caller who may read the
+        session); their usage, cost and model stay in the ledger. `message_id`
+        is any message of the turn. Raises NOT_FOUND (SESSION_NOT_FOUND,
+        MESSAGE_NOT_FOUND) or FAILED_PRECONDITION (SESSION_BUSY while a turn
+        runs).
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
