@@ -119,17 +119,3 @@ async def offline_stack(sqlite_url: str) -> AsyncIterator[Stack]:
 def key() -> str:
     """A unique agent key for one test."""
     return f"agent-{uuid.uuid4().hex[:10]}"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skips ``needs_event_log`` tests while the server lacks the durable-run
-    RPCs (StreamTurn, CancelTurn: issue 16's server side); once the servicer
-    implements them, the tests run with the rest."""
-    from server.api.sessions import SessionServicer
-
-    if all(name in SessionServicer.__dict__ for name in ("StreamTurn", "CancelTurn")):
-        return
-    skip = pytest.mark.skip(reason="needs the durable-run server side (StreamTurn, CancelTurn) of issue 16")
-    for item in items:
-        if "needs_event_log" in item.keywords:
-            item.add_marker(skip)
