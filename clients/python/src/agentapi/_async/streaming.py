@@ -71,8 +71,14 @@ class AsyncTurnStream:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._final is None:
-            await self.cancel_turn()
+        if self._final is None and not isinstance(exc, StreamInterruptedError):  # that one may be rejoined later
+            if exc is None:
+                await self.cancel_turn()
+            else:  # best effort: the block's own error is the one to raise
+                try:
+                    await self.cancel_turn()
+                except AgentAPIError:
+                    pass
 
     async def start(self) -> None:
         """Opens the call (``__aenter__`` does it). Raises the typed error when the turn cannot start."""

@@ -72,8 +72,14 @@ class TurnStream:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._final is None:
-            self.cancel_turn()
+        if self._final is None and not isinstance(exc, StreamInterruptedError):  # that one may be rejoined later
+            if exc is None:
+                self.cancel_turn()
+            else:  # best effort: the block's own error is the one to raise
+                try:
+                    self.cancel_turn()
+                except AgentAPIError:
+                    pass
 
     def start(self) -> None:
         """Opens the call (``__aenter__`` does it). Raises the typed error when the turn cannot start."""
