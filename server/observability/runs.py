@@ -111,19 +111,19 @@ class RunObserver:
         metrics.FALLBACKS.labels(metrics.bounded("model", model), reason).inc()
 
     # -- steps -----------------------------------------------------------
-    def step_ended(self, reply: Any, step: int) -> None:
-        """A model step stored its reply (its usage, timings, status and error):
+    def step_ended(self, reply: Any, step: int, ttft_s: float | None) -> None:
+        """A model step stored its reply (its usage, timings, status and error),
+        its first delta ``ttft_s`` seconds after its start (None: no delta):
         ends the attempt span and records the step's metrics."""
         self.steps = step
         self.status = reply.status
         error = (reply.error or {}).get("reason", "") if reply.error else ""
         model = metrics.bounded("model", reply.model or "")
         span, self._attempt = self._attempt, INVALID_SPAN
-        if span is not INVALID_SPAN or reply.time_to_first_token_ms:
+        if span is not INVALID_SPAN or ttft_s is not None:
             metrics.ATTEMPTS.labels(model, error or "ok").inc()
-        if reply.time_to_first_token_ms:
+        if ttft_s is not None:
             labels = ("chat", self.provider, model)
-            ttft_s = reply.time_to_first_token_ms / 1000
             metrics.TTFT.labels(*labels).observe(ttft_s)
             if reply.completion_tokens > 1:
                 tpot = max(0.0, reply.duration_ms / 1000 - ttft_s) / (reply.completion_tokens - 1)

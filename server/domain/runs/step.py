@@ -268,7 +268,7 @@ async def model_step(
         reply.error = {"code": error.code, "reason": error.reason, "message": error.message} if error else None
         reply.token_count = count_message(to_openai(reply), reply.model)
         reply.update_time = utcnow()
-        run.step_ended(reply, step)
+        run.step_ended(reply, step, None if first_delta_at is None else first_delta_at - began)
         # Shielded: a cancelled caller must not stop the terminal state being stored.
         store_error = await asyncio.shield(finish(state.db, stored, reply))
     if store_error is not None:
