@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -92,7 +93,7 @@ async def test_a_two_step_run_is_counted_in_the_metrics(offline_stack: Stack) ->
 async def test_errors_and_refusals_are_counted_by_reason(offline_stack: Stack) -> None:
     before = await scrape(offline_stack.bridge_url)
     missing = str(uuid.uuid4())
-    with pytest.raises(Exception):
+    with pytest.raises(grpc.aio.AioRpcError):
         await offline_stack.sessions.GetSession(pb.GetSessionRequest(session_id=missing), metadata=AUTH)
     async with offline_stack.http() as http:
         unauthorized = await http.get("/v1/models", headers={"Authorization": "Bearer sk-wrong-key-123"})
