@@ -203,3 +203,24 @@ async def test_two_workers_serve_one_sum_of_metrics(sqlite_url: str, tmp_path: P
 
 def _index(pids: dict[int, int], pid: int) -> int:
     return next(index for index, p in pids.items() if p == pid)
+
+
+def test_the_grafana_dashboard_and_the_docs_name_only_metrics_that_exist() -> None:
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    repo = Path(__file__).resolve().parents[1]
+    declared = {m.name for m in REGISTRY.collect() if m.name.startswith(("agentapi_", "gen_ai_"))}
+    exposed = {f"{n}_{s}" for n in declared for s in ("total", "bucket", "sum", "count")} | declared
+    labels = {"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"}
+    dashboard = json.loads((repo / "deploy" / "grafana" / "agentapi.json").read_text())
+    pattern = r"\b((?:agentapi|gen_ai)_[a-z_]+)\b"
+    used = {n for p in dashboard["panels"] for t in p.get("targets", ()) for n in re.findall(pattern, t["expr"])}
+    assert used - labels and used - labels <= exposed, used - labels - exposed
+    docs = (repo / "docs" / "observability.md").read_text()
+    documented = set(re.findall(r"`((?:agentapi|gen_ai)_[a-z_]+)`", docs)) - labels
+    assert documented <= exposed, documented - exposed
+    for metric in declared:  # every metric is documented, by its exposed name
+        assert metric in documented or f"{metric}_total" in documented, metric
