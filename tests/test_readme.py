@@ -116,3 +116,15 @@ def test_the_history_curls_regenerate_and_fork(served: dict[str, str], tmp_path:
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "assistantMessage" in result.stdout and '"parentSessionId"' in result.stdout, result.stdout[-500:]
+
+
+def test_the_observability_curls_run_a_tool_and_count_it(served: dict[str, str], tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    [snippet] = [block for block in CURL_SNIPPETS if "/metrics" in block]
+    script = tmp_path / "observability.sh"
+    script.write_text("set -euo pipefail\n" + _localized(snippet, served))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Tool calculator returned: 42" in result.stdout, result.stdout
+    assert 'agentapi_tool_calls_total{executor="builtin",outcome="ok",tool="calculator"} 1.0' in result.stdout

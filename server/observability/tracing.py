@@ -126,7 +126,14 @@ def grpc_server_interceptors() -> list[Any]:
         return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return [aio_server_interceptor(tracer_provider=_provider)]
+    return [aio_server_interceptor(tracer_provider=_provider, filter_=_traced_method)]
+
+
+def _traced_method(details: Any) -> bool:
+    """Health checks and reflection get no span: noise in a trace, and health's
+    Watch (a stream written through its context) is no generator the
+    instrumentation could wrap."""
+    return not str(details.method).startswith(("/grpc.health.v1.Health/", "/grpc.reflection."))
 
 
 def asgi_middleware() -> list[Any]:
