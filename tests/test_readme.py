@@ -127,4 +127,6 @@ def test_the_observability_curls_run_a_tool_and_count_it(served: dict[str, str],
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Tool calculator returned: 42" in result.stdout, result.stdout
-    assert 'agentapi_tool_calls_total{executor="builtin",outcome="ok",tool="calculator"} 1.0' in result.stdout
+    # The server is shared with the other snippets, which call the calculator too.
+    counted = r'^agentapi_tool_calls_total\{executor="builtin",outcome="ok",tool="calculator"\} [1-9]'
+    assert re.search(counted, result.stdout, re.M), result.stdout
