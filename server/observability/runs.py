@@ -47,6 +47,7 @@ class RunObserver:
         self.steps = 0
         self._ended = False
         self._attempt: Span = INVALID_SPAN  # the attempt that streams, until its step ends
+        self._last_reason = ""  # the last failed attempt's, for the retry counter
         self.span: Span = INVALID_SPAN
         if tracing.enabled():
             self.span = tracing.start(f"invoke_agent {agent}" if agent else "invoke_agent", SpanKind.INTERNAL)
@@ -68,7 +69,9 @@ class RunObserver:
     def attempt_started(self, model: str, number: int, fallback: bool, request: Any = None) -> Span:
         """A ``chat {model}`` CLIENT span for attempt ``number`` (1-based) of
         ``model``; counts a retry when ``number`` > 1. Make it current while
-        the upstream request opens (``tracing.current``)."""
+        the upstream request opens (``tracing.current``). It ends with
+        :meth:`attempt_failed`, else with the step (:meth:`step_ended`), else
+        with the run (cancelled)."""
         if number > 1:
             metrics.RETRIES.labels(metrics.bounded("model", model), self._last_reason or "-").inc()
         if not tracing.enabled():
@@ -92,19 +95,15 @@ class RunObserver:
                     span.set_attribute(genai.REQUEST_TEMPERATURE, request.temperature)
                 if tracing.capture_content():
                     span.set_attribute(genai.INPUT_MESSAGES, json.dumps(request.messages, default=str))
+        self._attempt = span
         return span
-
-    _last_reason = ""
 
     def attempt_failed(self, span: Span, model: str, reason: str) -> None:
         """The attempt failed before its first delta with ``reason``."""
         self._last_reason = reason
+        self._attempt = INVALID_SPAN
         metrics.ATTEMPTS.labels(metrics.bounded("model", model), reason).inc()
         tracing.end(span, reason)
-
-    def attempt_streams(self, span: Span) -> None:
-        """The attempt's first delta came: it is the step's; it ends with the step."""
-        self._attempt = span
 
     def fallback(self, model: str, reason: str) -> None:
         """The run moves from ``model`` to the next fallback model."""
@@ -224,6 +223,7 @@ class _NoRun(RunObserver):
         self.steps = 0
         self._ended = True
         self._attempt = INVALID_SPAN
+        self._last_reason = ""
         self.span = INVALID_SPAN
 
 

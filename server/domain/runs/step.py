@@ -176,7 +176,6 @@ async def model_step(
                                 attempts.append(attempt_record(model, exc.reason, started))
                                 run.attempt_failed(span, model, exc.reason)
                                 raise
-                            run.attempt_streams(span)
                     break
                 except AgentAPIError as exc:
                     if exc.reason in FALLBACK_REASONS and index + 1 < len(models) and time.monotonic() < deadline:
