@@ -122,7 +122,6 @@ async def measure(turns: int, base_ref: str, warm: int = 20) -> dict[str, Any]:
         ttft: dict[str, list[float]] = {name: [] for name in arms}
         cpu_total = {name: 0.0 for name in arms}
         blocks: dict[str, list[float]] = {name: [] for name in arms}
-        block_cpu = {name: 0.0 for name in arms}
 
         def cpu_of(name: str) -> float:
             times = cpu_proc[name].cpu_times()

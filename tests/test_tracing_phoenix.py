@@ -148,3 +148,46 @@ async def test_one_trace_spans_the_caller_the_bridge_the_run_and_litellm(
     )
     requests = [s for s in spans if s["name"] == "litellm_request"]
     assert len(requests) == 2 and all(parent(s) in received for s in requests)
+
+
+async def test_retries_and_fallbacks_are_spans_of_their_own_and_counted(
+    traced: tuple[Stack, TracerProvider], phoenix: Any
+) -> None:
+    from tests.test_observability import scrape, total
+
+    stack, provider = traced
+    agent = await create_agent(stack, f"fb-{uuid.uuid4().hex[:8]}", fallback_models=["scripted-b"])
+    before = await scrape(stack.bridge_url)
+    trace_id = secrets.token_hex(16)
+    async with stack.http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+            json={
+                "model": f"agent:{agent.key}",
+                "messages": [{"role": "user", "content": "hi [[error:500@scripted-a]]"}],
+            },
+        )
+    assert response.status_code == 200, response.text
+    after = await scrape(stack.bridge_url)
+    provider.force_flush()
+    spans = await spans_of(phoenix, trace_id, {"chat scripted-b"})
+    chats = sorted(
+        (s for s in spans if s["name"].startswith("chat ")),
+        key=lambda s: (s["attributes"]["agentapi.fallback"], s["attributes"]["agentapi.attempt"]),
+    )
+    assert [(s["name"], s["attributes"]["agentapi.attempt"], s["attributes"]["agentapi.fallback"]) for s in chats] == [
+        ("chat scripted-a", 1, False),
+        ("chat scripted-a", 2, False),
+        ("chat scripted-b", 1, True),
+    ]
+    assert [s["attributes"].get("error.type") for s in chats] == ["UPSTREAM_UNAVAILABLE"] * 2 + [None]
+    assert [s["status_code"] for s in chats] == ["ERROR", "ERROR", "UNSET"]
+
+    def grew(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert grew("agentapi_upstream_attempts_total", model="scripted-a", outcome="UPSTREAM_UNAVAILABLE") == 2
+    assert grew("agentapi_upstream_retries_total", model="scripted-a", reason="UPSTREAM_UNAVAILABLE") == 1
+    assert grew("agentapi_upstream_fallbacks_total", model="scripted-a", reason="UPSTREAM_UNAVAILABLE") == 1
+    assert grew("agentapi_upstream_attempts_total", model="scripted-b", outcome="ok") == 1
