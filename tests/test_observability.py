@@ -224,3 +224,29 @@ def test_the_grafana_dashboard_and_the_docs_name_only_metrics_that_exist() -> No
     assert documented <= exposed, documented - exposed
     for metric in declared:  # every metric is documented, by its exposed name
         assert metric in documented or f"{metric}_total" in documented, metric
+
+
+async def test_sql_statements_get_spans_only_when_asked(sqlite_url: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from sqlalchemy import text
+
+    from server.store.db import Database
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    try:
+        for trace_sql in (False, True):
+            tracing.configure(provider, trace_sql=trace_sql)
+            db = Database(sqlite_url)
+            async with db.session() as session:
+                assert (await session.execute(text("SELECT 42"))).scalar() == 42
+            await db.dispose()
+            statements = [s for s in exported.get_finished_spans() if s.name.startswith("SELECT")]
+            assert bool(statements) is trace_sql, [s.name for s in exported.get_finished_spans()]
+            exported.clear()
+    finally:
+        tracing.configure(None)
+        provider.shutdown()
