@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-ci generate check-generated lint lint-proto install litellm bench-ttft bench bench-quick clean console check-console chromium test-console
+.PHONY: run test test-ci generate check-generated lint lint-proto install litellm phoenix bench-ttft bench bench-quick clean console check-console chromium test-console
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ run: $(STAMP)
 litellm:
 	scripts/install-litellm.sh
 
-test: $(STAMP) litellm
+# Arize Phoenix, the trace backend the tests export to and read back (tests/test_tracing_phoenix.py).
+phoenix:
+	scripts/install-phoenix.sh
+
+test: $(STAMP) litellm phoenix
 	$(BIN)/python -m pytest -q
 
 # CI: every integration suite must run (no skip for MariaDB or LiteLLM), the
@@ -85,4 +89,4 @@ bench-quick: $(STAMP) litellm
 	$(BIN)/python -m bench.run --quick
 
 clean:
-	rm -rf $(VENV) .venv-litellm var
+	rm -rf $(VENV) .venv-litellm .venv-phoenix var

@@ -10,6 +10,7 @@ assembles it; each surface owns its requests:
 - ``gateway/health.py``: ``GET /healthz`` (liveness), ``GET /readyz`` (the server's gRPC health)
 - ``gateway/openapi.py``: ``GET /openapi.json``
 - ``gateway/console.py``: the web console at ``/console`` (static files; it calls the REST API)
+- ``GET /metrics``: Prometheus metrics (server/observability/metrics.py)
 - ``gateway/transcode.py``: every annotated RPC over REST
 
 Middleware, outermost first: request ids and the request log
@@ -35,6 +36,7 @@ from gateway.errors import openai_error
 from gateway.middleware import BodyLimit, RequestId
 from gateway.openai import chat, conversations, models, responses
 from gateway.settings import BridgeSettings
+from server.observability import metrics, tracing
 
 # Response headers a browser script may read: the session to continue, the request id for support.
 EXPOSED_HEADERS = (chat.SESSION_HEADER, REQUEST_ID_HEADER, "Retry-After")
@@ -47,8 +49,17 @@ async def not_found(request: Request, exc: Exception) -> Response:
     )
 
 
+async def prometheus_metrics(request: Request) -> Response:
+    """``GET /metrics``: every agentapi metric in Prometheus' text format (all workers' together)."""
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
 def _middleware(settings: BridgeSettings) -> list[Middleware]:
-    stack = [Middleware(RequestId)]
+    # The OpenTelemetry ASGI middleware (when tracing is on) is outermost: its
+    # server span, continuing the caller's traceparent, covers the whole request.
+    stack = [Middleware(cls, **kwargs) for cls, kwargs in tracing.asgi_middleware()]
+    stack.append(Middleware(RequestId))
     if settings.cors_origins:
         # Starlette's CORSMiddleware: it answers preflights and varies on Origin
         # as the spec wants, which a hand-rolled header would get wrong.
@@ -94,6 +105,7 @@ def create_app(grpc_target: str, settings: BridgeSettings | None = None) -> Star
             Route("/readyz", health.readyz, methods=["GET"]),
             Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
             *console.routes(),
+            Route("/metrics", prometheus_metrics, methods=["GET"]),
             *transcode.routes(),  # after the OpenAI routes, which win on the same path
         ],
         middleware=_middleware(settings),

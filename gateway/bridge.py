@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from agentapi import v1 as pb
 from gateway.errors import IDEMPOTENCY_HEADER, metadata_value
+from server.observability import tracing
 
 REQUEST_ID_HEADER = "x-request-id"
 # The server bounds what it accepts and stores; the bridge must take any reply
@@ -67,7 +68,7 @@ def call_metadata(request: Request, idempotency_key: str | None = None) -> tuple
         metadata.append((REQUEST_ID_HEADER, rid))
     if idempotency_key is not None:
         metadata.append((IDEMPOTENCY_HEADER, idempotency_key))
-    return tuple(metadata)
+    return tracing.inject_metadata(metadata)  # traceparent of the HTTP request's span, when tracing is on
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -21,6 +21,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from starlette.responses import JSONResponse
 
+from server.observability import request_log
+
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.CANCELLED: 499,
@@ -124,6 +126,8 @@ def openai_error(
     "param", "code", "reason"}}``. ``kind`` (default: the table's entry for
     ``reason``) overrides type and code."""
     kind = kind or BY_REASON.get(reason) or OpenAIKind()
+    if reason:
+        request_log.note(reason=reason)  # for the request's log line
     return {
         "error": {
             "message": message,

@@ -5,7 +5,6 @@ responses stream through untouched."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 import uuid
@@ -14,8 +13,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import openai_error
-
-log = logging.getLogger("agentapi.bridge")
+from server.observability import metrics, request_log, tracing
 
 REQUEST_ID_HEADER = "x-request-id"
 # What a caller's id may be to be echoed: short, and safe in logs and gRPC metadata.
@@ -29,14 +27,24 @@ async def _send_error(send: Send, status: int, message: str, reason: str) -> Non
     await send({"type": "http.response.body", "body": body})
 
 
+def route_of(scope: Scope) -> str:
+    """The matched route's template (``/v1/sessions/{session_id}:sendMessage``), bounded; ``-`` when none matched."""
+    route = scope.get("route")
+    template = getattr(route, "path", None) or getattr(getattr(route, "binding", None), "template", None)
+    return metrics.bounded("route", str(template)) if template else "-"
+
+
 class RequestId:
     """Gives every HTTP request an id: the caller's ``x-request-id`` when it
     matches :data:`SANE_REQUEST_ID`, else a new UUID. The id is in
     ``scope["state"]["request_id"]`` (forwarded to gRPC as metadata), in the
     response's ``x-request-id`` header, and in the one log line per request
-    (method, path, status, duration in ms), written when the response ends.
-    An exception escaping the app is answered 500 in OpenAI's shape (with the
-    id) if no response started, then re-raised for the server's log."""
+    (server/observability/request_log.py: method, path, route, status,
+    duration in ms, reason, session, request id, trace id), written when the
+    response ends; the request metrics (by method, route template and status;
+    SSE responses as open streams) are counted then too. An exception
+    escaping the app is answered 500 in OpenAI's shape (with the id) if no
+    response started, then re-raised for the server's log."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,12 +58,21 @@ class RequestId:
         scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
         status = 0
+        session = ""
+        streaming = False
+        holder = request_log.begin()  # gateway/errors.py notes the reason of an error answer
+        trace_id = tracing.trace_id()  # the ASGI instrumentation's server span, when tracing is on
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, session, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = rid
+                session = headers.get("x-session-id", "")
+                if headers.get("content-type", "").startswith("text/event-stream"):
+                    streaming = True
+                    metrics.OPEN_STREAMS.labels("http").inc()
             await send(message)
 
         try:
@@ -65,13 +82,22 @@ class RequestId:
                 await _send_error(send_with_id, 500, "internal error", "INTERNAL")
             raise
         finally:
-            log.info(
-                "%s %s %s %.1fms request_id=%s",
-                scope["method"],
+            if streaming:
+                metrics.OPEN_STREAMS.labels("http").dec()
+            seconds = time.perf_counter() - started
+            route, method = route_of(scope), scope["method"]
+            metrics.HTTP_REQUESTS.labels(method, route, str(status or 0)).inc()
+            metrics.HTTP_DURATION.labels(method, route).observe(seconds)
+            request_log.http(
+                method,
                 scope["path"],
+                route,
                 status or "-",
-                (time.perf_counter() - started) * 1000,
-                rid,
+                seconds,
+                reason=holder.get("reason", ""),
+                session=session or Headers(scope=scope).get("x-session-id", ""),
+                request_id=rid,
+                trace_id=trace_id,
             )
 
 

@@ -18,6 +18,10 @@
 set -euo pipefail
 
 LITELLM_VERSION="1.103.7"
+# LiteLLM's "otel" callback (the proxy's own spans, joined to agentapi's trace by
+# the traceparent it receives) needs the OpenTelemetry SDK and OTLP exporter,
+# which litellm[proxy] does not bring: the same versions as agentapi's.
+OTEL_PACKAGES=(opentelemetry-api==1.45.1 opentelemetry-sdk==1.45.1 opentelemetry-exporter-otlp-proto-http==1.45.1)
 
 case "$LITELLM_VERSION" in
   1.82.7 | 1.82.8)
@@ -35,7 +39,11 @@ installed_version() {
     'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null || true
 }
 
-if [[ "$(installed_version)" == "$LITELLM_VERSION" && -x "$venv/bin/litellm" ]]; then
+has_otel() {
+  "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http' >/dev/null 2>&1
+}
+
+if [[ "$(installed_version)" == "$LITELLM_VERSION" && -x "$venv/bin/litellm" ]] && has_otel; then
   echo "litellm $LITELLM_VERSION already installed in $venv"
   exit 0
 fi
@@ -48,7 +56,7 @@ fi
 
 echo "installing litellm[proxy]==$LITELLM_VERSION into $venv"
 "$venv/bin/python" -m pip install --disable-pip-version-check --quiet \
-  "litellm[proxy]==$LITELLM_VERSION"
+  "litellm[proxy]==$LITELLM_VERSION" "${OTEL_PACKAGES[@]}"
 
 got="$(installed_version)"
 if [[ "$got" != "$LITELLM_VERSION" ]]; then

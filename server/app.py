@@ -58,6 +58,8 @@ from server.domain.usage import UsageService
 from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend
+from server.observability import tracing
+from server.observability.rpc import RequestObserver
 from server.readiness import Readiness
 from server.store.db import Database
 from server.store.run_events import RunEventStore, RunReads
@@ -204,7 +206,13 @@ async def start_grpc(config: Config, local_port: bool = False) -> GrpcServer:
     interceptor = ApiInterceptor(Authenticator(db, config.effective_master_key, config.api_tokens))
     server = grpc.aio.server(
         # The first is the outermost: it authenticates, then idempotency runs as the caller.
-        interceptors=[interceptor, IdempotencyInterceptor(idempotency, derived_secret(config, b"idempotency-hash"))],
+        # Tracing (when on) and the request metrics and log wrap everything else.
+        interceptors=[
+            *tracing.grpc_server_interceptors(),
+            RequestObserver(),
+            interceptor,
+            IdempotencyInterceptor(idempotency, derived_secret(config, b"idempotency-hash")),
+        ],
         options=[
             ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
             # gRPC refuses a larger request itself with RESOURCE_EXHAUSTED,

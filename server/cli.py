@@ -142,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         from server.workers import supervise
 
         return supervise(config, args.only)
+    from server import observability
     from server.app import ListenError, run
 
+    observability.setup()  # tracing when OTEL_* configures an exporter (each worker does its own)
     try:
         run(config, args.only)
     except ListenError as exc:

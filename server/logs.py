@@ -24,7 +24,8 @@ from pythonjsonlogger.json import JsonFormatter
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Chatty at INFO (a line per migration step): shown from WARNING unless debugging.
-_QUIET = ("alembic",)
+# httpx and httpcore log every upstream request at INFO: only when debugging.
+_QUIET = ("alembic", "httpx", "httpcore")
 
 
 # The ``x-request-id`` of the call being served (the gRPC interceptor sets it),

@@ -88,6 +88,9 @@ def _worker_main(config: Config, only: str | None, index: int, conn: Connection,
     # forwards it as SIGTERM, and serve() installs its own handler for both.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.setup(config.log_level, config.log_format, worker=index, secrets=config.secrets)
+    from server import observability
+
+    observability.setup()  # each worker exports its own spans
     _die_with_parent(parent_pid)
     from server.app import run
 
@@ -132,6 +135,10 @@ def supervise(config: Config, only: str | None = None) -> int:
             config.workers,
             config.workers,
         )
+    from server.observability import metrics
+
+    # Before any worker starts: they inherit the directory and share /metrics through it.
+    metrics_dir = metrics.prepare_multiprocess()
     context = multiprocessing.get_context("spawn")
     workers: dict[int, _Worker] = {}
     state = {"stopping": False, "failed": False}
@@ -174,6 +181,7 @@ def supervise(config: Config, only: str | None = None) -> int:
                 worker = exits[ready]
                 worker.process.join()
                 code = worker.process.exitcode
+                metrics.process_dead(worker.process.pid)  # its live gauges leave the sums
                 del workers[worker.index]
                 worker.conn.close()
                 if state["stopping"]:
@@ -214,6 +222,7 @@ def supervise(config: Config, only: str | None = None) -> int:
         for worker in workers.values():  # only after an exception of our own
             worker.process.kill()
             worker.process.join()
+        metrics.cleanup(metrics_dir)
     log.info("all workers stopped")
     return 1 if state["failed"] else 0
 

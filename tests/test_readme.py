@@ -128,3 +128,17 @@ def test_the_durable_run_curls_poll_rejoin_and_cancel(served: dict[str, str], tm
     assert result.returncode == 0, result.stderr
     assert "id: 3" in result.stdout and "id: 2\n" not in result.stdout, result.stdout[-800:]
     assert "assistantMessage" in result.stdout and result.stdout.count('"status"') >= 2, result.stdout[-800:]
+
+
+def test_the_observability_curls_run_a_tool_and_count_it(served: dict[str, str], tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    [snippet] = [block for block in CURL_SNIPPETS if "/metrics" in block]
+    script = tmp_path / "observability.sh"
+    script.write_text("set -euo pipefail\n" + _localized(snippet, served))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Tool calculator returned: 42" in result.stdout, result.stdout
+    # The server is shared with the other snippets, which call the calculator too.
+    counted = r'^agentapi_tool_calls_total\{executor="builtin",outcome="ok",tool="calculator"\} [1-9]'
+    assert re.search(counted, result.stdout, re.M), result.stdout

@@ -29,6 +29,7 @@ from server.domain.auth import Authenticator
 from server.domain.common import Principal, utcnow
 from server.domain.errors import AgentAPIError, invalid_argument
 from server.domain.runs.failures import SHUTDOWN_CANCEL
+from server.observability import request_log
 from server.store.db import translate
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def _bearer(metadata: Any) -> str:
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: AgentAPIError) -> None:
+    request_log.note(code=error.code, reason=error.reason)
     if error.code == "INTERNAL":
         log.error("internal error: %s", error)
     await context.abort_with_status(rpc_status.to_status(to_status(error)))
@@ -246,7 +248,8 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     task = self._enter()
                     logs.REQUEST_ID.set(_request_id(context.invocation_metadata()))
-                    _principal.set(await authenticate(_bearer(context.invocation_metadata())))
+                    _principal.set(principal := await authenticate(_bearer(context.invocation_metadata())))
+                    request_log.note(tenant=principal.tenant_id)
                     if bad := undecodable(request, details.method):
                         raise bad
                     return await behavior(request, context)
@@ -269,7 +272,8 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     task = self._enter()
                     logs.REQUEST_ID.set(_request_id(context.invocation_metadata()))
-                    _principal.set(await authenticate(_bearer(context.invocation_metadata())))
+                    _principal.set(principal := await authenticate(_bearer(context.invocation_metadata())))
+                    request_log.note(tenant=principal.tenant_id)
                     if bad := undecodable(request, details.method):
                         raise bad
                     async for item in stream_behavior(request, context):

@@ -197,6 +197,8 @@ class _OfflineStream:
 class OfflineBackend:
     """Chat backend that serves only :data:`OFFLINE_MODEL`, in process."""
 
+    provider_name = "agentapi.offline"  # gen_ai.provider.name of its spans
+
     def check(self, model: str, params: dict[str, Any]) -> None:
         """Raises INVALID_ARGUMENT (UNSUPPORTED_PARAMETER) for ``logit_bias``
         and non-text ``modalities``: the offline model samples nothing and

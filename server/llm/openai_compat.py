@@ -17,6 +17,7 @@ from httpx_sse import EventSource
 
 from server.llm import errors
 from server.llm.types import ChatChunk, ChatRequest, ModelInfo, TokenUsage, ToolCallFragment
+from server.observability import tracing
 
 
 class _Stream:
@@ -161,7 +162,10 @@ class OpenAICompatibleBackend:
         transport failures (see :mod:`server.llm.errors`). Leaving the context
         closes the upstream connection, also on cancellation."""
         try:
-            async with self._client.stream("POST", "/chat/completions", json=request.body(stream=True)) as response:
+            # traceparent of the attempt's span (when tracing is on), so the proxy's spans join the trace.
+            headers = tracing.inject({})
+            body = request.body(stream=True)
+            async with self._client.stream("POST", "/chat/completions", json=body, headers=headers) as response:
                 if response.status_code >= 400:
                     body = await response.aread()
                     raise errors.from_status(response.status_code, body, response.headers, request.model)

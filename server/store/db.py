@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from server.domain.errors import AgentAPIError
+from server.observability import database as observed_database
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ class Database:
     ) -> None:
         self.url = url
         self.engine = create_engine(url, connect_timeout_s, query_timeout_s, pool_timeout_s)
+        observed_database.instrument(self.engine)  # pool and statement metrics, SQL spans when asked
         self._timeouts = (connect_timeout_s, query_timeout_s, pool_timeout_s)
         self._side_engine: AsyncEngine | None = None
         self._side_sessions: async_sessionmaker[AsyncSession] | None = None
@@ -243,6 +245,7 @@ class Database:
         holding one connection and waiting for a second would wait for ever."""
         if self._side_sessions is None:
             self._side_engine = create_engine(self.url, *self._timeouts, pool_size=4, max_overflow=4)
+            observed_database.instrument(self._side_engine, "side")
             self._side_sessions = async_sessionmaker(self._side_engine, expire_on_commit=False, class_=_TrackedSession)
         async with self._session(self._side_sessions) as session:
             yield session

@@ -97,8 +97,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _config(upstream_base_url: str, master_key: str) -> str:
-    """The proxy config YAML (JSON is valid YAML, and needs no yaml package)."""
+def _config(upstream_base_url: str, master_key: str, otel: bool = False) -> str:
+    """The proxy config YAML (JSON is valid YAML, and needs no yaml package);
+    ``otel`` turns on LiteLLM's OpenTelemetry callback."""
 
     def route(name: str, **model_info: float) -> dict:
         params = {"model": f"openai/{name}", "api_base": upstream_base_url, "api_key": "sk-upstream"}
@@ -107,7 +108,11 @@ def _config(upstream_base_url: str, master_key: str) -> str:
     return json.dumps(
         {
             "model_list": [route(m, **PRICES) for m in MODELS] + [route("*")],
-            "litellm_settings": {"num_retries": 0, "request_timeout": 60},
+            "litellm_settings": {
+                "num_retries": 0,
+                "request_timeout": 60,
+                **({"callbacks": ["otel"]} if otel else {}),
+            },
             # Without disable_cooldowns one upstream 4xx/5xx benches the model and
             # later requests get 429 "No deployments available" for ~5 s.
             "router_settings": {"num_retries": 0, "disable_cooldowns": True},
@@ -133,8 +138,12 @@ class LiteLLMProxy:
         upstream_base_url: str,
         master_key: str = "sk-litellm-test",
         venv: str | os.PathLike[str] = DEFAULT_VENV,
+        otel_endpoint: str | None = None,
     ) -> None:
         self.upstream_base_url = upstream_base_url.rstrip("/")
+        # An OTLP/HTTP traces URL: the proxy exports its spans there, continuing
+        # the trace of the traceparent each request carries.
+        self.otel_endpoint = otel_endpoint
         self.master_key = master_key
         self.venv = Path(venv)
         self.port: int | None = None
@@ -162,10 +171,12 @@ class LiteLLMProxy:
             raise RuntimeError(reason)
         self._dir = tempfile.mkdtemp(prefix="litellm-proxy-")
         config = Path(self._dir) / "config.yaml"
-        config.write_text(_config(self.upstream_base_url, self.master_key))
+        config.write_text(_config(self.upstream_base_url, self.master_key, otel=self.otel_endpoint is not None))
         self.log_path = Path(self._dir) / "proxy.log"
         self.port = _free_port()
-        env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV} | _OFFLINE_ENV
+        env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV and not k.startswith("OTEL_")} | _OFFLINE_ENV
+        if self.otel_endpoint is not None:
+            env |= {"OTEL_EXPORTER": "otlp_http", "OTEL_ENDPOINT": self.otel_endpoint, "OTEL_SERVICE_NAME": "litellm"}
         cmd = [
             str(self.venv / "bin" / "litellm"),
             "--config", str(config),

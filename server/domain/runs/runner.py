@@ -54,6 +54,7 @@ from server.domain.runs.window import merge, prompt_window
 from server.domain.sessions import SessionService, tool_name
 from server.domain.tool_outputs import Reconciled, reconcile, reply_after
 from server.llm.types import ChatBackend, ChatRequest
+from server.observability import runs as observed
 from server.store.accounts import tenant_cache
 from server.store.db import Database
 from server.store.models import MessageRow
@@ -257,10 +258,15 @@ class TurnRunner:
         )
         approved = (decisions.approved, approved_rows, denied_rows)
         events = self._steps(state, request, reply, stored, [*plan.repeated, *rows], approved)
+        agent_key = view.agent.key if view.agent else ""
+        run = observed.begin_run(
+            principal.tenant_id, view.row.id, agent_key, view.row.conversation_id, settings.model, self.backend
+        )
         try:
             async for event in events:
                 yield event
         finally:  # a cancelled run's tokens count against the per-minute limit too
+            run.end()
             if tenant is not None:
                 await asyncio.shield(self._record_tokens(tenant, state.tokens_used))
 

@@ -32,6 +32,8 @@ from server.domain.runs.terminal import finish, reply_cost
 from server.domain.runs.tool_calls import server_calls, tool_rows
 from server.domain.runs.toolset import CLIENT, Toolset
 from server.llm.types import ChatBackend, ChatRequest, ToolCallFragment
+from server.observability import runs as observed
+from server.observability import tracing
 from server.store.db import Database
 from server.store.models import MessageRow
 
@@ -146,6 +148,7 @@ async def model_step(
     runs_server_tools = False
     models = [request.model, *(m for m in state.fallback_models if m != request.model)]
     state.unfinished = None  # this step stores its reply's end, whatever happens
+    run = observed.current()
 
     async def announce() -> AsyncIterator[TurnEvent]:
         if not state.started:
@@ -162,16 +165,21 @@ async def model_step(
                     async for attempt in state.policy.retrying(deadline, retryable):
                         with attempt:
                             started = time.monotonic()
+                            number = attempt.retry_state.attempt_number
+                            span = run.attempt_started(model, number, index > 0, request)
                             try:
-                                chunks, head, stream = await open_attempt(
-                                    state.backend, state.policy, replace(request, model=model), deadline, exits
-                                )
+                                with tracing.current(span):  # the upstream request carries its traceparent
+                                    chunks, head, stream = await open_attempt(
+                                        state.backend, state.policy, replace(request, model=model), deadline, exits
+                                    )
                             except AgentAPIError as exc:
                                 attempts.append(attempt_record(model, exc.reason, started))
+                                run.attempt_failed(span, model, exc.reason)
                                 raise
                     break
                 except AgentAPIError as exc:
                     if exc.reason in FALLBACK_REASONS and index + 1 < len(models) and time.monotonic() < deadline:
+                        run.fallback(model, exc.reason)
                         log.warning("model %s failed (%s); trying %s", model, exc.reason, models[index + 1])
                         continue
                     raise
@@ -259,6 +267,7 @@ async def model_step(
         reply.error = {"code": error.code, "reason": error.reason, "message": error.message} if error else None
         reply.token_count = count_message(to_openai(reply), reply.model)
         reply.update_time = utcnow()
+        run.step_ended(reply, step, None if first_delta_at is None else first_delta_at - began)
         # Shielded: a cancelled caller must not stop the terminal state being stored.
         store_error = await asyncio.shield(finish(state.db, stored, reply))
     if store_error is not None:

@@ -21,6 +21,7 @@ from server.domain.runs.events import TurnEvent
 from server.domain.runs.messages import new_message, to_openai
 from server.domain.runs.terminal import insert_messages, store_tool_result
 from server.domain.runs.toolset import ServerTool, Toolset
+from server.observability import runs as observed
 from server.store.db import Database
 from server.store.models import MessageRow
 from server.tools.base import TOOL_UNAVAILABLE, ToolOutcome
@@ -90,7 +91,10 @@ async def run_calls(
             began = time.monotonic()
             bound = max(0.0, min(timeout_s, deadline - began))
             arguments = str((call.get("function") or {}).get("arguments", ""))
-            outcome = await execute(tool.executor, tool.remote_name, arguments, bound, max_output_bytes)
+            with observed.current().tool_call(row, arguments) as watched:  # its span and metrics
+                outcome = watched["outcome"] = await execute(
+                    tool.executor, tool.remote_name, arguments, bound, max_output_bytes
+                )
             return await _store(db, row, outcome, began)
 
     tasks = [asyncio.ensure_future(one(call, row)) for call, row in zip(calls, rows, strict=True)]
