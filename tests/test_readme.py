@@ -83,6 +83,18 @@ def test_python_snippet_runs_twice(served: dict[str, str], index: int, tmp_path:
         assert result.returncode == 0, f"run {run} of snippet {index}:\n{script.read_text()}\n{result.stderr}"
 
 
+def run_curls(served: dict[str, str], tmp_path: Path, marker: str) -> subprocess.CompletedProcess[str]:
+    """Runs the README's one curl block containing ``marker`` (skips without curl); asserts it exits 0."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    [snippet] = [block for block in CURL_SNIPPETS if marker in block]
+    script = tmp_path / "snippet.sh"
+    script.write_text("set -euo pipefail\n" + _localized(snippet, served))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_curl_snippet_runs_twice(served: dict[str, str], tmp_path: Path) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
@@ -97,47 +109,23 @@ def test_curl_snippet_runs_twice(served: dict[str, str], tmp_path: Path) -> None
 
 
 def test_the_routing_mode_curls_answer(served: dict[str, str], tmp_path: Path) -> None:
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
-    [snippet] = [block for block in CURL_SNIPPETS if "X-Routing-Mode" in block]
-    script = tmp_path / "routing.sh"
-    script.write_text("set -euo pipefail\n" + _localized(snippet, served))
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = run_curls(served, tmp_path, "X-Routing-Mode")
     assert result.stdout.count('"reasoning_content"') == 2, "reasoning, and auto routed to reasoning, show a plan"
 
 
 def test_the_history_curls_regenerate_and_fork(served: dict[str, str], tmp_path: Path) -> None:
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
-    [snippet] = [block for block in CURL_SNIPPETS if ":regenerate" in block]
-    script = tmp_path / "history.sh"
-    script.write_text("set -euo pipefail\n" + _localized(snippet, served))
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = run_curls(served, tmp_path, ":regenerate")
     assert "assistantMessage" in result.stdout and '"parentSessionId"' in result.stdout, result.stdout[-500:]
 
 
 def test_the_durable_run_curls_poll_rejoin_and_cancel(served: dict[str, str], tmp_path: Path) -> None:
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
-    [snippet] = [block for block in CURL_SNIPPETS if ":cancel" in block]
-    script = tmp_path / "durable.sh"
-    script.write_text("set -euo pipefail\n" + _localized(snippet, served))
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = run_curls(served, tmp_path, ":cancel")
     assert "id: 3" in result.stdout and "id: 2\n" not in result.stdout, result.stdout[-800:]
     assert "assistantMessage" in result.stdout and result.stdout.count('"status"') >= 2, result.stdout[-800:]
 
 
 def test_the_observability_curls_run_a_tool_and_count_it(served: dict[str, str], tmp_path: Path) -> None:
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
-    [snippet] = [block for block in CURL_SNIPPETS if "/metrics" in block]
-    script = tmp_path / "observability.sh"
-    script.write_text("set -euo pipefail\n" + _localized(snippet, served))
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = run_curls(served, tmp_path, "/metrics")
     assert "Tool calculator returned: 42" in result.stdout, result.stdout
     # The server is shared with the other snippets, which call the calculator too.
     counted = r'^agentapi_tool_calls_total\{executor="builtin",outcome="ok",tool="calculator"\} [1-9]'

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -59,6 +58,8 @@ from pathlib import Path
 from typing import Self
 
 import httpx
+
+from tests.support.service_process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = REPO_ROOT / ".venv-litellm"
@@ -122,7 +123,7 @@ def _config(upstream_base_url: str, master_key: str, otel: bool = False) -> str:
     )
 
 
-class LiteLLMProxy:
+class LiteLLMProxy(ServiceProcess):
     """A LiteLLM proxy subprocess routing to ``upstream_base_url`` (``http://.../v1``).
 
     ``start(timeout=90)`` launches it and waits until ``/health/liveliness``
@@ -205,23 +206,3 @@ class LiteLLMProxy:
                 self.stop()
                 raise RuntimeError(f"LiteLLM proxy not ready after {timeout:.0f}s:\n{tail}")
             time.sleep(0.25)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-            self._proc = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -21,7 +21,6 @@ Findings (Phoenix 20.26.1)
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any, Self
 import httpx
 
 from tests.support.litellm_proxy import _free_port
+from tests.support.service_process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = REPO_ROOT / ".venv-phoenix"
@@ -44,7 +44,7 @@ def available(venv: str | os.PathLike[str] = DEFAULT_VENV) -> tuple[bool, str]:
     return False, f"Phoenix venv not found at {exe}: run scripts/install-phoenix.sh"
 
 
-class Phoenix:
+class Phoenix(ServiceProcess):
     """A ``phoenix serve`` subprocess; ``stop()`` terminates it (by its pid) and removes its directory."""
 
     def __init__(self, venv: str | os.PathLike[str] = DEFAULT_VENV) -> None:
@@ -130,23 +130,3 @@ class Phoenix:
                 cursor = body.get("next_cursor")
                 if not cursor:
                     return found
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-            self._proc = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
