@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import grpc
 import openai
 import pytest
 
@@ -221,6 +222,14 @@ async def test_store_false_keeps_usage_only(offline_stack: Stack) -> None:
     rows = await all_messages_with_deleted(offline_stack, str(uuid.UUID(session_id)))
     assert rows and all(not r.content and r.HasField("purge_time") for r in rows)
     assert any(r.usage.total_tokens for r in rows if r.role == pb.ROLE_ASSISTANT)
+    # Nor does the turn's event log keep its text: a rejoin finds no log.
+    from tests.stack import AUTH
+
+    reply = next(r for r in rows if r.role == pb.ROLE_ASSISTANT)
+    rejoin = pb.StreamTurnRequest(session_id=reply.session_id, message_id=reply.id)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        [e async for e in offline_stack.sessions.StreamTurn(rejoin, metadata=AUTH)]
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     streamed = await sse(
         offline_stack,
         "POST",

@@ -20,6 +20,7 @@ from server.domain.runs.approvals import Approval
 from server.domain.runs.live import LiveRuns, RunHandle
 from server.domain.sessions import SessionService
 from server.domain.transcripts import TranscriptService, unknown_format
+from server.domain.turn_erasure import erase_turn
 from server.store.message_history import SearchFilters
 
 EXPORT_FORMATS = {
@@ -281,7 +282,7 @@ class SessionServicer(pb.SessionServiceServicer):
 
     # EraseTurn (issue 21, OpenAI's store: false): server/domain/turn_erasure.py.
     async def EraseTurn(self, request: pb.EraseTurnRequest, context: grpc.aio.ServicerContext) -> pb.EraseTurnResponse:
-        from server.domain.turn_erasure import erase_turn  # here: this file's imports belong to the run's work
-
         erased = await erase_turn(self.sessions.db, current_principal(), request.session_id, request.message_id)
+        # The turn's event log and checkpoints hold its text too: flushed first, so none arrives after.
+        await self.live.forget([m.id for m in erased])
         return pb.EraseTurnResponse(messages=[message_convert.message(m) for m in erased])

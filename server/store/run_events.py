@@ -126,6 +126,15 @@ class RunEventStore:
             rows = await session.execute(select(table.c.run_id).where(table.c.run_id.in_(list(run_ids))))
             return {r[0] for r in rows}
 
+    async def forget(self, message_ids: Sequence[str]) -> None:
+        """Deletes the event logs of runs whose first reply is among
+        ``message_ids``, and those messages' checkpoints (an erased turn)."""
+        chunks, checkpoints = RunEventChunkRow.__table__, ReplyCheckpointRow.__table__
+        async with self.db.session() as session:
+            await session.execute(delete(chunks).where(chunks.c.run_id.in_(list(message_ids))))
+            await session.execute(delete(checkpoints).where(checkpoints.c.message_id.in_(list(message_ids))))
+            await session.commit()
+
     async def purge(self, finished_before: datetime, abandoned_before: datetime) -> int:
         """Deletes the logs of runs that ended before ``finished_before`` (their
         terminal chunk is older), chunks older than ``abandoned_before`` (runs

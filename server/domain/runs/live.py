@@ -235,6 +235,17 @@ class LiveRuns:
         loop = asyncio.get_running_loop()
         loop.call_later(self.log.flush_interval_s * 4 + 1, self.runs.pop, handle.run_id, None)
 
+    async def forget(self, message_ids: list[str]) -> None:
+        """Drops every trace of the finished runs among ``message_ids`` (an
+        erased turn): their handles here, their event logs and checkpoints
+        (flushed first, so nothing of them is written after)."""
+        for message_id in message_ids:
+            handle = self.runs.get(message_id)
+            if handle is not None and handle.done:
+                del self.runs[message_id]
+        await self.log.flush()
+        await self.store.forget(message_ids)
+
     # --- rejoin ----------------------------------------------------------------------
 
     async def check(self, principal: Principal, session_id: str, message_id: str) -> MessageRow:
