@@ -42,23 +42,25 @@ class Checkpoint:
     reasoning_content: str | None
 
 
-def _upsert_checkpoints(session: Any, checkpoints: Sequence[Checkpoint], now: datetime) -> Any:
-    """One multi-row INSERT ... ON DUPLICATE KEY UPDATE (MySQL) / ON CONFLICT DO UPDATE (SQLite)."""
-    rows = [
-        {"message_id": c.message_id, "content": c.content, "reasoning_content": c.reasoning_content, "update_time": now}
-        for c in checkpoints
-    ]
-    table = ReplyCheckpointRow.__table__
-    if session.bind.dialect.name == "sqlite":
-        statement = sqlite_insert(table).values(rows)
-        return statement.on_conflict_do_update(
-            index_elements=[table.c.message_id],
-            set_={name: statement.excluded[name] for name in ("content", "reasoning_content", "update_time")},
-        )
-    statement = mysql_insert(table).values(rows)
-    return statement.on_duplicate_key_update(
-        {name: statement.inserted[name] for name in ("content", "reasoning_content", "update_time")}
-    )
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert(dialect: str) -> Any:
+    """INSERT ... ON DUPLICATE KEY UPDATE (MySQL) / ON CONFLICT DO UPDATE (SQLite)
+    of ``reply_checkpoints``, built once: executed with a list of rows it is
+    one multi-row statement from a cached compilation, however many rows."""
+    if dialect not in _UPSERTS:
+        table = ReplyCheckpointRow.__table__
+        columns = ("content", "reasoning_content", "update_time")
+        if dialect == "sqlite":
+            statement = sqlite_insert(table)
+            _UPSERTS[dialect] = statement.on_conflict_do_update(
+                index_elements=[table.c.message_id], set_={name: statement.excluded[name] for name in columns}
+            )
+        else:
+            statement = mysql_insert(table)
+            _UPSERTS[dialect] = statement.on_duplicate_key_update({name: statement.inserted[name] for name in columns})
+    return _UPSERTS[dialect]
 
 
 class RunEventStore:
@@ -89,7 +91,12 @@ class RunEventStore:
                     ],
                 )
             if checkpoints:
-                await session.execute(_upsert_checkpoints(session, checkpoints, now))
+                rows = [
+                    {"message_id": c.message_id, "content": c.content, "reasoning_content": c.reasoning_content}
+                    | {"update_time": now}
+                    for c in checkpoints
+                ]
+                await session.execute(_upsert(session.bind.dialect.name), rows)
             await session.commit()
 
     async def read(self, run_id: str, tenant_id: str, after: int) -> list[Chunk]:
