@@ -67,13 +67,19 @@ async def traced(sqlite_url: str, traced_proxy: Any, phoenix: Any) -> AsyncItera
         provider.shutdown()
 
 
-async def spans_of(phoenix: Any, trace_id: str, want: set[str], timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """The trace's spans once every name in ``want`` (a prefix) has arrived (exports are batched)."""
+async def spans_of(
+    phoenix: Any, trace_id: str, want: dict[str, int], timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """The trace's spans once, for each name prefix in ``want``, at least that many spans
+    have arrived: agentapi and LiteLLM export in batches of their own, so one
+    process's spans can arrive in several exports."""
     deadline = time.monotonic() + timeout_s
     while True:
         spans = await phoenix.spans(trace_id)
         names = [s["name"] for s in spans]
-        if all(any(n.startswith(w) for n in names) for w in want) or time.monotonic() > deadline:
+        if all(sum(n.startswith(w) for n in names) >= count for w, count in want.items()):
+            return spans
+        if time.monotonic() > deadline:
             return spans
         await asyncio.sleep(0.5)
 
@@ -96,7 +102,14 @@ async def test_one_trace_spans_the_caller_the_bridge_the_run_and_litellm(
     assert response.status_code == 200, response.text
     session_id = response.headers["x-session-id"]
     provider.force_flush()
-    want = {"/agentapi.v1.SessionService/SendMessage", "invoke_agent", "chat ", "execute_tool", "litellm_request"}
+    want = {
+        "/agentapi.v1.SessionService/SendMessage": 1,
+        "invoke_agent": 1,
+        "chat ": 2,
+        "execute_tool": 1,
+        "Received Proxy Server Request": 2,
+        "litellm_request": 2,
+    }
     spans = await spans_of(phoenix, trace_id, want)
     by_id = {s["context"]["span_id"]: s for s in spans}
     names = sorted(s["name"] for s in spans)
@@ -171,7 +184,7 @@ async def test_retries_and_fallbacks_are_spans_of_their_own_and_counted(
     assert response.status_code == 200, response.text
     after = await scrape(stack.bridge_url)
     provider.force_flush()
-    spans = await spans_of(phoenix, trace_id, {"chat scripted-b"})
+    spans = await spans_of(phoenix, trace_id, {"chat scripted-": 3})
     chats = sorted(
         (s for s in spans if s["name"].startswith("chat ")),
         key=lambda s: (s["attributes"]["agentapi.fallback"], s["attributes"]["agentapi.attempt"]),
