@@ -365,7 +365,9 @@ class Bench:
             GrpcArm("C mariadb w2", "as C mariadb, `agentapi serve --workers 2` (two processes, one port)",
                     "agentapi-mariadb-w2", "mariadb", agentapi=a["mariadb-w2"]),
         ]  # fmt: skip
-        self.arms = {arm.name: arm for arm in arms}
+        # --arms narrows a run to some arms (A, the baseline, always stays).
+        only = {n.strip() for n in os.environ.get("BENCH_ARMS", "").split(",") if n.strip()}
+        self.arms = {arm.name: arm for arm in arms if not only or arm.name in only or arm.name == "A"}
 
     async def stop(self) -> None:
         for arm in self.arms.values():
@@ -522,6 +524,8 @@ class Bench:
         commit runs beside the upstream request, so it can only hide behind
         an upstream that takes some time to answer."""
         model, names = LATE_TTFT_MODEL, [n for n in self.arms if "+" in n]
+        if not names:  # --arms left out the target-6 arms
+            return {}
         for name in names:
             await self.arms[name].prepare(model, total)
         windows: dict[str, list[Turn]] = {name: [] for name in names}
@@ -858,7 +862,10 @@ def main() -> int:
         help="comma-separated subset, in order",
     )
     parser.add_argument("--ref", help="measure this commit (a snapshot) instead of the working tree")
+    parser.add_argument("--arms", help="comma-separated arm names to measure (default all; A always runs)")
     args = parser.parse_args()
+    if args.arms:
+        os.environ["BENCH_ARMS"] = args.arms  # read by Bench.build_arms, here or in a --ref snapshot
     if args.ref:
         argv = ["--phases", args.phases] + (["--quick"] if args.quick else [])
         if args.out:

@@ -52,6 +52,7 @@ from server.domain.runs.event_log import EventLog
 from server.domain.runs.live import LiveRuns
 from server.domain.runs.mcp_tools import McpRunTools
 from server.domain.sessions import SessionService
+from server.heap import freeze_startup_heap
 from server.domain.tenants import ApiKeyService, TenantService
 from server.domain.transcripts import TranscriptService
 from server.domain.usage import UsageService
@@ -392,6 +393,7 @@ async def serve(
             await tasks[0]
             raise RuntimeError(f"the JSON bridge did not start on {config.http_addr}")
     grpc_port = None if grpc_server is None else grpc_server.port
+    freeze_startup_heap()
     if ready is not None:
         ready(grpc_port, http_port)
     else:
