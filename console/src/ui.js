@@ -1,5 +1,6 @@
 // Shared pieces of the console's pages. Everything renders through Preact,
-// which sets text with textContent: model output can never become markup.
+// which sets text with textContent; model replies and reasoning alone are
+// rendered as Markdown, sanitized by DOMPurify (markdown.js).
 import { h } from "preact";
 import { useEffect, useState, useCallback } from "preact/hooks";
 import htm from "htm";

@@ -1,7 +1,7 @@
 """The web console in a real browser (Debian's Chromium, headless) against
 agentapi with the offline model: sign in, agents, the playground's streamed
 turns with server and client tools, the transcript, usage, what a client key
-sees, and model text that must stay text."""
+sees, and model replies rendered as sanitized Markdown in which markup stays text."""
 
 from __future__ import annotations
 
@@ -234,13 +234,109 @@ async def test_cancel_stops_the_stream(console: Console, offline_stack: Stack) -
 async def test_a_reply_with_markup_is_shown_as_text(console: Console, offline_stack: Stack) -> None:
     await console.sign_in()
     await console.open("/playground")
-    await console.page.select_option("#pg-target", "model:agentapi-offline")
+    page = console.page
+    await page.select_option("#pg-target", "model:agentapi-offline")
     payload = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
     await _send(console, payload)
-    reply = console.page.locator(".chat article.role-assistant").last.locator(".content")
+    reply = page.locator(".chat article.role-assistant").last.locator(".content")
     await expect(reply).to_have_text(f"You said: {payload}")
-    assert await console.page.evaluate("window.__pwned === undefined")
-    assert await console.page.locator(".chat script, .chat img").count() == 0
+    await _assert_inert(page, ".chat")
+    # The stored reply in the transcript: the same text, just as inert.
+    await page.get_by_role("link", name="Open transcript").click()
+    await expect(page.locator("article.role-assistant .content")).to_have_text(f"You said: {payload}")
+    await _assert_inert(page, ".transcript")
+
+
+async def _assert_inert(page: Any, scope: str) -> None:
+    """No script ran, and nothing with a script hook reached the DOM."""
+    assert await page.evaluate("window.__pwned === undefined")
+    assert await page.locator(f"{scope} script, {scope} img, {scope} iframe").count() == 0
+    assert await page.locator(f"{scope} [onerror], {scope} [onclick], {scope} [onload], {scope} [style]").count() == 0
+    assert await page.locator('a[href^="javascript:" i]').count() == 0
+
+
+# Records whether the live reply was already Markdown (a list, bold text) while it streamed.
+WATCH_MARKDOWN = """() => {
+  window.__md = { items: 0, strong: false };
+  new MutationObserver(() => {
+    const live = document.querySelector(".live .streaming");
+    if (!live) return;
+    window.__md.items = Math.max(window.__md.items, live.querySelectorAll("li").length);
+    window.__md.strong ||= Boolean(live.querySelector("strong"));
+  }).observe(document.body, { subtree: true, childList: true, characterData: true });
+}"""
+
+MARKDOWN = "\n".join(
+    (
+        "**bold** and *slanted* with `inline code`",
+        "",
+        "- first item",
+        "- second item",
+        "",
+        "```",
+        'print("<b>not bold</b>")',
+        "```",
+        "",
+        "| a | b |",
+        "| - | - |",
+        "| 1 | 2 |",
+        "",
+        "[a site](https://example.com/docs) [a trap](javascript:window.__pwned=3) ![a pixel](https://example.com/p.png)",
+        "",
+        '<div onclick="window.__pwned = 4">raw html</div>',
+    )
+)
+
+
+async def test_a_reply_in_markdown_renders_as_elements(console: Console, offline_stack: Stack) -> None:
+    await console.sign_in()
+    await console.open("/playground")
+    page = console.page
+    await page.select_option("#pg-target", "model:agentapi-offline")
+    await page.select_option("#pg-reasoning", "low")  # the offline model echoes the text as reasoning too
+    await page.evaluate(WATCH_MARKDOWN)
+    await _slow_link(page, 20_000)
+    await _send(console, MARKDOWN)
+    reply = page.locator(".chat article.role-assistant").last
+    await expect(reply.locator(".content ul > li")).to_have_count(2)
+    # Re-rendered as the text grew: the list and the bold text showed before the reply was stored.
+    seen = await page.evaluate("window.__md")
+    assert seen["items"] >= 1 and seen["strong"], seen
+    await _assert_markdown(reply)
+    await expect(reply.locator(".reasoning strong")).to_have_text("bold")
+    await _assert_inert(page, ".chat")
+    await console.shot("playground-markdown")
+
+    await page.get_by_role("link", name="Open transcript").click()
+    stored = page.locator("article.role-assistant").last
+    await _assert_markdown(stored)
+    await _assert_inert(page, ".transcript")
+    # The user's own message stays plain text.
+    await expect(page.locator("article.role-user .content")).to_contain_text("**bold**")
+    await console.shot("transcript-markdown")
+
+
+async def _assert_markdown(reply: Any) -> None:
+    content = reply.locator(".content")
+    await expect(content.locator("strong")).to_have_text("bold")
+    await expect(content.locator("em")).to_have_text("slanted")
+    await expect(content.locator("p code")).to_have_text("inline code")
+    await expect(content.locator("ul > li")).to_have_text(["first item", "second item"])
+    # A code block keeps its markup as text.
+    await expect(content.locator("pre code")).to_have_text('print("<b>not bold</b>")')
+    await expect(content.locator("pre b")).to_have_count(0)
+    await expect(content.locator("table td")).to_have_text(["1", "2"])
+    link = content.get_by_role("link", name="a site")
+    await expect(link).to_have_attribute("href", "https://example.com/docs")
+    await expect(link).to_have_attribute("rel", "noopener noreferrer")
+    await expect(link).to_have_attribute("target", "_blank")
+    # A javascript: URL loses its href; an image is a link, never fetched.
+    await expect(content.locator("a", has_text="a trap")).not_to_have_attribute("href", re.compile(".*"))
+    await expect(content.get_by_role("link", name="a pixel")).to_have_attribute("href", "https://example.com/p.png")
+    await expect(content.locator("img")).to_have_count(0)
+    # Raw HTML from the model is shown as what it wrote.
+    await expect(content).to_contain_text('<div onclick="window.__pwned = 4">raw html</div>')
+    await expect(content.locator("div")).to_have_count(0)
 
 
 async def test_usage_shows_tokens_by_day_model_agent_and_tenant(

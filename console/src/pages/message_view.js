@@ -1,8 +1,11 @@
 // One stored message, as the transcript and the playground show it: role, model,
 // status, finish reason, tool calls and results with their executor, reasoning,
 // usage, cost, time to first token, attempts and fallbacks, and the error's reason.
-// Every model-written string is a text child: Preact sets it with textContent.
+// An assistant's reply and its reasoning are sanitized Markdown (../markdown.js);
+// every other string (user input, tool arguments and results, refusals, errors) is
+// a text child, which Preact sets with textContent.
 import { html, enumText, fmtInt, fmtUsd, fmtTime, Badge } from "../ui.js";
+import { Markdown } from "../markdown.js";
 
 /** The ErrorInfo reason of a google.rpc.Status, if any. */
 export function errorReason(status) {
@@ -54,8 +57,9 @@ export function MessageView({ message }) {
       ${status && status !== "COMPLETED" && html` <${Badge} kind=${STATUS_KIND[status]}>${status.toLowerCase().replace("_", " ")}<//>`}
       <span class="muted seq">#${message.sequence} · ${fmtTime(message.createTime)}</span>
     </header>
-    ${message.reasoningContent && html`<details class="reasoning"><summary>Reasoning</summary><p class="text">${message.reasoningContent}</p></details>`}
-    ${message.content && html`<p class="text content">${message.content}</p>`}
+    ${message.reasoningContent && html`<details class="reasoning"><summary>Reasoning</summary><${Markdown} text=${message.reasoningContent} /></details>`}
+    ${message.content &&
+    (role === "assistant" ? html`<${Markdown} class="content" text=${message.content} />` : html`<p class="text content">${message.content}</p>`)}
     ${message.refusal && html`<p class="text refusal">Refused: ${message.refusal}</p>`}
     ${role === "tool" && html`<small class="muted">for ${message.toolCallId}</small>`}
     <${ToolCalls} calls=${message.toolCalls} />

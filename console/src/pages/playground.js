@@ -6,6 +6,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { get, post, stream } from "../api.js";
 import { html, Page, ErrorBox, useLoad, Badge } from "../ui.js";
 import { MessageView } from "./message_view.js";
+import { Markdown } from "../markdown.js";
 import { ActionForm } from "./action_form.js";
 import { emptyTurn, foldEvent, pendingActions } from "./turn_stream.js";
 
@@ -158,8 +159,8 @@ function LiveTurn({ turn }) {
         ${step.result ? html`<p class="text">→ ${step.result.content}</p>` : html`<p class="muted">running…</p>`}
       </div>`,
     )}
-    ${turn.reasoning && html`<details class="reasoning" open><summary>Reasoning</summary><p class="text">${turn.reasoning}</p></details>`}
-    <p class="text content streaming">${turn.live}</p>
+    ${turn.reasoning && html`<details class="reasoning" open><summary>Reasoning</summary><${Markdown} text=${turn.reasoning} live /></details>`}
+    <${Markdown} class="content streaming" text=${turn.live} live />
     ${turn.stopped && html`<p class="muted">Stopped.</p>`}
   </section>`;
 }
