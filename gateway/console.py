@@ -4,8 +4,8 @@ there is nothing else to start. The console calls only the public REST API.
 
 Every response carries a strict Content-Security-Policy: scripts only from this
 origin (no inline script, no eval), so a model reply containing ``<script>``
-can never run even if it reached the DOM as markup (the console renders model
-text with ``textContent`` besides). ``index.html`` is revalidated on every load;
+can never run even if it reached the DOM as markup (the console sanitizes the
+Markdown it renders from model text with DOMPurify besides). ``index.html`` is revalidated on every load;
 the bundles have content hashes in their names and are cached for a year.
 """
 
