@@ -1,10 +1,16 @@
-"""Unit tests of adapters and small rules, with httpx.MockTransport standing in
-for the network edge."""
+"""Unit tests of adapters and small rules; the upstream is a small aiohttp
+server on 127.0.0.1 that answers what each test scripts."""
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
 import pytest
+from aiohttp import web
 
 from server.config import Config
 from server.domain.errors import AgentAPIError
@@ -12,11 +18,32 @@ from server.domain.pagination import PageTokens
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatRequest
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-def backend_for(handler) -> OpenAICompatibleBackend:  # type: ignore[no-untyped-def]
-    backend = OpenAICompatibleBackend("http://upstream.test/v1")
-    backend._client = httpx.AsyncClient(base_url="http://upstream.test/v1", transport=httpx.MockTransport(handler))
-    return backend
+
+@asynccontextmanager
+async def backend_for(handler: Handler) -> AsyncIterator[OpenAICompatibleBackend]:
+    """A backend whose upstream answers every request with ``handler``."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    backend = OpenAICompatibleBackend(f"http://127.0.0.1:{port}/v1", read_timeout_s=2.0)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+        await runner.cleanup()
+
+
+def answer(status: int, body: object, headers: dict[str, str] | None = None) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, text=json.dumps(body), headers=headers, content_type="application/json")
+
+    return handle
 
 
 @pytest.mark.parametrize(
@@ -44,10 +71,10 @@ def backend_for(handler) -> OpenAICompatibleBackend:  # type: ignore[no-untyped-
     ],
 )
 async def test_upstream_http_errors_become_typed_errors(status, body, headers, code, reason) -> None:  # type: ignore[no-untyped-def]
-    backend = backend_for(lambda request: httpx.Response(status, json=body, headers=headers))
-    with pytest.raises(AgentAPIError) as caught:
-        async with backend.stream(ChatRequest(model="m", messages=[{"role": "user", "content": "x"}])):
-            pass
+    async with backend_for(answer(status, body, headers)) as backend:
+        with pytest.raises(AgentAPIError) as caught:
+            async with backend.stream(ChatRequest(model="m", messages=[{"role": "user", "content": "x"}])):
+                pass
     assert (caught.value.code, caught.value.reason) == (code, reason)
     if reason == "UPSTREAM_RATE_LIMITED":
         assert caught.value.retry_after_s == 2.0
@@ -55,23 +82,87 @@ async def test_upstream_http_errors_become_typed_errors(status, body, headers, c
 
 async def test_truncated_stream_is_a_protocol_error() -> None:
     chunk = b'data: {"choices":[{"delta":{"content":"hi"},"index":0}]}\n\n'
-    backend = backend_for(lambda r: httpx.Response(200, content=chunk, headers={"content-type": "text/event-stream"}))
+
+    async def ends_early(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(chunk)
+        await response.write_eof()  # a complete body, but no [DONE]
+        return response
+
     received = []
-    with pytest.raises(AgentAPIError) as caught:
-        async with backend.stream(ChatRequest(model="m", messages=[])) as stream:
-            async for c in stream:
-                received.append(c.content)
+    async with backend_for(ends_early) as backend:
+        with pytest.raises(AgentAPIError) as caught:
+            async with backend.stream(ChatRequest(model="m", messages=[])) as stream:
+                async for c in stream:
+                    received.append(c.content)
     assert received == ["hi"]
     assert caught.value.reason == "UPSTREAM_PROTOCOL_ERROR"
 
 
-async def test_connection_refused_is_unavailable() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+async def test_a_body_cut_mid_stream_is_a_protocol_error() -> None:
+    chunk = b'data: {"choices":[{"delta":{"content":"hi"},"index":0}]}\n\n'
 
-    with pytest.raises(AgentAPIError) as caught:
-        async with backend_for(refuse).stream(ChatRequest(model="m", messages=[])):
-            pass
+    async def cut(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(chunk)
+        request.transport.close()  # type: ignore[union-attr]  # mid-body: the chunked encoding never ends
+        return response
+
+    async with backend_for(cut) as backend:
+        with pytest.raises(AgentAPIError) as caught:
+            async with backend.stream(ChatRequest(model="m", messages=[])) as stream:
+                async for _ in stream:
+                    pass
+    assert (caught.value.code, caught.value.reason) in {
+        ("UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR"),
+        ("UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),
+    }
+
+
+async def test_a_silent_upstream_is_a_timeout() -> None:
+    async def silent(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b": waiting\n\n")
+        await asyncio.sleep(10)  # longer than the backend's 2 s read timeout
+        return response
+
+    async with backend_for(silent) as backend:
+        with pytest.raises(AgentAPIError) as caught:
+            async with backend.stream(ChatRequest(model="m", messages=[])) as stream:
+                async for _ in stream:
+                    pass
+    assert (caught.value.code, caught.value.reason) == ("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT")
+
+
+async def test_a_line_over_the_buffer_is_a_protocol_error() -> None:
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: " + b"x" * (3 * 1024 * 1024))
+        return response
+
+    async with backend_for(huge) as backend:
+        with pytest.raises(AgentAPIError) as caught:
+            async with backend.stream(ChatRequest(model="m", messages=[])) as stream:
+                async for _ in stream:
+                    pass
+    assert caught.value.reason == "UPSTREAM_PROTOCOL_ERROR"
+
+
+async def test_connection_refused_is_unavailable() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = OpenAICompatibleBackend(f"http://127.0.0.1:{port}/v1")
+    try:
+        with pytest.raises(AgentAPIError) as caught:
+            async with backend.stream(ChatRequest(model="m", messages=[])):
+                pass
+    finally:
+        await backend.aclose()
     assert (caught.value.code, caught.value.reason) == ("UNAVAILABLE", "UPSTREAM_UNAVAILABLE")
 
 

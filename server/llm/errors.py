@@ -37,9 +37,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
-import httpx
+import aiohttp
 
 from server.domain.errors import AgentAPIError
 
@@ -94,7 +95,7 @@ def _has(text: str, markers: tuple[str, ...]) -> bool:
     return any(marker in text for marker in markers)
 
 
-def from_status(status: int, body: bytes, headers: httpx.Headers, model: str) -> AgentAPIError:
+def from_status(status: int, body: bytes, headers: Mapping[str, str], model: str) -> AgentAPIError:
     """Maps an upstream HTTP error response (or an in-stream error event, given
     the status it names) to an :class:`AgentAPIError`; see the module table."""
     message, code, kind = _upstream_error(body)
@@ -142,7 +143,7 @@ def from_status(status: int, body: bytes, headers: httpx.Headers, model: str) ->
     )
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from ``retry-after-ms``, ``retry-after`` (seconds or an
     HTTP date) or LiteLLM's ``llm_provider-retry-after``; None when absent or unreadable."""
     for name in _RETRY_HEADERS:
@@ -164,17 +165,35 @@ def retry_after(headers: httpx.Headers) -> float | None:
     return None
 
 
-def from_transport(exc: httpx.HTTPError, model: str, started: bool) -> AgentAPIError:
-    """Maps a transport failure: timeouts -> DEADLINE_EXCEEDED (UPSTREAM_TIMEOUT);
-    refused, or reset at any point -> UNAVAILABLE (UPSTREAM_UNAVAILABLE); a body
-    cut short or not SSE after the stream began -> UNAVAILABLE (UPSTREAM_PROTOCOL_ERROR)."""
+def from_transport(exc: BaseException, model: str, started: bool) -> AgentAPIError:
+    """Maps a transport failure (aiohttp's exceptions, or a timeout): timeouts ->
+    DEADLINE_EXCEEDED (UPSTREAM_TIMEOUT); refused, or reset or closed at any
+    point -> UNAVAILABLE (UPSTREAM_UNAVAILABLE); a body cut short or not HTTP
+    after the stream began -> UNAVAILABLE (UPSTREAM_PROTOCOL_ERROR)."""
     meta = {"model": model}
     name = type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
         return AgentAPIError("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT", f"the upstream timed out ({name})", meta)
-    if not started or isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError)):
+    if not started or isinstance(exc, aiohttp.ClientConnectionError) or _reset(exc):
         return AgentAPIError("UNAVAILABLE", "UPSTREAM_UNAVAILABLE", f"cannot reach the upstream: {name}", meta)
     return AgentAPIError("UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR", f"the upstream stream broke: {name}: {exc}", meta)
+
+
+def _reset(exc: BaseException) -> bool:
+    """Whether a connection reset lies under ``exc``. aiohttp reports a reset
+    mid-body as a ClientPayloadError whose only trace of the
+    ConnectionResetError is its message text (aiohttp 3.14), so that is read too."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ConnectionError) or "ConnectionResetError" in str(item):
+            return True
+        todo += [item.__cause__, item.__context__, *item.args]
+    return False
 
 
 def protocol_error(model: str, detail: str) -> AgentAPIError:

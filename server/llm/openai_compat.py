@@ -1,45 +1,60 @@
 """Streaming client for an OpenAI-compatible API, such as a LiteLLM proxy.
 
-Plain httpx with httpx-sse's SSE parser rather than the openai SDK: the SDK
-builds pydantic objects per chunk, which dominated per-delta cost in our
-measurements (see bench/README.md), and we only need a handful of fields.
+aiohttp rather than the openai SDK or httpx: the SDK builds pydantic objects
+per chunk, and httpx parses HTTP/1.1 in pure Python (h11, through anyio): with
+httpx-sse on top, reading the upstream was about a quarter of agentapi's CPU
+per streamed delta (bench/README.md, issue 20). aiohttp's HTTP parser is C
+(llhttp) and its line reader hands over whole SSE lines; the SSE field rules
+(the WHATWG event-stream grammar) stay httpx-sse's ``SSEDecoder``, pinned.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
-from httpx_sse import EventSource
+import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
+from httpx_sse._decoders import SSEDecoder
 
 from server.llm import errors
 from server.llm.types import ChatChunk, ChatRequest, ModelInfo, TokenUsage, ToolCallFragment
 from server.observability import tracing
 
+# The longest SSE line (one chunk) read from the upstream: aiohttp's line
+# reader refuses a line over twice its buffer. A tool call's arguments come in
+# fragments, so a single chunk this long is a broken upstream.
+READ_BUFFER_BYTES = 1024 * 1024
+
 
 class _Stream:
     """An open SSE completion stream; iterating yields :class:`ChatChunk`."""
 
-    def __init__(self, response: httpx.Response, model: str) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, model: str) -> None:
         self._response = response
         self._model = model
-        self.request_id = response.headers.get("x-request-id") or response.headers.get("x-litellm-call-id", "")
-        self.cost_usd = _float(response.headers.get("x-litellm-response-cost"))
+        headers = response.headers
+        self.request_id = headers.get("x-request-id") or headers.get("x-litellm-call-id", "")
+        self.cost_usd = _float(headers.get("x-litellm-response-cost"))
 
     async def __aiter__(self) -> AsyncIterator[ChatChunk]:
         done = False
+        decoder = SSEDecoder()
         try:
-            async for sse in EventSource(self._response).aiter_sse():
+            async for raw in self._response.content:
                 # Read on to the end of the body after [DONE] (it ends right
                 # there): a response read to its end returns its connection to
-                # httpx's pool, where breaking off would close it and make the
+                # the pool, where breaking off would close it and make the
                 # next turn pay for a new TCP connection.
+                if done:
+                    continue
+                sse = decoder.decode(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                if sse is None or not sse.data:
+                    continue
                 if sse.data == "[DONE]":
                     done = True
-                if done or not sse.data:
                     continue
                 try:
                     payload = json.loads(sse.data)
@@ -54,8 +69,10 @@ class _Stream:
                 except (AttributeError, TypeError, ValueError, KeyError) as exc:
                     raise errors.protocol_error(self._model, f"a chunk has an unexpected shape ({exc})") from exc
                 yield chunk
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise errors.from_transport(exc, self._model, started=True) from exc
+        except HttpProcessingError as exc:  # LineTooLong: a line over twice the buffer
+            raise errors.protocol_error(self._model, f"a line is over {2 * READ_BUFFER_BYTES} bytes") from exc
         if not done:
             raise errors.protocol_error(self._model, "the stream ended without [DONE]")
 
@@ -67,7 +84,7 @@ def _stream_error(error: object, model: str) -> Exception:
         error = {"message": str(error)}
     code = str(error.get("code", ""))
     status = int(code) if code.isdigit() and 400 <= int(code) < 600 else 500
-    return errors.from_status(status, json.dumps({"error": error}).encode(), httpx.Headers(), model)
+    return errors.from_status(status, json.dumps({"error": error}).encode(), {}, model)
 
 
 def _float(value: object) -> float | None:
@@ -135,7 +152,8 @@ class OpenAICompatibleBackend:
         base_url: e.g. ``http://127.0.0.1:4000/v1`` (a LiteLLM proxy).
         api_key: sent as ``Authorization: Bearer``; optional.
         connect_timeout_s: seconds to open a connection.
-        read_timeout_s: longest silence, in seconds, between two stream events.
+        read_timeout_s: longest silence, in seconds, between two stream
+            events; also the longest wait for a free pooled connection.
     """
 
     def __init__(
@@ -145,13 +163,25 @@ class OpenAICompatibleBackend:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 60.0,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=read_timeout_s, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use: an aiohttp session belongs to the running loop.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30),
+                read_bufsize=READ_BUFFER_BYTES,
+                auto_decompress=True,
+                trust_env=False,
+            )
+        return self._session
 
     def check(self, model: str, params: dict[str, Any]) -> None:
         """Nothing to refuse here: the upstream answers for its own models."""
@@ -163,25 +193,37 @@ class OpenAICompatibleBackend:
         closes the upstream connection, also on cancellation."""
         try:
             # traceparent of the attempt's span (when tracing is on), so the proxy's spans join the trace.
-            headers = tracing.inject({})
-            body = request.body(stream=True)
-            async with self._client.stream("POST", "/chat/completions", json=body, headers=headers) as response:
-                if response.status_code >= 400:
-                    body = await response.aread()
-                    raise errors.from_status(response.status_code, body, response.headers, request.model)
+            headers = tracing.inject({"Content-Type": "application/json"})
+            body = json.dumps(request.body(stream=True)).encode()
+            url = f"{self._base_url}/chat/completions"
+            async with self._client().post(url, data=body, headers=headers) as response:
+                if response.status >= 400:
+                    error_body = await response.read()
+                    raise errors.from_status(response.status, error_body, response.headers, request.model)
                 yield _Stream(response, request.model)
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise errors.from_transport(exc, request.model, started=False) from exc
+
+    async def _get_json(self, path: str) -> tuple[int, Any, Mapping[str, str], bytes]:
+        async with self._client().get(f"{self._base_url}{path}") as response:
+            body = await response.read()
+            try:
+                data = json.loads(body) if response.status < 400 else None
+            except ValueError:
+                data = None
+            return response.status, data, response.headers, body
 
     async def list_models(self) -> list[ModelInfo]:
         """GET ``/models``. Raises AgentAPIError (UPSTREAM_UNAVAILABLE, ...)."""
         try:
-            response = await self._client.get("/models")
-        except httpx.HTTPError as exc:
+            status, payload, headers, body = await self._get_json("/models")
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise errors.from_transport(exc, "", started=False) from exc
-        if response.status_code >= 400:
-            raise errors.from_status(response.status_code, response.content, response.headers, "")
-        data = response.json().get("data", [])
+        if status >= 400:
+            raise errors.from_status(status, body, headers, "")
+        if not isinstance(payload, dict):
+            raise errors.protocol_error("", "GET /models did not answer a JSON object")
+        data = payload.get("data", [])
         details = await self._model_info()
         models = []
         for entry in data:
@@ -201,13 +243,15 @@ class OpenAICompatibleBackend:
         """LiteLLM's ``/model/info`` (context window and prices) by model name;
         empty when the upstream does not offer it."""
         try:
-            response = await self._client.get("/model/info")
-            if response.status_code != 200:
+            status, payload, _, _ = await self._get_json("/model/info")
+            if status != 200 or not isinstance(payload, dict):
                 return {}
-            return {m["model_name"]: m.get("model_info") or {} for m in response.json().get("data", [])}
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return {m["model_name"]: m.get("model_info") or {} for m in payload.get("data", [])}
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
             return {}
 
     async def aclose(self) -> None:
         """Closes pooled connections."""
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
