@@ -52,10 +52,10 @@ from server.domain.runs.event_log import EventLog
 from server.domain.runs.live import LiveRuns
 from server.domain.runs.mcp_tools import McpRunTools
 from server.domain.sessions import SessionService
-from server.heap import freeze_startup_heap
 from server.domain.tenants import ApiKeyService, TenantService
 from server.domain.transcripts import TranscriptService
 from server.domain.usage import UsageService
+from server.heap import freeze_startup_heap
 from server.llm.offline import OfflineBackend
 from server.llm.openai_compat import OpenAICompatibleBackend
 from server.llm.types import ChatBackend

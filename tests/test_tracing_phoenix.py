@@ -67,9 +67,7 @@ async def traced(sqlite_url: str, traced_proxy: Any, phoenix: Any) -> AsyncItera
         provider.shutdown()
 
 
-async def spans_of(
-    phoenix: Any, trace_id: str, want: dict[str, int], timeout_s: float = 30.0
-) -> list[dict[str, Any]]:
+async def spans_of(phoenix: Any, trace_id: str, want: dict[str, int], timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """The trace's spans once, for each name prefix in ``want``, at least that many spans
     have arrived: agentapi and LiteLLM export in batches of their own, so one
     process's spans can arrive in several exports."""
