@@ -239,6 +239,35 @@ async def test_store_false_keeps_usage_only(offline_stack: Stack) -> None:
     await get(offline_stack, f"/v1/responses/{streamed[-1]['response']['id']}", 404)
 
 
+async def test_store_false_is_erased_when_the_caller_leaves_mid_stream(stack: Stack) -> None:
+    """A streaming caller that disconnects mid-turn cancels the turn; its
+    text must still be erased once the cancelled turn has stored its end."""
+    import asyncio
+    import uuid
+
+    body = {"model": "scripted-a", "input": "a b c d e f g h i j [[slow:200]]", "store": False, "stream": True}
+    response_id = ""
+    async with stack.http() as http:
+        async with http.stream("POST", "/v1/responses", json=body) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and "response.output_text.delta" in line:
+                    break  # the first text delta: leave mid-turn
+                if line.startswith("data:") and '"response.created"' in line:
+                    response_id = json.loads(line[len("data:") :])["response"]["id"]
+    assert response_id
+    session_id = str(uuid.UUID(response_id[5:37]))
+    rows: list[pb.Message] = []
+    for _ in range(100):  # the cancelled turn ends, then the bridge erases it
+        rows = await all_messages_with_deleted(stack, session_id)
+        replies = [r for r in rows if r.role == pb.ROLE_ASSISTANT]
+        if replies and all(not r.content and r.HasField("purge_time") for r in rows):
+            break
+        await asyncio.sleep(0.1)
+    assert rows and all(not r.content and r.HasField("purge_time") for r in rows), [(r.role, r.content) for r in rows]
+    await get(stack, f"/v1/responses/{response_id}", 404)
+
+
 async def all_messages_with_deleted(stack: Stack, session_id: str) -> list[pb.Message]:
     from tests.stack import AUTH
 
