@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import grpc
 from starlette.requests import Request
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from agentapi import v1 as pb
 from gateway.bridge import Bridge, call_metadata
@@ -16,6 +19,8 @@ from gateway.openai import responses_convert as convert
 from gateway.openai import responses_ids as ids
 from gateway.openai.chat import session_idempotency_key
 from gateway.openai.responses_schema import McpTool, ResponseRequest
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
 
@@ -201,3 +206,42 @@ async def after_turn(bridge: Bridge, request: Request, session_id: str, turn_id:
             await bridge.sessions.DeleteMessage(
                 pb.DeleteMessageRequest(session_id=session_id, message_id=row.id), metadata=metadata
             )
+
+
+# What a turn left behind is tidied within this long of its caller leaving
+# (the cancelled turn must reach its terminal write first: SESSION_BUSY until then).
+TIDY_WITHIN_S = 60.0
+_tidying: set[asyncio.Task[None]] = set()
+
+
+def _busy(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.UNAVAILABLE,
+    )
+
+
+def tidy_later(bridge: Bridge, request: Request, session_id: str, turn_id: str, store: bool) -> None:
+    """Runs :func:`after_turn` in a task of its own, retried while the turn
+    still holds its session: a streaming caller that leaves mid-turn cancels
+    the turn, and a ``store: false`` turn must still be erased (and a stored
+    one's instructions hidden) once it has stored its end."""
+
+    async def tidy() -> None:
+        try:
+            retrying = AsyncRetrying(
+                retry=retry_if_exception(_busy),
+                stop=stop_after_delay(TIDY_WITHIN_S),
+                wait=wait_exponential(multiplier=0.05, max=2.0),
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    await after_turn(bridge, request, session_id, turn_id, store)
+        except Exception:
+            log.warning("could not tidy turn %s after its caller left (store=%s)", turn_id, store, exc_info=True)
+
+    task = asyncio.create_task(tidy(), name=f"agentapi-tidy-{turn_id}")
+    _tidying.add(task)
+    task.add_done_callback(_tidying.discard)
