@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -28,8 +29,11 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+@functools.cache
 def head_revision() -> str:
-    """The newest migration's revision id (what ``agentapi migrate`` reaches)."""
+    """The newest migration's revision id (what ``agentapi migrate`` reaches).
+    Cached: reading the scripts is ~4 % of a serving process's CPU when the
+    readiness check asks every few seconds, and they do not change under it."""
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
