@@ -17,7 +17,8 @@ from agentapi import v1 as pb
 from tests.stack import MASTER_KEY, Stack, start_stack
 from tests.support.mcp_servers import HttpMcpServer
 from tests.support.tcp_proxy import TcpProxy
-from tests.test_client import OFFLINE, client, target
+from tests.support.upstream import ScriptedUpstream
+from tests.test_client import ADD_TOOL, OFFLINE, client, target
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +208,57 @@ async def test_a_send_message_retried_after_its_turn_ran_stores_one_turn(
     users = [m for m in messages if m.role == pb.ROLE_USER]
     assert len(users) == 1, [(m.role, m.status, m.content) for m in messages]
     assert mcp.calls.count("slow") == before + 1
+
+
+@pytest.fixture(scope="module")
+async def scripted_stack(sqlite_url: str) -> AsyncIterator[Stack]:
+    """agentapi in front of the scripted upstream, with one attempt per
+    model and a half-second read timeout, so each failure surfaces at once."""
+    with ScriptedUpstream() as upstream:
+        stack = await start_stack(
+            sqlite_url,
+            upstream.base_url,
+            "unused",
+            retry_attempts=1,
+            retry_max_backoff_s=0.01,
+            upstream_read_timeout_s=0.5,
+        )
+        yield stack
+        await stack.stop()
+
+
+@pytest.mark.parametrize(
+    ("directive", "error_class", "reason"),
+    [
+        ("[[error:content_filter]]", agentapi.ContentFilteredError, "CONTENT_FILTERED"),
+        ("[[error:context]]", agentapi.ContextWindowExceededError, "CONTEXT_WINDOW_EXCEEDED"),
+        ("[[error:429]] [[retry_after:0]]", agentapi.UpstreamRateLimitedError, "UPSTREAM_RATE_LIMITED"),
+        ("[[malformed:1]]", agentapi.UpstreamProtocolError, "UPSTREAM_PROTOCOL_ERROR"),
+        ("[[stall:3000]]", agentapi.UpstreamTimeoutError, "UPSTREAM_TIMEOUT"),
+    ],
+)
+async def test_each_upstream_failure_raises_its_class(
+    scripted_stack: Stack, directive: str, error_class: type[agentapi.AgentAPIError], reason: str
+) -> None:
+    async with client(scripted_stack, max_retries=0) as api:
+        session = await api.sessions.create(overrides=pb.SessionSettings(model="scripted-a"))
+        with pytest.raises(error_class) as caught:
+            await api.sessions.send(session.id, f"hello {directive}")
+        # Streamed, the same failure ends the stream with the same class.
+        with pytest.raises(error_class):
+            async with api.sessions.stream(session.id, f"again {directive}") as turn:
+                await turn.final_message()
+    assert caught.value.reason == reason
+    assert isinstance(caught.value, agentapi.UpstreamError)
+
+
+async def test_a_message_while_tool_outputs_are_awaited_raises_tool_outputs_pending(offline_stack: Stack) -> None:
+    async with client(offline_stack) as api:
+        key = f"adder-{uuid.uuid4().hex[:8]}"
+        await api.agents.create(key=key, default_model=OFFLINE, tools=[ADD_TOOL])
+        session = await api.sessions.create(agent_id=key)
+        waiting = (await api.sessions.send(session.id, 'call add {"a": 1, "b": 2}')).message
+        assert waiting.status == pb.MESSAGE_STATUS_REQUIRES_ACTION
+        with pytest.raises(agentapi.ToolOutputsPendingError) as caught:
+            await api.sessions.send(session.id, "not yet")
+    assert isinstance(caught.value, agentapi.FailedPreconditionError)

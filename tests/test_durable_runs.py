@@ -18,7 +18,7 @@ from agentapi import v1 as pb
 from server.domain.common import utcnow
 from server.store.db import Database
 from server.store.run_events import RunEventStore
-from tests.helpers import create_session, error_reason, user
+from tests.helpers import create_agent, create_session, error_reason, user
 from tests.stack import AUTH, MASTER_KEY, Stack
 from tests.support.tcp_proxy import TcpProxy
 
@@ -75,6 +75,38 @@ async def test_a_caller_that_goes_away_rejoins_with_no_gap_and_no_duplicate(stac
     # Rejoining from the start replays the very same events.
     again = await rejoin(stack, session.id, message_id, 0)
     assert [e.SerializeToString() for e in again[: len(seen)]] == [e.SerializeToString() for e in seen]
+
+
+async def test_a_caller_that_leaves_mid_tool_call_rejoins_with_the_whole_call(stack: Stack, key: str) -> None:
+    from tests.test_grpc_turns import WEATHER_TOOL
+
+    agent = await create_agent(stack, key, tools=[WEATHER_TOOL])
+    session = await create_session(stack, agent.id)
+    text = 'weather please [[tool:get_weather {"city": "Paris", "unit": "celsius"}]] [[slow:60]]'
+    call = stack.sessions.SendStreamingMessage(
+        streaming(session.id, text, on_disconnect=pb.ON_DISCONNECT_CONTINUE), metadata=AUTH
+    )
+    seen: list[pb.SendStreamingMessageResponse] = []
+    async for event in call:
+        seen.append(event)
+        if event.HasField("delta") and event.delta.tool_calls:
+            break  # the call's first fragment: its arguments are still coming
+    call.cancel()
+    rest = await rejoin(stack, session.id, seen[0].turn_started.message_id, seen[-1].sequence_number)
+    events = seen + rest
+    assert [e.sequence_number for e in events] == list(range(1, len(events) + 1))
+    fragments = [f for e in events if e.HasField("delta") for f in e.delta.tool_calls]
+    assert len(fragments) >= 2 and any(
+        f in [g for e in rest if e.HasField("delta") for g in e.delta.tool_calls] for f in fragments
+    )
+    final = events[-1].assistant_message
+    assert final.status == pb.MESSAGE_STATUS_REQUIRES_ACTION
+    arguments = "".join(f.arguments for f in fragments)
+    assert (
+        json.loads(arguments)
+        == json.loads(final.tool_calls[0].function.arguments)
+        == {"city": "Paris", "unit": "celsius"}
+    )
 
 
 async def test_the_default_disconnect_still_cancels_the_run(stack: Stack) -> None:

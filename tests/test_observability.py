@@ -250,3 +250,50 @@ async def test_sql_statements_get_spans_only_when_asked(sqlite_url: str) -> None
     finally:
         tracing.configure(None)
         provider.shutdown()
+
+
+@pytest.mark.parametrize("capture", [False, True])
+async def test_message_content_is_on_spans_only_when_asked(
+    offline_stack: Stack, monkeypatch: pytest.MonkeyPatch, capture: bool
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true" if capture else "false")
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    secret = f"sesame-{uuid.uuid4().hex[:8]}"
+    try:
+        tracing.configure(provider)
+        session = await create_session(offline_stack, model="agentapi-offline")
+        await offline_stack.sessions.SendMessage(
+            pb.SendMessageRequest(session_id=session.id, messages=[user(f"remember {secret}")]), metadata=AUTH
+        )
+    finally:
+        tracing.configure(None)
+        provider.shutdown()
+    [chat] = [s for s in exported.get_finished_spans() if s.name == "chat agentapi-offline"]
+    attributes = dict(chat.attributes or {})
+    assert ("gen_ai.input.messages" in attributes) is capture
+    assert ("gen_ai.output.messages" in attributes) is capture
+    everything = str([dict(s.attributes or {}) for s in exported.get_finished_spans()])
+    assert (secret in everything) is capture
+
+
+async def test_a_budget_refusal_is_counted_by_reason(offline_stack: Stack) -> None:
+    import agentapi
+    from tests.test_client_errors import tenant_client
+
+    before = await scrape(offline_stack.bridge_url)
+    budget = pb.Budget(period=pb.BUDGET_PERIOD_MONTH, max_tokens=1)
+    async with await tenant_client(offline_stack, budget=budget) as api:
+        session = await api.sessions.create(overrides=pb.SessionSettings(model="agentapi-offline"))
+        with pytest.raises(agentapi.BudgetExceededError):
+            await api.sessions.send(session.id, "a prompt longer than one token")
+    after = await scrape(offline_stack.bridge_url)
+    refused = total(after, "agentapi_refusals_total", reason="BUDGET_EXCEEDED") - total(
+        before, "agentapi_refusals_total", reason="BUDGET_EXCEEDED"
+    )
+    assert refused == 1  # the client never retries BUDGET_EXCEEDED: one call, one refusal
