@@ -80,76 +80,63 @@ async def test_upstream_http_errors_become_typed_errors(status, body, headers, c
         assert caught.value.retry_after_s == 2.0
 
 
-async def test_truncated_stream_is_a_protocol_error() -> None:
-    chunk = b'data: {"choices":[{"delta":{"content":"hi"},"index":0}]}\n\n'
+CHUNK = b'data: {"choices":[{"delta":{"content":"hi"},"index":0}]}\n\n'
 
-    async def ends_early(request: web.Request) -> web.StreamResponse:
+
+def sse_then(*body: bytes, close: bool = False, end: bool = False, hang_s: float = 0.0) -> Handler:
+    """An upstream that answers an SSE response of ``body``, then closes the
+    connection mid-body (``close``), ends the body (``end``) or goes silent."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(chunk)
-        await response.write_eof()  # a complete body, but no [DONE]
+        for piece in body:
+            await response.write(piece)
+        if close:
+            request.transport.close()  # type: ignore[union-attr]  # the chunked encoding never ends
+        if end:
+            await response.write_eof()
+        await asyncio.sleep(hang_s)
         return response
 
-    received = []
-    async with backend_for(ends_early) as backend:
+    return handle
+
+
+async def read_failing(handler: Handler) -> tuple[list[str], AgentAPIError]:
+    """The contents a stream from ``handler`` yielded before its error, and the error."""
+    received: list[str] = []
+    async with backend_for(handler) as backend:
         with pytest.raises(AgentAPIError) as caught:
             async with backend.stream(ChatRequest(model="m", messages=[])) as stream:
-                async for c in stream:
-                    received.append(c.content)
+                async for chunk in stream:
+                    received.append(chunk.content)
+    return received, caught.value
+
+
+async def test_truncated_stream_is_a_protocol_error() -> None:
+    received, error = await read_failing(sse_then(CHUNK, end=True))  # a complete body, but no [DONE]
     assert received == ["hi"]
-    assert caught.value.reason == "UPSTREAM_PROTOCOL_ERROR"
+    assert error.reason == "UPSTREAM_PROTOCOL_ERROR"
 
 
 async def test_a_body_cut_mid_stream_is_a_protocol_error() -> None:
-    chunk = b'data: {"choices":[{"delta":{"content":"hi"},"index":0}]}\n\n'
-
-    async def cut(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(chunk)
-        request.transport.close()  # type: ignore[union-attr]  # mid-body: the chunked encoding never ends
-        return response
-
-    async with backend_for(cut) as backend:
-        with pytest.raises(AgentAPIError) as caught:
-            async with backend.stream(ChatRequest(model="m", messages=[])) as stream:
-                async for _ in stream:
-                    pass
-    assert (caught.value.code, caught.value.reason) in {
+    received, error = await read_failing(sse_then(CHUNK, close=True))
+    assert received == ["hi"]
+    assert (error.code, error.reason) in {
         ("UNAVAILABLE", "UPSTREAM_PROTOCOL_ERROR"),
         ("UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),
     }
 
 
 async def test_a_silent_upstream_is_a_timeout() -> None:
-    async def silent(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(b": waiting\n\n")
-        await asyncio.sleep(10)  # longer than the backend's 2 s read timeout
-        return response
-
-    async with backend_for(silent) as backend:
-        with pytest.raises(AgentAPIError) as caught:
-            async with backend.stream(ChatRequest(model="m", messages=[])) as stream:
-                async for _ in stream:
-                    pass
-    assert (caught.value.code, caught.value.reason) == ("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT")
+    # Silent for longer than the backend's 2 s read timeout.
+    _, error = await read_failing(sse_then(b": waiting\n\n", hang_s=10))
+    assert (error.code, error.reason) == ("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT")
 
 
 async def test_a_line_over_the_buffer_is_a_protocol_error() -> None:
-    async def huge(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(b"data: " + b"x" * (3 * 1024 * 1024))
-        return response
-
-    async with backend_for(huge) as backend:
-        with pytest.raises(AgentAPIError) as caught:
-            async with backend.stream(ChatRequest(model="m", messages=[])) as stream:
-                async for _ in stream:
-                    pass
-    assert caught.value.reason == "UPSTREAM_PROTOCOL_ERROR"
+    _, error = await read_failing(sse_then(b"data: " + b"x" * (3 * 1024 * 1024)))
+    assert error.reason == "UPSTREAM_PROTOCOL_ERROR"
 
 
 async def test_connection_refused_is_unavailable() -> None:
