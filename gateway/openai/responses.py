@@ -358,9 +358,11 @@ async def list_input_items(request: Request) -> Response:
 
 
 async def count_input_tokens(request: Request) -> Response:
-    """``POST /v1/responses/input_tokens``: an estimate (see :func:`request_convert.input_tokens`)."""
+    """``POST /v1/responses/input_tokens``: counted as agentapi counts a prompt
+    (see :func:`request_convert.input_tokens`)."""
     try:
         body: ResponseRequest = request_convert.parse(ResponseRequest, await request.body())
+        counted = request_convert.input_tokens(body)
     except ApiError as exc:
         return error_response(exc)
-    return JSONResponse({"object": "response.input_tokens", "input_tokens": request_convert.input_tokens(body)})
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": counted})

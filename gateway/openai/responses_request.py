@@ -4,13 +4,15 @@ TurnOptions; and the body's validation itself, with OpenAI's ``param``."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from google.protobuf import json_format
 
 from agentapi import v1 as pb
 from gateway.errors import bad_request
 from gateway.openai import chat_convert
 from gateway.openai import responses_schema as schema
+from server.domain import history
 
 AGENT_PREFIX = chat_convert.AGENT_PREFIX
 # The name of the system input message that carries a response's
@@ -138,11 +140,19 @@ def turn_options(body: schema.ResponseRequest) -> pb.TurnOptions:
 
 
 def input_tokens(body: schema.ResponseRequest) -> int:
-    """An estimate of the request's input tokens: one per 4 characters of its
-    instructions, input and tools as JSON, rounded up (the estimate agentapi
-    uses for models it has no tokenizer for)."""
-    text = json.dumps(
-        [body.instructions or "", body.model_dump(mode="json", include={"input", "tools"}, by_alias=True)],
-        ensure_ascii=False,
-    )
-    return -(-len(text) // 4)
+    """The request's input tokens as agentapi counts a prompt (``server.domain.history``:
+    tiktoken for OpenAI-family models, one per 4 characters otherwise): each
+    message of its instructions and input with its overhead, plus its function
+    tools' JSON. Previous responses and a conversation are not read (OpenAI's
+    endpoint counts what the request holds, too). Raises a 400 :class:`ApiError`."""
+    messages, _ = input_messages(body)
+    model = body.model or ""
+    total = 0
+    for message in messages:
+        parts = [
+            {"type": "text", "text": p.text} if p.type == "text" else {"type": p.type} for p in message.content_parts
+        ]
+        calls = [{"function": {"name": c.function.name, "arguments": c.function.arguments}} for c in message.tool_calls]
+        total += history.count_message({"content": parts or message.content, "tool_calls": calls}, model)
+    tools = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in function_tools(body.tools)]
+    return total + history.count_tools(tools, model)
