@@ -202,3 +202,59 @@ async def test_retries_and_fallbacks_are_spans_of_their_own_and_counted(
     assert grew("agentapi_upstream_retries_total", model="scripted-a", reason="UPSTREAM_UNAVAILABLE") == 1
     assert grew("agentapi_upstream_fallbacks_total", model="scripted-a", reason="UPSTREAM_UNAVAILABLE") == 1
     assert grew("agentapi_upstream_attempts_total", model="scripted-b", outcome="ok") == 1
+
+
+async def test_agentapi_serve_traces_to_phoenix_from_the_otel_environment(
+    phoenix: Any, sqlite_url: str, tmp_path: Any
+) -> None:
+    """What an operator does: ``agentapi serve`` with only the standard
+    ``OTEL_*`` variables set exports its spans to Phoenix (no code change)."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    master = "sk-master-" + uuid.uuid4().hex[:12]
+    env = {
+        **os.environ,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": phoenix.otlp_traces_url,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "AGENTAPI_MASTER_KEY": master,
+    }
+    env.pop("AGENTAPI_LLM_BASE_URL", None)  # the offline model
+    out = tmp_path / "serve.out"
+    database = f"sqlite+aiosqlite:///{tmp_path / 'traced.db'}"
+    with out.open("w") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--migrate", "--database-url", database,
+             "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
+            stdout=stdout, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not (found := re.search(r"bridge listening on http://([\d.:]+)", out.read_text())):
+                assert process.poll() is None and time.monotonic() < deadline, out.read_text()
+                await asyncio.sleep(0.1)
+            trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+            async with httpx.AsyncClient(base_url=f"http://{found.group(1)}", timeout=30) as http:
+                response = await http.post(
+                    "/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {master}", "traceparent": f"00-{trace_id}-{caller_span}-01"},
+                    json={"model": "agentapi-offline", "messages": [{"role": "user", "content": "hello"}]},
+                )
+            assert response.status_code == 200, response.text
+            want = {"/agentapi.v1.SessionService/SendMessage": 1, "invoke_agent": 1, "chat agentapi-offline": 1}
+            spans = await spans_of(phoenix, trace_id, want)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+    names = [s["name"] for s in spans]
+    for name, count in want.items():
+        assert sum(n.startswith(name) for n in names) >= count, names
+    assert any(s["parent_id"] == caller_span for s in spans), "the bridge's span continues the caller's"
+    chat = next(s for s in spans if s["name"] == "chat agentapi-offline")
+    assert chat["attributes"]["gen_ai.request.model"] == "agentapi-offline"
