@@ -15,7 +15,7 @@ from playwright.async_api import expect
 from agentapi import v1 as pb
 from tests.e2e.conftest import Console
 from tests.helpers import create_agent, create_session, user
-from tests.stack import AUTH, Stack
+from tests.stack import AUTH, MASTER_KEY, Stack
 
 expect.set_options(timeout=15_000)  # a loaded CI machine runs the server and the browser on 2 cores
 
@@ -59,8 +59,26 @@ async def _send(console: Console, text: str) -> None:
 
 
 async def test_sign_in_shows_operator_pages(console: Console) -> None:
-    await console.sign_in()
-    nav = console.page.locator("nav[aria-label=Console]")
+    page = console.page
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    await page.goto(f"{console.base_url}/console/")
+    # The sign-in page as a user meets it: a heading, a labelled key field that hides what is typed.
+    await expect(page.get_by_role("heading", level=1)).to_have_text("agentapi console")
+    field = page.get_by_label("API key")
+    await expect(field).to_have_attribute("type", "password")
+    await expect(field).to_have_attribute("id", "api-key")
+    await expect(field).to_be_empty()
+    await expect(field).to_be_focused()  # autofocus: the key can be typed (or pasted) at once
+    await expect(page.get_by_role("button", name="Sign in")).to_be_enabled()
+    await console.shot("sign-in")
+    await field.fill(MASTER_KEY)
+    await page.keyboard.press("Enter")  # keyboard only: the form submits on Enter
+    nav = page.locator("nav[aria-label=Console]")
+    await expect(nav).to_be_visible()
+    # The key goes in a header, never in a URL: not the page's, not any request's.
+    assert MASTER_KEY not in page.url, page.url
+    assert requested and not [url for url in requested if MASTER_KEY in url], requested
     for label in ("Agents", "Models", "Conversations", "Playground", "Usage", "Tenants", "API keys", "MCP servers"):
         await expect(nav.get_by_role("link", name=label, exact=True)).to_be_visible()
     await expect(console.page.locator(".who")).to_have_text("operator")
@@ -79,6 +97,7 @@ async def test_sign_in_shows_operator_pages(console: Console) -> None:
         await console.open(route)
         await expect(console.page.locator(".error")).to_have_count(0)
         await console.shot(name)
+    assert MASTER_KEY not in page.url and not [url for url in requested if MASTER_KEY in url], requested
 
 
 async def test_a_wrong_key_is_refused(console: Console) -> None:
@@ -186,6 +205,43 @@ async def test_playground_streams_a_server_tool_step_then_the_transcript_shows_i
             await page.get_by_role("button", name=label).click()
         exported = await (await downloading.value).path()
         assert expected in Path(exported).read_text(), label
+
+
+async def test_the_transcript_exports_as_openai_json(console: Console, offline_stack: Stack, key: str) -> None:
+    agent = await _agent(offline_stack, key)
+    session = await create_session(offline_stack, agent.id)
+    await offline_stack.sessions.SendMessage(
+        pb.SendMessageRequest(session_id=session.id, messages=[user('use calculator {"expression": "6*7"}')]),
+        metadata=AUTH,
+    )
+    await console.sign_in()
+    await console.open(f"/sessions/{session.id}")
+    page = console.page
+    await expect(page.locator("article.role-tool .content")).to_have_text("42")
+    # Downloaded as the user gets it: the button's file, saved by the browser.
+    async with page.expect_download() as downloading:
+        await page.get_by_role("button", name="Export OpenAI JSON").click()
+    download = await downloading.value
+    assert download.suggested_filename == f"session-{session.id}.json"
+    await expect(page.locator(".error")).to_have_count(0)
+    exported = json.loads(Path(await download.path()).read_text())
+    assert exported["model"] == "agentapi-offline"
+    assert exported["session"]["id"] == session.id
+    messages = exported["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"], messages
+    asked, calling, answered, replied = messages
+    assert asked["content"] == 'use calculator {"expression": "6*7"}'
+    # OpenAI's chat shape: the assistant's tool call, and the tool message answering it by id.
+    (call,) = calling["tool_calls"]
+    assert call["type"] == "function" and call["id"], call
+    assert call["function"]["name"] == "calculator"
+    assert json.loads(call["function"]["arguments"]) == {"expression": "6*7"}
+    assert answered["tool_call_id"] == call["id"]
+    assert answered["content"] == "42"
+    assert replied["content"] == "Tool calculator returned: 42"
+    assert "tool_calls" not in replied
+    # The ledger beside the messages: one row per stored message.
+    assert len(exported["ledger"]) == len(messages)
 
 
 async def test_a_client_tool_output_entered_by_hand(console: Console, offline_stack: Stack, key: str) -> None:
