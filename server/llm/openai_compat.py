@@ -179,7 +179,8 @@ class OpenAICompatibleBackend:
                 connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30),
                 read_bufsize=READ_BUFFER_BYTES,
                 auto_decompress=True,
-                trust_env=False,
+                # HTTP(S)_PROXY, NO_PROXY and .netrc apply, as they did with httpx.
+                trust_env=True,
             )
         return self._session
 
