@@ -211,3 +211,27 @@ def test_public_surface_of_the_client_package() -> None:
         "MESSAGE_STATUS_FAILED",
     ):
         assert name in v1.__all__ and hasattr(v1, name)
+
+
+async def test_a_failed_model_info_fails_the_catalog_fetch_rather_than_zeroing_prices() -> None:
+    async def models_then_cut(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/models"):
+            return web.json_response({"data": [{"id": "m", "owned_by": "x"}]})
+        request.transport.close()  # type: ignore[union-attr]  # /model/info: the connection drops
+        return web.Response()
+
+    async with backend_for(models_then_cut) as backend:
+        with pytest.raises(AgentAPIError) as caught:
+            await backend.list_models()
+    assert (caught.value.code, caught.value.reason) == ("UNAVAILABLE", "UPSTREAM_UNAVAILABLE")
+
+
+async def test_an_upstream_without_model_info_lists_its_models_unpriced() -> None:
+    async def models_only(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/models"):
+            return web.json_response({"data": [{"id": "m", "owned_by": "x"}]})
+        return web.Response(status=404)
+
+    async with backend_for(models_only) as backend:
+        [model] = await backend.list_models()
+    assert (model.id, model.input_cost_per_token, model.context_window) == ("m", 0.0, 0)

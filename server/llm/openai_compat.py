@@ -176,7 +176,10 @@ class OpenAICompatibleBackend:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30),
+                # An idle connection is dropped after 4 s, before uvicorn's (LiteLLM's)
+                # 5 s keep-alive closes it from the other side: reusing a connection
+                # the server is closing fails the request (ServerDisconnectedError).
+                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=4),
                 read_bufsize=READ_BUFFER_BYTES,
                 auto_decompress=True,
                 # HTTP(S)_PROXY, NO_PROXY and .netrc apply, as they did with httpx.
@@ -242,13 +245,19 @@ class OpenAICompatibleBackend:
 
     async def _model_info(self) -> dict[str, dict[str, Any]]:
         """LiteLLM's ``/model/info`` (context window and prices) by model name;
-        empty when the upstream does not offer it."""
+        empty when the upstream does not offer it. A transport failure raises
+        (UNAVAILABLE / UPSTREAM_UNAVAILABLE, ...): the catalog then keeps its
+        last good prices rather than a refresh setting every price to zero,
+        which would let budget reservations admit turns for free."""
         try:
             status, payload, _, _ = await self._get_json("/model/info")
-            if status != 200 or not isinstance(payload, dict):
-                return {}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise errors.from_transport(exc, "", started=False) from exc
+        if status != 200 or not isinstance(payload, dict):
+            return {}
+        try:
             return {m["model_name"]: m.get("model_info") or {} for m in payload.get("data", [])}
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError, AttributeError):
             return {}
 
     async def aclose(self) -> None:
